@@ -1,0 +1,246 @@
+"""Typed application settings read from the environment and `.env`.
+
+One frozen `Settings` object holds every knob of the framework. Values come from
+the process environment first and from `.env` second (python-dotenv; the real
+environment wins). A wrong value stops the start with one `ConfigError` line that
+names the variable and what was wrong; secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+#: Project root: the folder holding main.py, `.env` and `storage/`.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Default `.env` file read under the real environment.
+DEFAULT_DOTENV = PROJECT_ROOT / ".env"
+
+#: Default SQLite file of the embedded database queue.
+DEFAULT_SQLITE_PATH = PROJECT_ROOT / "storage" / "queue.db"
+
+QUEUE_CONNECTIONS = ("redis", "database")
+MQTT_PROTOCOLS = ("3.1.1", "5")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _parse_int(name: str, raw: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def _parse_float(name: str, raw: str, minimum: float | None = None) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _parse_choice(name: str, raw: str, choices: tuple[str, ...], upper: bool = False) -> str:
+    value = raw.strip().upper() if upper else raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def _optional(raw: str) -> str | None:
+    stripped = raw.strip()
+    return stripped or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the framework, typed and validated.
+
+    Secrets (`redis_password`, `db_pass`, `mqtt_password`, and a `db_url` that may
+    embed a password) are excluded from `repr` so they never reach a log line.
+    """
+
+    # Redis (seed: ENABLE_REDIS, REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD)
+    enable_redis: bool = False
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: str | None = field(default=None, repr=False)
+    redis_tls: bool = False
+
+    # Queue selection and leases
+    queue_connection: str = "database"
+    queue_retry_after: int = 90  #: seconds a reservation lasts without a heartbeat
+
+    # SQL (seed: ENABLE_MYSQL, DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASS)
+    enable_mysql: bool = False
+    db_host: str = "localhost"
+    db_port: int = 3306
+    db_name: str = "mqtt_framework"
+    db_user: str = "root"
+    db_pass: str | None = field(default=None, repr=False)
+    db_url: str | None = field(default=None, repr=False)
+    db_pool_size: int = 5
+    db_pool_pre_ping: bool = True
+    sqlite_path: str = str(DEFAULT_SQLITE_PATH)
+
+    # MQTT
+    mqtt_host: str | None = None
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
+    mqtt_client_id: str | None = None
+    mqtt_protocol: str = "3.1.1"
+    mqtt_tls_ca: str | None = None
+    mqtt_tls_cert: str | None = None
+    mqtt_tls_key: str | None = None
+    mqtt_tls_insecure: bool = False
+    mqtt_group_name: str = "mqtt_framework_group"
+    mqtt_persistent_session: bool = False
+    mqtt_session_expiry: int = 3600  #: seconds the broker keeps a persistent MQTT 5 session
+    mqtt_keepalive: int = 60
+    mqtt_max_inflight: int = 20  #: unacknowledged QoS>0 messages held at once
+    mqtt_handler_retries: int = 3  #: attempts of a failing handler before dead-lettering
+    mqtt_dead_letter_topic: str = "deadletter"
+
+    # Logging
+    log_level: str = "INFO"
+
+    @property
+    def mqtt_tls_enabled(self) -> bool:
+        """True when any TLS option is set: the MQTT connection then uses TLS."""
+        return bool(self.mqtt_tls_ca or self.mqtt_tls_cert or self.mqtt_tls_insecure)
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        """True when no MQTT_HOST is set: `--run` starts an embedded broker."""
+        return self.mqtt_host is None
+
+
+# Each entry: environment variable -> (field name, parser of the raw string).
+_Parser = Callable[[str, str], object]
+_VARIABLES: dict[str, tuple[str, _Parser]] = {
+    "ENABLE_REDIS": ("enable_redis", _parse_bool),
+    "REDIS_HOST": ("redis_host", lambda n, r: r.strip()),
+    "REDIS_PORT": ("redis_port", lambda n, r: _parse_int(n, r, 1, 65535)),
+    "REDIS_DB": ("redis_db", lambda n, r: _parse_int(n, r, 0)),
+    "REDIS_PASSWORD": ("redis_password", lambda n, r: _optional(r)),
+    "REDIS_TLS": ("redis_tls", _parse_bool),
+    "QUEUE_CONNECTION": ("queue_connection", lambda n, r: _parse_choice(n, r, QUEUE_CONNECTIONS)),
+    "QUEUE_RETRY_AFTER": ("queue_retry_after", lambda n, r: _parse_int(n, r, 1)),
+    "ENABLE_MYSQL": ("enable_mysql", _parse_bool),
+    "DB_HOST": ("db_host", lambda n, r: r.strip()),
+    "DB_PORT": ("db_port", lambda n, r: _parse_int(n, r, 1, 65535)),
+    "DB_NAME": ("db_name", lambda n, r: r.strip()),
+    "DB_USER": ("db_user", lambda n, r: r.strip()),
+    "DB_PASS": ("db_pass", lambda n, r: _optional(r)),
+    "DB_URL": ("db_url", lambda n, r: _optional(r)),
+    "DB_POOL_SIZE": ("db_pool_size", lambda n, r: _parse_int(n, r, 1)),
+    "DB_POOL_PRE_PING": ("db_pool_pre_ping", _parse_bool),
+    "SQLITE_PATH": ("sqlite_path", lambda n, r: r.strip()),
+    "MQTT_HOST": ("mqtt_host", lambda n, r: _optional(r)),
+    "MQTT_PORT": ("mqtt_port", lambda n, r: _parse_int(n, r, 1, 65535)),
+    "MQTT_USERNAME": ("mqtt_username", lambda n, r: _optional(r)),
+    "MQTT_PASSWORD": ("mqtt_password", lambda n, r: _optional(r)),
+    "MQTT_CLIENT_ID": ("mqtt_client_id", lambda n, r: _optional(r)),
+    "MQTT_PROTOCOL": ("mqtt_protocol", lambda n, r: _parse_choice(n, r, MQTT_PROTOCOLS)),
+    "MQTT_TLS_CA": ("mqtt_tls_ca", lambda n, r: _optional(r)),
+    "MQTT_TLS_CERT": ("mqtt_tls_cert", lambda n, r: _optional(r)),
+    "MQTT_TLS_KEY": ("mqtt_tls_key", lambda n, r: _optional(r)),
+    "MQTT_TLS_INSECURE": ("mqtt_tls_insecure", _parse_bool),
+    "MQTT_GROUP_NAME": ("mqtt_group_name", lambda n, r: r.strip()),
+    "MQTT_PERSISTENT_SESSION": ("mqtt_persistent_session", _parse_bool),
+    "MQTT_SESSION_EXPIRY": ("mqtt_session_expiry", lambda n, r: _parse_int(n, r, 0)),
+    "MQTT_KEEPALIVE": ("mqtt_keepalive", lambda n, r: _parse_int(n, r, 1)),
+    "MQTT_MAX_INFLIGHT": ("mqtt_max_inflight", lambda n, r: _parse_int(n, r, 1, 65535)),
+    "MQTT_HANDLER_RETRIES": ("mqtt_handler_retries", lambda n, r: _parse_int(n, r, 1)),
+    "MQTT_DEAD_LETTER_TOPIC": ("mqtt_dead_letter_topic", lambda n, r: r.strip()),
+    "LOG_LEVEL": ("log_level", lambda n, r: _parse_choice(n, r, LOG_LEVELS, upper=True)),
+}
+
+#: Variables whose values are secrets: never shown in errors or logs.
+SECRET_VARIABLES = frozenset({"REDIS_PASSWORD", "DB_PASS", "DB_URL", "MQTT_PASSWORD"})
+
+
+def variable_names() -> list[str]:
+    """Every environment variable the settings read, in documentation order."""
+    return list(_VARIABLES)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: str | Path | None = DEFAULT_DOTENV,
+) -> Settings:
+    """Build `Settings` from `environ` (default `os.environ`) over the `.env` file.
+
+    Raises `ConfigError` naming the first variable that is malformed. A secret's
+    value is never included in the message.
+    """
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+
+    values: dict[str, object] = {}
+    for name, (attr, parse) in _VARIABLES.items():
+        if name not in merged:
+            continue
+        try:
+            values[attr] = parse(name, merged[name])
+        except ConfigError as exc:
+            if name in SECRET_VARIABLES:
+                raise ConfigError(f"{name} is malformed (value hidden)") from None
+            raise exc from None
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(settings: Settings) -> None:
+    if bool(settings.mqtt_tls_cert) != bool(settings.mqtt_tls_key):
+        raise ConfigError("MQTT_TLS_CERT and MQTT_TLS_KEY must be set together")
+    if settings.queue_connection == "redis" and not settings.enable_redis:
+        raise ConfigError("QUEUE_CONNECTION=redis needs ENABLE_REDIS=true")
+    if not settings.mqtt_group_name or "/" in settings.mqtt_group_name:
+        raise ConfigError(
+            f"MQTT_GROUP_NAME must be a non-empty name without '/', "
+            f"got {settings.mqtt_group_name!r}"
+        )
+
+
+def describe(settings: Settings) -> dict[str, str]:
+    """A printable view of the settings with every secret masked."""
+    shown: dict[str, str] = {}
+    secret_attrs = {_VARIABLES[name][0] for name in SECRET_VARIABLES}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name in secret_attrs and value:
+            shown[f.name] = "***"
+        else:
+            shown[f.name] = str(value)
+    return shown
+

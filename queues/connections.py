@@ -1,0 +1,110 @@
+"""Build queue drivers and the failed store from settings, once per process.
+
+`get_driver("redis" | "database" | None)` returns the process-wide driver of that
+connection (None means QUEUE_CONNECTION). Worker processes started with
+`--workers N` call `reset()` after fork so that no socket is shared across
+processes.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from config.settings import Settings, load_settings
+from queues.drivers.base import FailedStore, QueueDriver
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_drivers: dict[str, QueueDriver] = {}
+_failed_store: FailedStore | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Use these settings for every driver built from now on (drops cached ones)."""
+    global _settings
+    reset()
+    _settings = settings
+
+
+def current_settings() -> Settings:
+    """The configured settings, loading them from the environment on first use."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def database_enabled(settings: Settings) -> bool:
+    """True when a database server is configured (MySQL/MariaDB or DB_URL).
+
+    The embedded SQLite database is always usable for the database queue, but
+    failed Redis jobs go to SQL only when a real database is enabled (the seed's
+    "Monitor Both": otherwise they stay in `routemq:queue:failed:{name}`).
+    """
+    return settings.enable_mysql or settings.db_url is not None
+
+
+def get_failed_store(settings: Settings | None = None) -> FailedStore:
+    """The failed store: the `queue_failed_jobs` table if a database is enabled, else Redis."""
+    global _failed_store
+    settings = settings or current_settings()
+    with _lock:
+        if _failed_store is None:
+            _failed_store = _build_failed_store(settings)
+        return _failed_store
+
+
+def _build_failed_store(settings: Settings) -> FailedStore:
+    if database_enabled(settings) or not settings.enable_redis:
+        from core.database import get_engine
+        from queues.drivers.database import DatabaseFailedStore
+
+        return DatabaseFailedStore(get_engine(settings))
+    from core.redis_connection import get_redis
+    from queues.drivers.redis import RedisFailedStore
+
+    return RedisFailedStore(get_redis(settings))
+
+
+def get_driver(connection: str | None = None, settings: Settings | None = None) -> QueueDriver:
+    """The process-wide driver of `connection` ("redis" or "database")."""
+    settings = settings or current_settings()
+    name = connection or settings.queue_connection
+    if name not in ("redis", "database"):
+        raise ValueError(f"unknown queue connection {name!r}: use 'redis' or 'database'")
+    existing = _drivers.get(name)
+    if existing is not None:
+        return existing
+    failed_store = get_failed_store(settings)
+    with _lock:
+        if name not in _drivers:
+            _drivers[name] = _build_driver(name, settings, failed_store)
+        return _drivers[name]
+
+
+def _build_driver(name: str, settings: Settings, failed_store: FailedStore) -> QueueDriver:
+    if name == "redis":
+        if not settings.enable_redis:
+            raise ValueError("the redis queue connection needs ENABLE_REDIS=true")
+        from core.redis_connection import get_redis
+        from queues.drivers.redis import RedisDriver
+
+        return RedisDriver(get_redis(settings), failed_store, settings.queue_retry_after)
+    from core.database import get_engine
+    from queues.drivers.database import DatabaseDriver
+
+    return DatabaseDriver(get_engine(settings), failed_store, settings.queue_retry_after)
+
+
+def reset() -> None:
+    """Forget every cached driver and connection (after fork, or in tests)."""
+    global _failed_store
+    with _lock:
+        for driver in _drivers.values():
+            driver.close()
+        _drivers.clear()
+        _failed_store = None
+    from core import database, redis_connection
+
+    database.reset()
+    redis_connection.reset()

@@ -1,0 +1,172 @@
+"""The queue driver contract shared by the Redis and the database drivers.
+
+Both drivers implement `QueueDriver` with identical semantics, and one contract
+test suite (tests/test_driver_contract.py) runs against every driver:
+
+* FIFO per queue: the oldest available job pops first.
+* `pop` looks at several queues in priority order and, in one atomic step, makes
+  due delayed jobs and expired reservations available, moves the head of the
+  first non-empty queue into the reserved state, counts one attempt and records
+  a lease of `retry_after` seconds.
+* A reservation is fenced: `ack`, `release`, `extend` and `fail` succeed only
+  while the caller's reservation is still the live one and its lease has not
+  expired; otherwise they change nothing and return False.
+* A job whose lease expired goes back to pending with its attempts counted; the
+  worker fails it without running it when its attempts exceed its max_tries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+#: Seconds a reservation lasts without a heartbeat before another worker may take it.
+DEFAULT_RETRY_AFTER = 90
+
+
+class QueueError(RuntimeError):
+    """A queue backend failed or is unreachable; the message names the backend."""
+
+
+@dataclass(frozen=True)
+class ReservedJob:
+    """A job held by one worker under a lease.
+
+    `token` is the driver's proof of this reservation (fencing): a later
+    reservation of the same job carries a different token.
+    """
+
+    id: str  #: envelope id (uuid)
+    queue: str
+    payload: str  #: the envelope JSON as stored, attempts counted
+    attempts: int  #: attempts including the current one
+    token: str
+    available_at: float | None = None  #: unix due time; set only by take_for_transfer
+
+
+@dataclass(frozen=True)
+class QueueSizes:
+    """How many jobs of one queue are in each state."""
+
+    pending: int
+    delayed: int
+    reserved: int
+    failed: int
+    oldest_pending_age: float | None = None  #: seconds since the oldest pending job was created
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """One entry of the failed store."""
+
+    id: str
+    connection: str
+    queue: str
+    payload: str
+    exception: str
+    failed_at: datetime
+
+
+class FailedStore(ABC):
+    """Where permanently failed jobs are kept for inspection and retry."""
+
+    @abstractmethod
+    def add(self, connection: str, queue: str, payload: str, exception: str) -> str:
+        """Store one failed job; return its failed-store id."""
+
+    @abstractmethod
+    def all(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
+        """Failed jobs, newest first, optionally of one queue."""
+
+    @abstractmethod
+    def get(self, failed_id: str) -> FailedJob | None:
+        """One failed job by its failed-store id, or None."""
+
+    @abstractmethod
+    def forget(self, failed_id: str) -> bool:
+        """Delete one failed job; False when there was none with this id."""
+
+    @abstractmethod
+    def flush(self, older_than_days: float | None = None) -> int:
+        """Delete all failed jobs, or those older than the given days; return the count."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Number of failed jobs per queue name."""
+
+
+class QueueDriver(ABC):
+    """Storage of pending, delayed and reserved jobs for one connection."""
+
+    #: connection name: "redis" or "database"
+    name: str
+
+    def __init__(self, failed_store: FailedStore, retry_after: int = DEFAULT_RETRY_AFTER):
+        self.failed_store = failed_store
+        self.retry_after = retry_after
+
+    @abstractmethod
+    def push(self, queue: str, payload: str) -> None:
+        """Append a job to the tail of `queue`, available now."""
+
+    @abstractmethod
+    def later(self, queue: str, payload: str, delay: float) -> None:
+        """Add a job that becomes available `delay` seconds from now."""
+
+    @abstractmethod
+    def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
+        """Add many `(queue, payload, delay)` jobs at once, in order, atomically."""
+
+    @abstractmethod
+    def pop(self, queues: Sequence[str], block: float = 0.0) -> ReservedJob | None:
+        """Reserve the oldest available job of the first non-empty queue.
+
+        With `block > 0`, wait up to that many seconds for a job: a job pushed
+        meanwhile is picked up within milliseconds, and a delayed job that comes
+        due meanwhile is picked up on time.
+        """
+
+    @abstractmethod
+    def ack(self, job: ReservedJob) -> bool:
+        """Delete a finished job. False (and no change) if the reservation is not live."""
+
+    @abstractmethod
+    def release(self, job: ReservedJob, delay: float = 0.0) -> bool:
+        """Give a job back for another attempt after `delay` seconds. Fenced like `ack`."""
+
+    @abstractmethod
+    def extend(self, job: ReservedJob) -> bool:
+        """Heartbeat: renew the lease to `retry_after` seconds from now. Fenced like `ack`."""
+
+    @abstractmethod
+    def fail(self, job: ReservedJob, exception: str) -> bool:
+        """Move a job to the failed store with its exception text. Fenced like `ack`."""
+
+    @abstractmethod
+    def sizes(self, queue: str) -> QueueSizes:
+        """Counts of the queue's jobs per state, read from live state."""
+
+    @abstractmethod
+    def queues(self) -> list[str]:
+        """Names of the queues that hold any pending, delayed or reserved job."""
+
+    @abstractmethod
+    def take_for_transfer(self, queue: str, limit: int) -> list[ReservedJob]:
+        """Reserve up to `limit` pending and delayed jobs without counting an attempt.
+
+        Used by `--queue-migrate`: each returned job has `available_at` set and
+        stays leased (so a crash returns it) until it is acked.
+        """
+
+    @abstractmethod
+    def contains(self, queue: str, job_id: str) -> bool:
+        """True if a job with this envelope id is pending, delayed or reserved."""
+
+    @abstractmethod
+    def clear(self, queue: str) -> int:
+        """Delete every pending, delayed and reserved job of `queue`; return the count."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections held by the driver."""

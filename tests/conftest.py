@@ -1,0 +1,70 @@
+"""Shared fixtures: real services on loopback, skipped (or failed in CI) when absent.
+
+With REQUIRE_SERVICES=1 (CI) a missing service fails the test instead of
+skipping it: a skipped test is not a passing test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+#: Redis database reserved for the test suite; flushed by the fixtures.
+REDIS_TEST_DB = 9
+MARIADB_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+
+
+def services_required() -> bool:
+    """True in CI: an absent service is a failure, not a skip."""
+    return os.environ.get("REQUIRE_SERVICES", "") not in ("", "0", "false")
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True if a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip (or, with REQUIRE_SERVICES=1, fail) when the service is not listening."""
+    if port_open(host, port):
+        return
+    reason = f"{name} is not reachable on {host}:{port}"
+    if services_required():
+        pytest.fail(f"{reason} (REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_client() -> Iterator[object]:
+    """A redis-py client on the test database, flushed before and after."""
+    need_service("Redis", REDIS_HOST, REDIS_PORT)
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def mqtt_broker() -> tuple[str, int]:
+    """Host and port of the shared Mosquitto."""
+    need_service("Mosquitto", MQTT_HOST, MQTT_PORT)
+    return MQTT_HOST, MQTT_PORT
+
+
+@pytest.fixture
+def mariadb_url() -> str:
+    """SQLAlchemy URL of the shared MariaDB test database."""
+    need_service("MariaDB", "127.0.0.1", 3306)
+    return MARIADB_URL
