@@ -243,4 +243,3 @@ def describe(settings: Settings) -> dict[str, str]:
         else:
             shown[f.name] = str(value)
     return shown
-

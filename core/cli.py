@@ -93,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = [name for name in COMMANDS if getattr(args, name) not in (None, False)]
     if len(chosen) != 1:
         parser.print_usage(sys.stderr)
-        print("error: choose exactly one command, for example --run or --queue-work",
-              file=sys.stderr)
+        print(
+            "error: choose exactly one command, for example --run or --queue-work", file=sys.stderr
+        )
         return 2
     try:
         settings = load_settings()

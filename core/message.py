@@ -21,8 +21,17 @@ class Message:
     one topic level, so it never contains `/`, `+` or `#`.
     """
 
-    __slots__ = ("_json", "_publish", "params", "payload", "properties", "qos", "retain", "route",
-                 "topic")
+    __slots__ = (
+        "_json",
+        "_publish",
+        "params",
+        "payload",
+        "properties",
+        "qos",
+        "retain",
+        "route",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -59,8 +68,13 @@ class Message:
         except UnicodeDecodeError as exc:
             raise PayloadError(f"payload on {self.topic!r} is not UTF-8: {exc}") from None
 
-    def publish(self, topic: str, payload: bytes | str | dict[str, Any] | list[Any],
-                qos: int = 0, retain: bool = False) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str | dict[str, Any] | list[Any],
+        qos: int = 0,
+        retain: bool = False,
+    ) -> None:
         """Publish a message through the runtime's client (dicts and lists as JSON).
 
         Build topics from parameters with `core.topics.build_topic`, which refuses

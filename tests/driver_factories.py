@@ -1,0 +1,48 @@
+"""Builders of every queue driver on the real test servers, for the contract suite.
+
+Each factory returns a fresh driver on empty state. `DRIVER_NAMES` parametrises
+tests that must hold for every driver.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import (
+    MARIADB_URL,
+    REDIS_HOST,
+    REDIS_PORT,
+    REDIS_TEST_DB,
+    need_service,
+)
+
+DRIVER_NAMES = ("redis", "mariadb", "sqlite")
+
+
+def make_driver(name: str, tmp_path: Path, retry_after: int = 90):  # type: ignore[no-untyped-def]
+    """A driver of kind `name` on empty state, with its failed store."""
+    if name == "redis":
+        import redis
+
+        from queues.drivers.redis import RedisDriver, RedisFailedStore
+
+        need_service("Redis", REDIS_HOST, REDIS_PORT)
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+        client.flushdb()
+        return RedisDriver(client, RedisFailedStore(client), retry_after)
+
+    from sqlalchemy import create_engine
+
+    from core.database import create_tables, drop_tables
+    from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
+
+    if name == "mariadb":
+        need_service("MariaDB", "127.0.0.1", 3306)
+        engine = create_engine(MARIADB_URL, pool_pre_ping=True)
+    elif name == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'queue.db'}")
+    else:
+        raise ValueError(f"unknown driver {name!r}")
+    drop_tables(engine)
+    create_tables(engine)
+    return DatabaseDriver(engine, DatabaseFailedStore(engine), retry_after)
