@@ -71,6 +71,12 @@ def _parse_choice(name: str, raw: str, choices: tuple[str, ...], upper: bool = F
     return value
 
 
+def _parse_path(raw: str) -> str:
+    """A filesystem path; a relative one is taken from the project root, not the cwd."""
+    path = Path(raw.strip())
+    return str(path if path.is_absolute() else PROJECT_ROOT / path)
+
+
 def _optional(raw: str) -> str | None:
     stripped = raw.strip()
     return stripped or None
@@ -161,7 +167,7 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "DB_URL": ("db_url", lambda n, r: _optional(r)),
     "DB_POOL_SIZE": ("db_pool_size", lambda n, r: _parse_int(n, r, 1)),
     "DB_POOL_PRE_PING": ("db_pool_pre_ping", _parse_bool),
-    "SQLITE_PATH": ("sqlite_path", lambda n, r: r.strip()),
+    "SQLITE_PATH": ("sqlite_path", lambda n, r: _parse_path(r)),
     "MQTT_HOST": ("mqtt_host", lambda n, r: _optional(r)),
     "MQTT_PORT": ("mqtt_port", lambda n, r: _parse_int(n, r, 1, 65535)),
     "MQTT_USERNAME": ("mqtt_username", lambda n, r: _optional(r)),
