@@ -1,0 +1,220 @@
+"""The SQL engine of the database queue: built once per process from settings.
+
+`get_engine(settings)` returns one cached SQLAlchemy engine:
+
+* MySQL/MariaDB over PyMySQL when `ENABLE_MYSQL=true` (URL built from the DB_*
+  variables, so any password character is safe) or whatever `DB_URL` names;
+* otherwise the embedded SQLite file `SQLITE_PATH`, whose tables are created on
+  first use (no server, no migration step).
+
+Tables are otherwise created only by `python main.py --migrate`. Worker processes
+call `reset()` after fork so no connection is shared between processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from config.settings import Settings
+from queues.drivers.base import QueueError
+from queues.drivers.sql_models import MYSQL_DIALECTS, Base
+
+#: Milliseconds a SQLite connection waits for another process's write lock.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+#: SQLite fsync policy. In WAL mode NORMAL never corrupts the file and loses
+#: nothing when a process is killed; only an OS crash or power cut can drop the
+#: last commits. FULL would fsync every commit (~10x slower pushes).
+SQLITE_SYNCHRONOUS = "NORMAL"
+
+#: Seconds after which a pooled server connection is replaced (below MySQL's
+#: default wait_timeout of 8 hours, and below typical proxy idle limits).
+POOL_RECYCLE_SECONDS = 3600
+
+#: Seconds PyMySQL waits for a TCP connection before naming the server unreachable.
+CONNECT_TIMEOUT_SECONDS = 5
+
+#: Oldest SQLite whose `UPDATE ... RETURNING` the driver's claim relies on.
+MIN_SQLITE_VERSION = (3, 35, 0)
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+
+
+def settings_url(settings: Settings) -> URL:
+    """The SQLAlchemy URL the settings select (DB_URL, MySQL from DB_*, or SQLite)."""
+    if settings.db_url:
+        return make_url(settings.db_url)
+    if settings.enable_mysql:
+        return URL.create(
+            "mysql+pymysql",
+            username=settings.db_user,
+            password=settings.db_pass,
+            host=settings.db_host,
+            port=settings.db_port,
+            database=settings.db_name,
+            query={"charset": "utf8mb4"},
+        )
+    return URL.create("sqlite", database=settings.sqlite_path)
+
+
+def masked(url: URL | Engine) -> str:
+    """The URL as text with its password replaced by ***."""
+    if isinstance(url, Engine):
+        url = url.url
+    return url.render_as_string(hide_password=True)
+
+
+def server_name(url: URL | Engine) -> str:
+    """`host:port` of a server URL, or the file of a SQLite URL (never a password)."""
+    if isinstance(url, Engine):
+        url = url.url
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite file {url.database or ':memory:'}"
+    return f"{url.host or 'localhost'}:{url.port or 3306}"
+
+
+def engine_from_url(
+    url: str | URL,
+    pool_size: int = 5,
+    pool_pre_ping: bool = True,
+    create_sqlite_tables: bool = True,
+) -> Engine:
+    """A new engine for `url`, tuned for the queue.
+
+    MySQL/MariaDB: READ COMMITTED (locking reads take no gap locks, which is what
+    makes SKIP LOCKED claims deadlock-light), pool of `pool_size`, pre-ping and
+    recycling. SQLite: WAL journal, a busy timeout, and `BEGIN IMMEDIATE` for
+    every transaction so concurrent processes serialise on the write lock instead
+    of failing on a lock upgrade; its tables are created when missing unless
+    `create_sqlite_tables` is False.
+    """
+    url = make_url(url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url, pool_size, create_sqlite_tables)
+    options: dict[str, Any] = {
+        "pool_size": pool_size,
+        "pool_pre_ping": pool_pre_ping,
+        "pool_recycle": POOL_RECYCLE_SECONDS,
+    }
+    if backend in MYSQL_DIALECTS:
+        options["isolation_level"] = "READ COMMITTED"
+        if url.get_driver_name() == "pymysql":
+            options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return create_engine(url, **options)
+
+
+def _sqlite_engine(url: URL, pool_size: int, create_tables_now: bool) -> Engine:
+    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        raise QueueError(
+            f"SQLite {sqlite3.sqlite_version} is too old for the database queue: "
+            f"need {'.'.join(map(str, MIN_SQLITE_VERSION))} or newer (UPDATE ... RETURNING)"
+        )
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the sqlite3 module: it would BEGIN
+        # DEFERRED, and a deferred reader that later writes can fail with
+        # "database is locked" without waiting.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA synchronous = {SQLITE_SYNCHRONOUS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front (waiting up to the busy
+        # timeout), so a claim's read and write see the same state.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    if create_tables_now:
+        create_tables(engine)
+    return engine
+
+
+def get_engine(settings: Settings) -> Engine:
+    """The process-wide engine of `settings` (built on first call, then cached).
+
+    The embedded SQLite database gets its tables here on first use.
+    """
+    global _engine
+    with _lock:
+        if _engine is None:
+            _engine = engine_from_url(
+                settings_url(settings),
+                pool_size=settings.db_pool_size,
+                pool_pre_ping=settings.db_pool_pre_ping,
+            )
+        return _engine
+
+
+def reset() -> None:
+    """Forget the cached engine without closing sockets a parent process still uses.
+
+    Safe after fork: the child's copies of pooled connections are dropped, not
+    closed over the wire (`dispose(close=False)`).
+    """
+    global _engine
+    with _lock:
+        if _engine is not None:
+            _engine.dispose(close=False)
+        _engine = None
+
+
+def create_tables(engine: Engine) -> list[str]:
+    """Create the queue tables and indexes that are missing; return the names created."""
+    try:
+        with engine.begin() as connection:
+            existing = set(inspect(connection).get_table_names())
+            Base.metadata.create_all(connection, checkfirst=True)
+    except DBAPIError as exc:
+        raise connection_error(engine, exc) from None
+    return [name for name in Base.metadata.tables if name not in existing]
+
+
+def drop_tables(engine: Engine) -> None:
+    """Drop the queue tables (tests only: this deletes every job)."""
+    Base.metadata.drop_all(engine, checkfirst=True)
+
+
+def connection_error(engine: Engine, exc: SQLAlchemyError) -> QueueError:
+    """A QueueError naming the server (host:port, never the password) and the cause."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return QueueError(f"database {server_name(engine)} failed: {cause}")
+
+
+def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`main.py --migrate`: create the queue tables; print what was created and where."""
+    del args
+    # Not get_engine(): for SQLite that would create the tables before we look.
+    engine = engine_from_url(settings_url(settings), pool_size=1, create_sqlite_tables=False)
+    try:
+        created = create_tables(engine)
+    except QueueError as exc:
+        print(f"migrate failed: {exc}")
+        return 1
+    target = masked(engine)
+    if created:
+        print(f"created tables {', '.join(created)} in {target}")
+    else:
+        print(f"tables already present in {target}: nothing to do")
+    engine.dispose()
+    return 0

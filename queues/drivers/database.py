@@ -1,0 +1,564 @@
+"""The database queue driver: jobs as rows of `queue_jobs`, on MySQL/MariaDB or SQLite.
+
+Claiming a job is one transaction on the server's row locks, never a
+read-then-write race:
+
+* MySQL 8 / MariaDB 10.6+: `SELECT ... ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`
+  then `UPDATE ... SET reserved_at = NOW(6), attempts = attempts + 1`, committed
+  together; concurrent workers skip each other's locked rows instead of waiting.
+* SQLite (>= 3.35): one `UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING`
+  under `BEGIN IMMEDIATE`, so processes take turns on the database write lock.
+
+Clock: every time is the DATABASE's clock, written in SQL. MySQL/MariaDB use
+`NOW(6)` (the session time zone, like the `NOW()` of the spec's monitoring
+queries, so `reserved_at < DATE_SUB(NOW(), INTERVAL 1 HOUR)` tells the truth);
+SQLite uses UTC `'now'`, the basis of its `datetime('now')`, stored as
+`YYYY-MM-DD HH:MM:SS.SSS` text that sorts and compares like the time it names.
+
+Fencing: a reservation's token is `"{id}:{attempts}"`; `attempts` grows at every
+reservation, so a later reservation of the same row has another token. `ack`,
+`release`, `extend` and `fail` match on `(id, attempts)` and on a lease that has
+not expired (`reserved_at > now - retry_after`); anything else changes nothing.
+
+Deadlocks (1213), lock-wait timeouts (1205) and SQLite "database is locked" are
+retried with jittered backoff; they never reach the caller as a job failure.
+
+A database cannot push a notification to a waiting worker: a blocking `pop`
+polls every `BLOCKING_POLL_SECONDS` until its `block` time is used up.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, TextClause, bindparam, text
+from sqlalchemy.exc import DBAPIError
+
+from core.database import connection_error
+from queues.drivers.base import (
+    DEFAULT_RETRY_AFTER,
+    FailedJob,
+    FailedStore,
+    QueueDriver,
+    QueueError,
+    QueueSizes,
+    ReservedJob,
+)
+from queues.drivers.sql_models import MYSQL_DIALECTS
+
+#: Seconds between two claim attempts of a blocking pop (no push notifications in SQL).
+BLOCKING_POLL_SECONDS = 0.05
+
+#: Times one transaction is tried when the server reports a deadlock or lock timeout.
+TRANSIENT_ATTEMPTS = 50
+
+#: Seconds of the first retry's backoff ceiling; doubles per retry up to the cap.
+TRANSIENT_BACKOFF_SECONDS = 0.005
+
+#: Seconds: the largest backoff ceiling between two retries.
+TRANSIENT_BACKOFF_CAP_SECONDS = 0.25
+
+#: MySQL/MariaDB error codes that roll back a transaction and may simply be retried.
+MYSQL_TRANSIENT_CODES = frozenset({1213, 1205})  # deadlock, lock wait timeout
+
+#: Rows per multi-row INSERT of `bulk` (one statement keeps their ids in order).
+BULK_ROWS_PER_STATEMENT = 500
+
+#: Name written into `queue_failed_jobs.connection` for this driver's failures.
+CONNECTION_NAME = "database"
+
+_ENVELOPE_ID = re.compile(r'^\{"attempts":-?\d+,"id":"((?:[^"\\]|\\.)*)"')
+
+T = TypeVar("T")
+
+
+class _Clock:
+    """SQL for "now" and "now + an offset" on one backend, as the database sees it."""
+
+    def __init__(self, dialect: str) -> None:
+        self.mysql = dialect in MYSQL_DIALECTS
+        if not self.mysql and dialect != "sqlite":
+            raise QueueError(
+                f"the database queue supports MySQL/MariaDB and SQLite, not {dialect!r}"
+            )
+        self.now = "NOW(6)" if self.mysql else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+    def at(self, param: str) -> str:
+        """SQL for now plus the offset bound to `:param` (see `offset`)."""
+        if self.mysql:
+            return f"(NOW(6) + INTERVAL :{param} MICROSECOND)"
+        return f"strftime('%Y-%m-%d %H:%M:%f', 'now', :{param})"
+
+    def offset(self, seconds: float) -> int | str:
+        """The bound value of an `at()` offset of `seconds` (may be negative)."""
+        if self.mysql:
+            return round(seconds * 1_000_000)
+        return f"{seconds:+.3f} seconds"
+
+    def age(self, column: str) -> str:
+        """SQL for the seconds elapsed since the time in `column`."""
+        if self.mysql:
+            return f"TIMESTAMPDIFF(MICROSECOND, {column}, NOW(6)) / 1000000"
+        return f"(julianday('now') - julianday({column})) * 86400.0"
+
+    def unix(self, column: str) -> str:
+        """SQL for the unix time of `column`."""
+        if self.mysql:
+            return f"UNIX_TIMESTAMP({column})"
+        return f"(julianday({column}) - 2440587.5) * 86400.0"
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """True for errors after which the whole transaction may be retried unchanged."""
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in MYSQL_TRANSIENT_CODES
+    message = str(orig).lower()
+    return "database is locked" in message or "database table is locked" in message
+
+
+def run_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run `work` in one transaction, retrying it on deadlocks and lock timeouts.
+
+    Raises `QueueError` naming the server when it fails otherwise (or stays locked).
+    """
+    for attempt in range(TRANSIENT_ATTEMPTS):
+        try:
+            with engine.begin() as connection:
+                return work(connection)
+        except DBAPIError as exc:
+            if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS - 1:
+                raise connection_error(engine, exc) from None
+            ceiling = min(TRANSIENT_BACKOFF_CAP_SECONDS, TRANSIENT_BACKOFF_SECONDS * 2**attempt)
+            time.sleep(random.uniform(0, ceiling))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def envelope_id(payload: str) -> str:
+    """The envelope id of a stored payload (read from its fixed prefix when possible)."""
+    match = _ENVELOPE_ID.match(payload)
+    if match:
+        return str(json.loads(f'"{match.group(1)}"'))
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        return ""
+    return str(decoded.get("id", "")) if isinstance(decoded, dict) else ""
+
+
+def _parse_token(token: str) -> tuple[int, int] | None:
+    parts = token.split(":")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+class DatabaseFailedStore(FailedStore):
+    """Failed jobs in `queue_failed_jobs`; ids are the table's integer ids as text."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        clock = _Clock(engine.dialect.name)
+        self._clock = clock
+        self._insert = text(
+            "INSERT INTO queue_failed_jobs (connection, queue, payload, exception, failed_at) "
+            f"VALUES (:connection, :queue, :payload, :exception, {clock.now})"
+        )
+        columns = "id, connection, queue, payload, exception, failed_at"
+        self._all = text(f"SELECT {columns} FROM queue_failed_jobs ORDER BY id DESC LIMIT :limit")
+        self._all_of_queue = text(
+            f"SELECT {columns} FROM queue_failed_jobs WHERE queue = :queue "
+            "ORDER BY id DESC LIMIT :limit"
+        )
+        self._get = text(f"SELECT {columns} FROM queue_failed_jobs WHERE id = :id")
+        self._forget = text("DELETE FROM queue_failed_jobs WHERE id = :id")
+        self._flush_all = text("DELETE FROM queue_failed_jobs")
+        self._flush_older = text(
+            f"DELETE FROM queue_failed_jobs WHERE failed_at < {clock.at('age')}"
+        )
+        self._counts = text("SELECT queue, COUNT(*) FROM queue_failed_jobs GROUP BY queue")
+
+    def add(self, connection: str, queue: str, payload: str, exception: str) -> str:
+        """Store one failed job durably; return its id."""
+        return run_transaction(
+            self.engine, lambda c: self.add_in(c, connection, queue, payload, exception)
+        )
+
+    def add_in(
+        self, conn: Connection, connection: str, queue: str, payload: str, exception: str
+    ) -> str:
+        """`add` inside the caller's transaction (used by the driver's atomic `fail`)."""
+        result = conn.execute(
+            self._insert,
+            {"connection": connection, "queue": queue, "payload": payload, "exception": exception},
+        )
+        return str(result.lastrowid)
+
+    def all(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
+        """Failed jobs, newest first, optionally of one queue."""
+        params: dict[str, Any]
+        if queue is None:
+            statement, params = self._all, {"limit": limit}
+        else:
+            statement, params = self._all_of_queue, {"queue": queue, "limit": limit}
+        rows = run_transaction(self.engine, lambda c: c.execute(statement, params).all())
+        return [self._row(row) for row in rows]
+
+    def get(self, failed_id: str) -> FailedJob | None:
+        """One failed job by id, or None (also for an id that is not a number)."""
+        key = _int_or_none(failed_id)
+        if key is None:
+            return None
+        row = run_transaction(self.engine, lambda c: c.execute(self._get, {"id": key}).first())
+        return None if row is None else self._row(row)
+
+    def forget(self, failed_id: str) -> bool:
+        """Delete one failed job; False when there was none with this id."""
+        key = _int_or_none(failed_id)
+        if key is None:
+            return False
+        count = run_transaction(
+            self.engine, lambda c: c.execute(self._forget, {"id": key}).rowcount
+        )
+        return bool(count)
+
+    def flush(self, older_than_days: float | None = None) -> int:
+        """Delete all failed jobs, or those failed more than `older_than_days` ago."""
+        params: dict[str, Any]
+        if older_than_days is None:
+            statement, params = self._flush_all, {}
+        else:
+            offset = self._clock.offset(-older_than_days * 86400)
+            statement, params = self._flush_older, {"age": offset}
+        return int(run_transaction(self.engine, lambda c: c.execute(statement, params).rowcount))
+
+    def counts(self) -> dict[str, int]:
+        """Number of failed jobs per queue name."""
+        rows = run_transaction(self.engine, lambda c: c.execute(self._counts).all())
+        return {str(queue): int(count) for queue, count in rows}
+
+    @staticmethod
+    def _row(row: Any) -> FailedJob:
+        failed_at = row[5]
+        if isinstance(failed_at, str):  # SQLite returns the stored text
+            failed_at = datetime.fromisoformat(failed_at)
+        return FailedJob(
+            id=str(row[0]),
+            connection=str(row[1]),
+            queue=str(row[2]),
+            payload=str(row[3]),
+            exception=str(row[4]),
+            failed_at=failed_at,
+        )
+
+
+def _int_or_none(value: str) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class DatabaseDriver(QueueDriver):
+    """Queue driver over the `queue_jobs` table (see the module docstring for guarantees)."""
+
+    name = CONNECTION_NAME
+
+    def __init__(
+        self,
+        engine: Engine,
+        failed_store: FailedStore,
+        retry_after: int = DEFAULT_RETRY_AFTER,
+    ) -> None:
+        super().__init__(failed_store, retry_after)
+        self.engine = engine
+        clock = _Clock(engine.dialect.name)
+        self._clock = clock
+        self._mysql = clock.mysql
+        # fail() is one transaction when the failed rows live in the same database.
+        self._atomic_fail = (
+            isinstance(failed_store, DatabaseFailedStore) and failed_store.engine is engine
+        )
+        now, expiry = clock.now, clock.at("expiry")
+        live = f"id = :id AND attempts = :attempts AND reserved_at > {expiry}"
+        # FIFO by id, not by available_at: a job pushed earlier stays ahead even
+        # when a later one came due first, the order the spec's `ORDER BY id`
+        # gives; a job released with a delay keeps its id and so its place.
+        claimable = (
+            f"queue = :queue AND ((reserved_at IS NULL AND available_at <= {now}) "
+            f"OR reserved_at <= {expiry})"
+        )
+        self._insert_sql = (
+            "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) VALUES "
+        )
+        self._push = text(self._insert_sql + f"(:queue, :payload, 0, {clock.at('delay')}, {now})")
+        if self._mysql:
+            self._claim = text(
+                f"SELECT id, attempts, payload FROM queue_jobs WHERE {claimable} "
+                "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            )
+            self._mark = text(
+                f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1 WHERE id = :id"
+            )
+            self._transfer_select = text(
+                f"SELECT id, attempts, payload, {clock.unix('available_at')} FROM queue_jobs "
+                "WHERE queue = :queue AND reserved_at IS NULL ORDER BY id LIMIT :limit "
+                "FOR UPDATE SKIP LOCKED"
+            )
+            self._transfer_mark = text(
+                f"UPDATE queue_jobs SET reserved_at = {now} WHERE id IN :ids"
+            ).bindparams(bindparam("ids", expanding=True))
+        else:
+            self._claim = text(
+                f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1 "
+                f"WHERE id = (SELECT id FROM queue_jobs WHERE {claimable} ORDER BY id LIMIT 1) "
+                "RETURNING id, attempts, payload"
+            )
+            self._transfer_select = text(
+                f"UPDATE queue_jobs SET reserved_at = {now} WHERE id IN "
+                "(SELECT id FROM queue_jobs WHERE queue = :queue AND reserved_at IS NULL "
+                "ORDER BY id LIMIT :limit) "
+                f"RETURNING id, attempts, payload, {clock.unix('available_at')}"
+            )
+        self._ack = text(f"DELETE FROM queue_jobs WHERE {live}")
+        self._release = text(
+            f"UPDATE queue_jobs SET reserved_at = NULL, available_at = {clock.at('delay')} "
+            f"WHERE {live}"
+        )
+        self._extend = text(f"UPDATE queue_jobs SET reserved_at = {now} WHERE {live}")
+        pending = f"reserved_at IS NULL AND available_at <= {now}"
+        self._sizes = text(
+            f"SELECT COALESCE(SUM(CASE WHEN {pending} THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN reserved_at IS NULL AND "
+            f"available_at > {now} THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN reserved_at IS NOT NULL THEN 1 ELSE 0 END), 0), "
+            f"{clock.age(f'MIN(CASE WHEN {pending} THEN created_at END)')} "
+            "FROM queue_jobs WHERE queue = :queue"
+        )
+        self._queues = text("SELECT DISTINCT queue FROM queue_jobs ORDER BY queue")
+        self._contains = text(
+            "SELECT payload FROM queue_jobs WHERE queue = :queue AND payload LIKE :pattern "
+            "ESCAPE '!'"
+        )
+        self._clear = text("DELETE FROM queue_jobs WHERE queue = :queue")
+
+    # -- adding jobs ------------------------------------------------------
+
+    def push(self, queue: str, payload: str) -> None:
+        """Insert a job available now; durable when this returns."""
+        self.later(queue, payload, 0.0)
+
+    def later(self, queue: str, payload: str, delay: float) -> None:
+        """Insert a job that becomes available `delay` seconds from now (database clock)."""
+        params = {"queue": queue, "payload": payload, "delay": self._clock.offset(max(delay, 0.0))}
+        run_transaction(self.engine, lambda c: c.execute(self._push, params))
+
+    def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
+        """Insert many jobs in one transaction: all or none, ids in the given order."""
+        if not jobs:
+            return
+
+        def work(connection: Connection) -> None:
+            for start in range(0, len(jobs), BULK_ROWS_PER_STATEMENT):
+                chunk = jobs[start : start + BULK_ROWS_PER_STATEMENT]
+                connection.execute(*self._bulk_statement(chunk))
+
+        run_transaction(self.engine, work)
+
+    def _bulk_statement(
+        self, chunk: Sequence[tuple[str, str, float]]
+    ) -> tuple[TextClause, dict[str, Any]]:
+        rows: list[str] = []
+        params: dict[str, Any] = {}
+        for index, (queue, payload, delay) in enumerate(chunk):
+            rows.append(
+                f"(:q{index}, :p{index}, 0, {self._clock.at(f'd{index}')}, {self._clock.now})"
+            )
+            params[f"q{index}"] = queue
+            params[f"p{index}"] = payload
+            params[f"d{index}"] = self._clock.offset(max(delay, 0.0))
+        return text(self._insert_sql + ", ".join(rows)), params
+
+    # -- claiming ---------------------------------------------------------
+
+    def pop(self, queues: Sequence[str], block: float = 0.0) -> ReservedJob | None:
+        """Reserve the oldest available job of the first queue (in the given order) that has one.
+
+        Expired reservations count as available (their attempts were counted
+        when they were reserved). With `block > 0`, polls every
+        `BLOCKING_POLL_SECONDS` until a job is claimed or `block` seconds pass.
+        """
+        deadline = time.monotonic() + block
+        while True:
+            job = self._claim_once(queues)
+            remaining = deadline - time.monotonic()
+            if job is not None or remaining <= 0:
+                return job
+            time.sleep(min(BLOCKING_POLL_SECONDS, remaining))
+
+    def _claim_once(self, queues: Sequence[str]) -> ReservedJob | None:
+        expiry = self._clock.offset(-self.retry_after)
+
+        def work(connection: Connection) -> ReservedJob | None:
+            for queue in queues:
+                row = connection.execute(self._claim, {"queue": queue, "expiry": expiry}).first()
+                if row is None:
+                    continue
+                job_id, attempts, payload = int(row[0]), int(row[1]), str(row[2])
+                if self._mysql:  # the SELECT locked the row; now mark it reserved
+                    connection.execute(self._mark, {"id": job_id})
+                    attempts += 1
+                return ReservedJob(
+                    id=envelope_id(payload),
+                    queue=queue,
+                    payload=payload,
+                    attempts=attempts,
+                    token=f"{job_id}:{attempts}",
+                )
+            return None
+
+        return run_transaction(self.engine, work)
+
+    # -- finishing (fenced) ---------------------------------------------------
+
+    def _fenced(self, statement: TextClause, job: ReservedJob, **extra: Any) -> bool:
+        fence = _parse_token(job.token)
+        if fence is None:
+            return False
+        params = {
+            "id": fence[0],
+            "attempts": fence[1],
+            "expiry": self._clock.offset(-self.retry_after),
+            **extra,
+        }
+        count = run_transaction(self.engine, lambda c: c.execute(statement, params).rowcount)
+        return count == 1
+
+    def ack(self, job: ReservedJob) -> bool:
+        """Delete the job if this reservation is still live; else change nothing, False."""
+        return self._fenced(self._ack, job)
+
+    def release(self, job: ReservedJob, delay: float = 0.0) -> bool:
+        """Make the job available again after `delay` seconds; fenced like `ack`."""
+        return self._fenced(self._release, job, delay=self._clock.offset(max(delay, 0.0)))
+
+    def extend(self, job: ReservedJob) -> bool:
+        """Renew the lease to `retry_after` seconds from now; fenced like `ack`."""
+        return self._fenced(self._extend, job)
+
+    def fail(self, job: ReservedJob, exception: str) -> bool:
+        """Move the job to the failed store; fenced like `ack`.
+
+        With a `DatabaseFailedStore` on the same engine the delete and the insert
+        are one transaction. Otherwise the failed entry is written first and
+        removed again if the fenced delete is refused, so a job is never in
+        neither place.
+        """
+        fence = _parse_token(job.token)
+        if fence is None:
+            return False
+        params = {
+            "id": fence[0],
+            "attempts": fence[1],
+            "expiry": self._clock.offset(-self.retry_after),
+        }
+        if self._atomic_fail:
+            store = self.failed_store
+            assert isinstance(store, DatabaseFailedStore)
+
+            def work(connection: Connection) -> bool:
+                if connection.execute(self._ack, params).rowcount != 1:
+                    return False
+                store.add_in(connection, self.name, job.queue, job.payload, exception)
+                return True
+
+            return run_transaction(self.engine, work)
+        failed_id = self.failed_store.add(self.name, job.queue, job.payload, exception)
+        deleted = run_transaction(self.engine, lambda c: c.execute(self._ack, params).rowcount)
+        if deleted != 1:
+            self.failed_store.forget(failed_id)
+            return False
+        return True
+
+    # -- inspection and maintenance --------------------------------------------
+
+    def sizes(self, queue: str) -> QueueSizes:
+        """Counts per state from live rows; expired reservations count as reserved."""
+        row = run_transaction(self.engine, lambda c: c.execute(self._sizes, {"queue": queue}).one())
+        age = None if row[3] is None else max(float(row[3]), 0.0)
+        return QueueSizes(
+            pending=int(row[0]),
+            delayed=int(row[1]),
+            reserved=int(row[2]),
+            failed=self.failed_store.counts().get(queue, 0),
+            oldest_pending_age=age,
+        )
+
+    def queues(self) -> list[str]:
+        """Names of queues holding any pending, delayed or reserved job, sorted."""
+        rows = run_transaction(self.engine, lambda c: c.execute(self._queues).all())
+        return [str(row[0]) for row in rows]
+
+    def take_for_transfer(self, queue: str, limit: int) -> list[ReservedJob]:
+        """Reserve up to `limit` pending and delayed jobs, oldest first, attempts unchanged.
+
+        Each job's token is `"{id}:{attempts}:transfer"`: `ack` deletes it while
+        the transfer lease is live; after the lease expires a worker's claim
+        counts an attempt and so fences the transfer out.
+        """
+        if limit <= 0:
+            return []
+        params = {"queue": queue, "limit": limit}
+
+        def work(connection: Connection) -> list[Any]:
+            rows = list(connection.execute(self._transfer_select, params).all())
+            if self._mysql and rows:
+                connection.execute(self._transfer_mark, {"ids": [int(r[0]) for r in rows]})
+            return rows
+
+        rows = sorted(run_transaction(self.engine, work), key=lambda r: int(r[0]))
+        return [
+            ReservedJob(
+                id=envelope_id(str(payload)),
+                queue=queue,
+                payload=str(payload),
+                attempts=int(attempts),
+                token=f"{int(job_id)}:{int(attempts)}:transfer",
+                available_at=float(available_at),
+            )
+            for job_id, attempts, payload, available_at in rows
+        ]
+
+    def contains(self, queue: str, job_id: str) -> bool:
+        """True if a pending, delayed or reserved job of `queue` has this envelope id."""
+        escaped = re.sub(r"([!%_])", r"!\1", json.dumps(job_id)[1:-1])
+        pattern = '{"attempts":%,"id":"' + escaped + '"%'
+        rows = run_transaction(
+            self.engine,
+            lambda c: c.execute(self._contains, {"queue": queue, "pattern": pattern}).all(),
+        )
+        return any(envelope_id(str(row[0])) == job_id for row in rows)
+
+    def clear(self, queue: str) -> int:
+        """Delete every job of `queue` (any state); return how many were deleted."""
+        return int(
+            run_transaction(
+                self.engine, lambda c: c.execute(self._clear, {"queue": queue}).rowcount
+            )
+        )
+
+    def close(self) -> None:
+        """Drop the engine's pooled connections without closing them over the wire.
+
+        The engine may be shared (and, after fork, its sockets belong to the
+        parent), so nothing is sent to the server; the sockets close when freed.
+        """
+        self.engine.dispose(close=False)

@@ -1,0 +1,87 @@
+"""SQLAlchemy models of the database queue: `queue_jobs` and `queue_failed_jobs`.
+
+Column for column the tables of the user's spec (docs "Database Tables"), so the
+spec's monitoring and cleanup SQL runs on them unchanged. Where a type is wider
+than the spec's, the reason is written beside it; every type stays in the spec's
+family (an integer key, TEXT payloads, DATETIME times).
+
+No column is added for leases: a reservation is fenced by `(id, attempts)`
+because `attempts` grows at every reservation, a heartbeat moves `reserved_at`
+forward, and a reservation has expired when `reserved_at` is older than the
+driver's `retry_after`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Dialect names of MySQL and MariaDB (SQLAlchemy names MariaDB "mysql" over PyMySQL).
+MYSQL_DIALECTS = ("mysql", "mariadb")
+
+#: Table options on MySQL/MariaDB: InnoDB for row locks and SKIP LOCKED, utf8mb4
+#: because envelopes are written with ensure_ascii=False.
+MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+# A busy queue at 1,000 jobs/s would exhaust a signed INT auto-increment in
+# about 25 days, so the key is BIGINT on servers; SQLite keeps INTEGER because
+# only `INTEGER PRIMARY KEY` is its auto-assigned rowid.
+_KEY = BigInteger().with_variant(Integer(), "sqlite")
+
+# MySQL TEXT stops at 64 KiB and strict mode rejects a longer value: a large
+# job (or a long traceback) would then be refused or, worse, its failure could
+# not be recorded. LONGTEXT is the same TEXT family without that ceiling.
+_LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), *MYSQL_DIALECTS)
+
+# Microsecond DATETIME on MySQL/MariaDB so FIFO, leases and delays below one
+# second are exact; SQLite stores the same instants as ISO text.
+_TIME = DateTime().with_variant(mysql.DATETIME(fsp=6), *MYSQL_DIALECTS)
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the queue tables' metadata."""
+
+
+class QueueJob(Base):
+    """One pending, delayed or reserved job.
+
+    pending: `reserved_at IS NULL AND available_at <= now`; delayed:
+    `reserved_at IS NULL AND available_at > now`; reserved: `reserved_at IS NOT NULL`
+    (an expired reservation stays here until a worker reclaims it).
+    """
+
+    __tablename__ = "queue_jobs"
+    __table_args__ = (
+        Index("idx_queue_reserved", "queue", "reserved_at"),
+        Index("idx_available", "available_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(_KEY, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(255), nullable=False)
+    payload: Mapped[str] = mapped_column(_LONG_TEXT, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    reserved_at: Mapped[datetime | None] = mapped_column(_TIME, nullable=True)
+    available_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+
+
+class QueueFailedJob(Base):
+    """One permanently failed job with the exception that ended it."""
+
+    __tablename__ = "queue_failed_jobs"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(_KEY, primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(String(255), nullable=False)
+    queue: Mapped[str] = mapped_column(String(255), nullable=False)
+    payload: Mapped[str] = mapped_column(_LONG_TEXT, nullable=False)
+    exception: Mapped[str] = mapped_column(_LONG_TEXT, nullable=False)
+    failed_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+
+
+#: Every table of the queue, in creation order.
+TABLES = (QueueJob.__table__, QueueFailedJob.__table__)
