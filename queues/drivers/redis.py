@@ -1,0 +1,508 @@
+"""The Redis queue driver and the Redis failed store.
+
+Key layout (prefix `routemq:queue:`; the first four are the seed's contract and
+always tell the truth to `LLEN`, `ZCARD` and `LRANGE`):
+
+* `routemq:queue:{name}`              List of pending jobs, oldest at the head
+* `routemq:queue:{name}:delayed`      Sorted Set of delayed jobs scored by due unix time
+* `routemq:queue:{name}:reserved`     List of in-flight payloads (as reserved)
+* `routemq:queue:failed:{name}`       List of failed records (when no database)
+* `routemq:queue:{name}:leases`       Sorted Set job id -> lease expiry unix time
+* `routemq:queue:{name}:reservations` Hash job id -> payload as reserved (fencing token)
+* `routemq:queue:{name}:transfer`     Hash job id -> due time of a job leased by a migration
+* `routemq:queue:{name}:notify`       List of wake-up tokens for blocked workers (bounded)
+* `routemq:queues`                    Set of queue names ever pushed to
+* `routemq:queues:failed`             Set of queue names with a failed list
+
+Every state change is one Lua script from `redis_scripts/` (atomic on the
+server, timed by the server clock `TIME`, so all workers agree on "now").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from redis.commands.core import Script
+
+from core.redis_connection import redis_errors
+from queues.drivers.base import (
+    DEFAULT_RETRY_AFTER,
+    FailedJob,
+    FailedStore,
+    QueueDriver,
+    QueueError,
+    QueueSizes,
+    ReservedJob,
+)
+
+#: Folder of the Lua scripts, one atomic state change per file.
+SCRIPTS_DIR = Path(__file__).resolve().parent / "redis_scripts"
+#: Default key prefix of every queue key (seed contract).
+DEFAULT_PREFIX = "routemq:queue:"
+#: Most due delayed jobs (and expired leases) one pop moves per queue.
+MIGRATE_BATCH = 100
+#: Most wake-up tokens kept in a queue's notify list.
+NOTIFY_CAP = 1000
+#: Longest single BLPOP of a blocking pop, seconds (then the pop script runs again).
+MAX_BLOCK_SLICE = 2.0
+#: Shortest BLPOP wait, seconds (0 would mean "forever" to Redis).
+MIN_BLOCK_SLICE = 0.005
+#: Seconds kept free between a BLPOP timeout and the client's socket timeout.
+SOCKET_TIMEOUT_MARGIN = 1.0
+
+_ENVELOPE_HEAD = re.compile(r'^\{"attempts":(\d+),"id":"([^"\\]+)"')
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _envelope_head(payload: str) -> tuple[int, str]:
+    """Attempts and id from the fixed envelope prefix; ValueError if it is not one."""
+    match = _ENVELOPE_HEAD.match(payload)
+    if match is None:
+        raise ValueError(
+            'payload is not a job envelope: it must start with {"attempts":N,"id":"..."} '
+            f"(got {payload[:40]!r})"
+        )
+    return int(match.group(1)), match.group(2)
+
+
+def _load_scripts(client: redis.Redis) -> dict[str, Script]:
+    return {
+        path.stem: client.register_script(path.read_text(encoding="utf-8"))
+        for path in sorted(SCRIPTS_DIR.glob("*.lua"))
+    }
+
+
+def _redis_call(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a method of an object with a `client` attribute under `redis_errors`."""
+
+    @wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with redis_errors(args[0].client):  # type: ignore[attr-defined]
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+class RedisFailedStore(FailedStore):
+    """Failed jobs as JSON records in `routemq:queue:failed:{name}` Lists, newest at the tail.
+
+    A record is `{"id", "connection", "queue", "payload", "exception",
+    "failed_at"}` with `id` first (the forget script matches that prefix) and
+    `failed_at` in unix seconds. Queue names with a failed list are kept in the
+    set `routemq:queues:failed`.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX):
+        self.client = client
+        self.prefix = prefix
+        self.names_key = f"{prefix.rstrip(':')}s:failed"
+        self._scripts = _load_scripts(client)
+
+    def list_key(self, queue: str) -> str:
+        """The failed List of one queue."""
+        return f"{self.prefix}failed:{queue}"
+
+    @staticmethod
+    def record(connection: str, queue: str, payload: str, exception: str) -> tuple[str, str]:
+        """A new failed record: `(failed id, JSON text)`."""
+        failed_id = str(uuid.uuid4())
+        text = json.dumps(
+            {
+                "id": failed_id,
+                "connection": connection,
+                "queue": queue,
+                "payload": payload,
+                "exception": exception,
+                "failed_at": time.time(),
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return failed_id, text
+
+    @_redis_call
+    def add(self, connection: str, queue: str, payload: str, exception: str) -> str:
+        """Append one record atomically (MULTI/EXEC); return its id."""
+        failed_id, text = self.record(connection, queue, payload, exception)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(self.list_key(queue), text)
+        pipe.sadd(self.names_key, queue)
+        pipe.execute()
+        return failed_id
+
+    def _names(self) -> list[str]:
+        return sorted(_text(n) for n in self.client.smembers(self.names_key))
+
+    @staticmethod
+    def _parse(raw: Any) -> FailedJob | None:
+        try:
+            data = json.loads(_text(raw))
+            return FailedJob(
+                id=str(data["id"]),
+                connection=str(data["connection"]),
+                queue=str(data["queue"]),
+                payload=str(data["payload"]),
+                exception=str(data["exception"]),
+                failed_at=datetime.fromtimestamp(float(data["failed_at"]), UTC),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    @_redis_call
+    def all(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
+        """Newest first across every failed list (or one queue's), at most `limit`."""
+        if limit <= 0:
+            return []
+        names = [queue] if queue is not None else self._names()
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.lrange(self.list_key(name), -limit, -1)
+        jobs = [
+            job for rows in pipe.execute() for raw in rows if (job := self._parse(raw)) is not None
+        ]
+        jobs.sort(key=lambda job: job.failed_at, reverse=True)
+        return jobs[:limit]
+
+    @_redis_call
+    def get(self, failed_id: str) -> FailedJob | None:
+        """One record by id, or None (scans the failed lists: operator use)."""
+        prefix = f'{{"id":{json.dumps(failed_id)},'
+        for name in self._names():
+            for raw in self.client.lrange(self.list_key(name), 0, -1):
+                if _text(raw).startswith(prefix):
+                    return self._parse(raw)
+        return None
+
+    @_redis_call
+    def forget(self, failed_id: str) -> bool:
+        """Delete one record by id in one atomic script; False if there was none."""
+        keys = [self.list_key(name) for name in self._names()]
+        if not keys:
+            return False
+        prefix = f'{{"id":{json.dumps(failed_id)},'
+        return bool(self._scripts["failed_forget"](keys=keys, args=[prefix]))
+
+    @_redis_call
+    def flush(self, older_than_days: float | None = None) -> int:
+        """Delete every record, or those older than `older_than_days`; return the count."""
+        keys = [self.list_key(name) for name in self._names()]
+        if not keys:
+            return 0
+        age = "" if older_than_days is None else repr(older_than_days * 86400.0)
+        return int(self._scripts["failed_flush"](keys=keys, args=[age]))
+
+    @_redis_call
+    def counts(self) -> dict[str, int]:
+        """Failed records per queue (queues with none are left out)."""
+        names = self._names()
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(self.list_key(name))
+        return {name: int(n) for name, n in zip(names, pipe.execute(), strict=True) if n}
+
+
+class _QueueKeys:
+    """Every key of one queue, built once."""
+
+    __slots__ = (
+        "delayed",
+        "leases",
+        "notify",
+        "pending",
+        "reservations",
+        "reserved",
+        "transfer",
+    )
+
+    def __init__(self, prefix: str, queue: str):
+        self.pending = f"{prefix}{queue}"
+        self.delayed = f"{prefix}{queue}:delayed"
+        self.reserved = f"{prefix}{queue}:reserved"
+        self.leases = f"{prefix}{queue}:leases"
+        self.reservations = f"{prefix}{queue}:reservations"
+        self.notify = f"{prefix}{queue}:notify"
+        self.transfer = f"{prefix}{queue}:transfer"
+
+    def all(self) -> list[str]:
+        """The seven keys in the order pop.lua and clear.lua expect."""
+        return [
+            self.pending,
+            self.delayed,
+            self.reserved,
+            self.leases,
+            self.reservations,
+            self.notify,
+            self.transfer,
+        ]
+
+
+class RedisDriver(QueueDriver):
+    """Queue driver on Redis Lists and Sorted Sets, one atomic Lua script per state change.
+
+    FIFO per queue (push at the tail, pop from the head), leases timed by the
+    server clock, and fenced ack/release/extend/fail: the fencing token is the
+    payload exactly as reserved, which carries the attempts count, so a later
+    reservation of the same job has a different token. Redis failures surface
+    as `QueueError` naming host:port.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        failed_store: FailedStore,
+        retry_after: int = DEFAULT_RETRY_AFTER,
+        prefix: str = DEFAULT_PREFIX,
+    ):
+        super().__init__(failed_store, retry_after)
+        self.client = client
+        self.prefix = prefix
+        self.queues_key = f"{prefix.rstrip(':')}s"
+        self._keys: dict[str, _QueueKeys] = {}
+        self._scripts = _load_scripts(client)
+        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._block_slice = MAX_BLOCK_SLICE
+        if socket_timeout:
+            limit = max(float(socket_timeout) - SOCKET_TIMEOUT_MARGIN, MIN_BLOCK_SLICE)
+            self._block_slice = min(MAX_BLOCK_SLICE, limit)
+
+    def keys(self, queue: str) -> _QueueKeys:
+        """The keys of `queue` (cached)."""
+        keys = self._keys.get(queue)
+        if keys is None:
+            if not queue:
+                raise ValueError("queue name must not be empty")
+            keys = self._keys[queue] = _QueueKeys(self.prefix, queue)
+        return keys
+
+    # -- adding jobs -----------------------------------------------------------------
+
+    @_redis_call
+    def push(self, queue: str, payload: str) -> None:
+        """Append at the tail of `queue`, available now; wakes one blocked worker."""
+        _envelope_head(payload)
+        k = self.keys(queue)
+        self._scripts["push"](
+            keys=[k.pending, k.notify, self.queues_key], args=[payload, queue, NOTIFY_CAP]
+        )
+
+    @_redis_call
+    def later(self, queue: str, payload: str, delay: float) -> None:
+        """Add to `:delayed` scored by server time + `delay`; `delay <= 0` pushes now."""
+        if delay <= 0:
+            self.push(queue, payload)
+            return
+        _envelope_head(payload)
+        k = self.keys(queue)
+        self._scripts["later"](
+            keys=[k.delayed, k.notify, self.queues_key],
+            args=[payload, repr(float(delay)), queue, NOTIFY_CAP],
+        )
+
+    @_redis_call
+    def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
+        """Add all jobs in one atomic script, keeping their order per queue."""
+        if not jobs:
+            return
+        index: dict[str, int] = {}
+        args: list[Any] = []
+        for queue, payload, delay in jobs:
+            _envelope_head(payload)
+            position = index.setdefault(queue, len(index) + 1)
+            args.extend((position, repr(float(max(delay, 0.0))), payload))
+        keys: list[str] = [self.queues_key]
+        for queue in index:
+            k = self.keys(queue)
+            keys.extend((k.pending, k.delayed, k.notify))
+        self._scripts["bulk"](keys=keys, args=[NOTIFY_CAP, len(index), *index, *args])
+
+    # -- reserving and settling ------------------------------------------------------
+
+    @_redis_call
+    def pop(self, queues: Sequence[str], block: float = 0.0) -> ReservedJob | None:
+        """Reserve the oldest available job of the first non-empty queue (see pop.lua).
+
+        With `block > 0` an empty pop waits on the queues' notify lists (BLPOP)
+        for at most the time until the next delayed job or lease comes due, then
+        runs the pop script again: a pushed job wakes the worker at once.
+        """
+        if not queues:
+            raise ValueError("pop needs at least one queue name")
+        all_keys = [self.keys(q) for q in queues]
+        keys = [key for k in all_keys for key in k.all()]
+        args: list[Any] = [self.retry_after, MIGRATE_BATCH, *queues]
+        deadline = time.monotonic() + block
+        script = self._scripts["pop"]
+        while True:
+            queue, value = script(keys=keys, args=args)
+            queue = _text(queue)
+            if queue:
+                payload = _text(value)
+                attempts, job_id = _envelope_head(payload)
+                return ReservedJob(job_id, queue, payload, attempts, payload)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            wait = min(remaining, self._block_slice)
+            next_due = _text(value)
+            if next_due:
+                wait = min(wait, float(next_due))
+            self.client.blpop([k.notify for k in all_keys], timeout=max(wait, MIN_BLOCK_SLICE))
+
+    @_redis_call
+    def ack(self, job: ReservedJob) -> bool:
+        """Delete a finished job; fenced (False and no change if the lease is not live)."""
+        k = self.keys(job.queue)
+        result = self._scripts["ack"](
+            keys=[k.reserved, k.leases, k.reservations, k.transfer], args=[job.id, job.token]
+        )
+        return bool(result)
+
+    @_redis_call
+    def release(self, job: ReservedJob, delay: float = 0.0) -> bool:
+        """Give the job back (pending, or delayed by `delay` s) in one fenced script."""
+        k = self.keys(job.queue)
+        result = self._scripts["release"](
+            keys=k.all(), args=[job.id, job.token, repr(float(delay)), NOTIFY_CAP]
+        )
+        return bool(result)
+
+    @_redis_call
+    def extend(self, job: ReservedJob) -> bool:
+        """Renew the lease to `retry_after` s from now (server clock); fenced."""
+        k = self.keys(job.queue)
+        result = self._scripts["extend"](
+            keys=[k.leases, k.reservations], args=[job.id, job.token, self.retry_after]
+        )
+        return bool(result)
+
+    @_redis_call
+    def fail(self, job: ReservedJob, exception: str) -> bool:
+        """Move the job to the failed store with `exception`; fenced.
+
+        With this client's own `RedisFailedStore`, removal and the failed
+        record happen in one script. With any other store (the database one,
+        seed "Monitor Both") the record is added FIRST, then the reservation is
+        removed by the fenced ack script; if that is refused (the lease was
+        lost) the record is forgotten again and False returned. A crash between
+        the two steps leaves the job both failed and reserved: its lease
+        expires, a worker sees attempts > max_tries and fails it again (a
+        duplicate failed record), but the job is never lost. Removing first
+        would lose the job on such a crash.
+        """
+        store = self.failed_store
+        k = self.keys(job.queue)
+        if isinstance(store, RedisFailedStore) and store.client is self.client:
+            _, record = store.record(self.name, job.queue, job.payload, exception)
+            result = self._scripts["fail"](
+                keys=[
+                    k.reserved,
+                    k.leases,
+                    k.reservations,
+                    k.transfer,
+                    store.list_key(job.queue),
+                    store.names_key,
+                ],
+                args=[job.id, job.token, record, job.queue],
+            )
+            return bool(result)
+        failed_id = store.add(self.name, job.queue, job.payload, exception)
+        removed = self._scripts["ack"](
+            keys=[k.reserved, k.leases, k.reservations, k.transfer], args=[job.id, job.token]
+        )
+        if not removed:
+            store.forget(failed_id)
+            return False
+        return True
+
+    # -- inspection and operator tools -----------------------------------------------
+
+    @_redis_call
+    def sizes(self, queue: str) -> QueueSizes:
+        """Live counts: LLEN pending, ZCARD delayed, LLEN reserved, failed-store count."""
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.llen(k.pending)
+        pipe.zcard(k.delayed)
+        pipe.llen(k.reserved)
+        pipe.lindex(k.pending, 0)
+        pending, delayed, reserved, head = pipe.execute()
+        age: float | None = None
+        if head is not None:
+            try:
+                created = float(json.loads(_text(head)).get("created_at"))
+                age = max(time.time() - created, 0.0)
+            except (ValueError, TypeError, AttributeError):
+                age = None
+        failed = self.failed_store.counts().get(queue, 0)
+        return QueueSizes(int(pending), int(delayed), int(reserved), failed, age)
+
+    @_redis_call
+    def queues(self) -> list[str]:
+        """Known queue names that still hold a pending, delayed or reserved job."""
+        names = sorted(_text(n) for n in self.client.smembers(self.queues_key))
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            k = self.keys(name)
+            pipe.llen(k.pending)
+            pipe.zcard(k.delayed)
+            pipe.llen(k.reserved)
+        counts = pipe.execute()
+        return [name for i, name in enumerate(names) if any(counts[3 * i : 3 * i + 3])]
+
+    @_redis_call
+    def take_for_transfer(self, queue: str, limit: int) -> list[ReservedJob]:
+        """Lease up to `limit` pending then delayed jobs without counting an attempt."""
+        if limit <= 0:
+            return []
+        k = self.keys(queue)
+        flat = self._scripts["take_for_transfer"](
+            keys=[k.pending, k.delayed, k.reserved, k.leases, k.reservations, k.transfer],
+            args=[limit, self.retry_after],
+        )
+        jobs: list[ReservedJob] = []
+        for i in range(0, len(flat), 2):
+            payload = _text(flat[i])
+            attempts, job_id = _envelope_head(payload)
+            jobs.append(
+                ReservedJob(job_id, queue, payload, attempts, payload, float(_text(flat[i + 1])))
+            )
+        return jobs
+
+    @_redis_call
+    def contains(self, queue: str, job_id: str) -> bool:
+        """True if a job with this id is pending, delayed or reserved (scans the queue)."""
+        k = self.keys(queue)
+        result = self._scripts["contains"](
+            keys=[k.pending, k.delayed, k.reservations], args=[job_id]
+        )
+        return bool(result)
+
+    @_redis_call
+    def clear(self, queue: str) -> int:
+        """Delete all pending, delayed and reserved jobs of `queue` atomically."""
+        k = self.keys(queue)
+        return int(self._scripts["clear"](keys=k.all()))
+
+    def close(self) -> None:
+        """Close the client's pooled connections."""
+        try:
+            self.client.close()
+        except redis.exceptions.RedisError as exc:  # pragma: no cover - best effort
+            raise QueueError(f"closing Redis failed: {exc}") from exc

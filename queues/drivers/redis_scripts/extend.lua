@@ -1,0 +1,21 @@
+-- extend.lua: heartbeat, renew a live lease to retry_after seconds from now.
+--
+-- KEYS[1] leases zset         routemq:queue:{name}:leases
+-- KEYS[2] reservations hash   routemq:queue:{name}:reservations
+-- ARGV[1] job id
+-- ARGV[2] token               the payload as reserved (fencing token)
+-- ARGV[3] retry_after         lease length in seconds
+--
+-- Guarantees: fenced like ack.lua; on success the lease expires at
+-- now + retry_after (server clock) and 1 is returned, otherwise 0 and no change.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not lease or tonumber(lease) < now then
+  return 0
+end
+redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(ARGV[3])), ARGV[1])
+return 1

@@ -1,0 +1,20 @@
+-- later.lua: add one job that becomes available after a delay.
+--
+-- KEYS[1] delayed zset    routemq:queue:{name}:delayed (score = due unix time)
+-- KEYS[2] notify list     routemq:queue:{name}:notify
+-- KEYS[3] known queues    routemq:queues
+-- ARGV[1] payload         job envelope JSON
+-- ARGV[2] delay           seconds from now (server clock), may be fractional
+-- ARGV[3] queue name
+-- ARGV[4] notify cap
+--
+-- Guarantees: the job is scored by the server's clock (same for every worker),
+-- and a blocked worker is woken so it recomputes how long to wait.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local due = string.format('%.6f', now + tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[1], due, ARGV[1])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+redis.call('SADD', KEYS[3], ARGV[3])
+return due

@@ -1,0 +1,40 @@
+-- release.lua: give a reserved job back for another attempt, now or later.
+--
+-- KEYS[1] pending list        routemq:queue:{name}
+-- KEYS[2] delayed zset        routemq:queue:{name}:delayed
+-- KEYS[3] reserved list       routemq:queue:{name}:reserved
+-- KEYS[4] leases zset         routemq:queue:{name}:leases
+-- KEYS[5] reservations hash   routemq:queue:{name}:reservations
+-- KEYS[6] notify list         routemq:queue:{name}:notify
+-- KEYS[7] transfer hash       routemq:queue:{name}:transfer
+-- ARGV[1] job id
+-- ARGV[2] token               the payload as reserved (fencing token)
+-- ARGV[3] delay               seconds before the job is available again
+-- ARGV[4] notify cap
+--
+-- Guarantees: fenced like ack.lua. On success, in one step, the reservation is
+-- removed and the payload (attempts as counted by its pop) goes to the tail of
+-- pending (delay <= 0) or to delayed scored now + delay; a blocked worker is
+-- woken. Returns 1, or 0 with no change when the reservation is not live.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if redis.call('HGET', KEYS[5], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+local lease = redis.call('ZSCORE', KEYS[4], ARGV[1])
+if not lease or tonumber(lease) < now then
+  return 0
+end
+redis.call('LREM', KEYS[3], 1, ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[7], ARGV[1])
+local delay = tonumber(ARGV[3])
+if delay > 0 then
+  redis.call('ZADD', KEYS[2], string.format('%.6f', now + delay), ARGV[2])
+else
+  redis.call('RPUSH', KEYS[1], ARGV[2])
+end
+redis.call('RPUSH', KEYS[6], '1')
+redis.call('LTRIM', KEYS[6], -tonumber(ARGV[4]), -1)
+return 1
