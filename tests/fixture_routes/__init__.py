@@ -1,0 +1,1 @@
+"""Route modules used by tests/test_discovery.py (a stand-in for routes/)."""

@@ -1,0 +1,3 @@
+"""A helper module without a router: discovery must import it and skip it."""
+
+IMPORTED = True

@@ -1,0 +1,1 @@
+"""A routes package with one module that fails to import."""

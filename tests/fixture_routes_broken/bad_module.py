@@ -1,0 +1,3 @@
+"""Fails on import, as a route module with a bug would."""
+
+raise RuntimeError("boom while importing")

@@ -1,0 +1,1 @@
+"""Two modules routing the same MQTT filter."""

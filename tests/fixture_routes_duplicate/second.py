@@ -1,0 +1,4 @@
+from core.router import Router
+
+router = Router()
+router.on("sensors/+/value", lambda message: None)

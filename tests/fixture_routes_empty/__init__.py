@@ -1,0 +1,1 @@
+"""A routes package with no routes."""
