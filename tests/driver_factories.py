@@ -31,16 +31,14 @@ def make_driver(name: str, tmp_path: Path, retry_after: int = 90):  # type: igno
         client.flushdb()
         return RedisDriver(client, RedisFailedStore(client), retry_after)
 
-    from sqlalchemy import create_engine
-
-    from core.database import create_tables, drop_tables
+    from core.database import create_tables, drop_tables, engine_from_url
     from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 
     if name == "mariadb":
         need_service("MariaDB", "127.0.0.1", 3306)
-        engine = create_engine(MARIADB_URL, pool_pre_ping=True)
+        engine = engine_from_url(MARIADB_URL)
     elif name == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'queue.db'}")
+        engine = engine_from_url(f"sqlite:///{tmp_path / 'queue.db'}", create_sqlite_tables=False)
     else:
         raise ValueError(f"unknown driver {name!r}")
     drop_tables(engine)

@@ -20,6 +20,10 @@ reservation, so a later reservation of the same row has another token. `ack`,
 `release`, `extend` and `fail` match on `(id, attempts)` and on a lease that has
 not expired (`reserved_at > now - retry_after`); anything else changes nothing.
 
+A claimed job's payload is the stored envelope with its leading `"attempts"`
+count set to the row's `attempts` column (the row itself keeps the payload as
+pushed: the column is the truth, and large payloads are not rewritten per claim).
+
 Deadlocks (1213), lock-wait timeouts (1205) and SQLite "database is locked" are
 retried with jittered backoff; they never reach the caller as a job failure.
 
@@ -74,6 +78,7 @@ BULK_ROWS_PER_STATEMENT = 500
 CONNECTION_NAME = "database"
 
 _ENVELOPE_ID = re.compile(r'^\{"attempts":-?\d+,"id":"((?:[^"\\]|\\.)*)"')
+_ATTEMPTS_PREFIX = re.compile(r'^\{"attempts":-?\d+,')
 
 T = TypeVar("T")
 
@@ -151,6 +156,16 @@ def envelope_id(payload: str) -> str:
     except ValueError:
         return ""
     return str(decoded.get("id", "")) if isinstance(decoded, dict) else ""
+
+
+def with_attempts(payload: str, attempts: int) -> str:
+    """The payload with its envelope's leading attempts count set to `attempts`.
+
+    The row keeps the payload as pushed (rewriting a large TEXT at every claim
+    would cost I/O); the `attempts` column is the truth and is copied in here.
+    A payload that is not an envelope is returned unchanged.
+    """
+    return _ATTEMPTS_PREFIX.sub(f'{{"attempts":{attempts},', payload, count=1)
 
 
 def _parse_token(token: str) -> tuple[int, int] | None:
@@ -290,20 +305,30 @@ class DatabaseDriver(QueueDriver):
         now, expiry = clock.now, clock.at("expiry")
         live = f"id = :id AND attempts = :attempts AND reserved_at > {expiry}"
         # FIFO by id, not by available_at: a job pushed earlier stays ahead even
-        # when a later one came due first, the order the spec's `ORDER BY id`
-        # gives; a job released with a delay keeps its id and so its place.
-        claimable = (
-            f"queue = :queue AND ((reserved_at IS NULL AND available_at <= {now}) "
-            f"OR reserved_at <= {expiry})"
+        # when a later one came due first (the spec's `ORDER BY id`); a job
+        # released with a delay keeps its id, so once due it is ahead of newer jobs.
+        # Two index-served halves instead of one OR: with `(A OR B) ORDER BY id`
+        # both servers walk the primary key past every other row (other queues,
+        # reserved and delayed jobs); `reserved_at IS NULL` is one range of
+        # idx_queue_reserved already in id order, and expired leases are few.
+        pending = (
+            "SELECT id, attempts, payload FROM queue_jobs WHERE queue = :queue "
+            f"AND reserved_at IS NULL AND available_at <= {now} ORDER BY id LIMIT 1"
+        )
+        expired = (
+            "SELECT id, attempts, payload FROM queue_jobs WHERE queue = :queue "
+            f"AND reserved_at <= {expiry} ORDER BY id LIMIT 1"
         )
         self._insert_sql = (
             "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) VALUES "
         )
         self._push = text(self._insert_sql + f"(:queue, :payload, 0, {clock.at('delay')}, {now})")
         if self._mysql:
+            # Each half locks its head row, skipping rows other workers hold; the
+            # row not returned stays locked only until this transaction commits.
             self._claim = text(
-                f"SELECT id, attempts, payload FROM queue_jobs WHERE {claimable} "
-                "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                f"({pending} FOR UPDATE SKIP LOCKED) UNION ALL "
+                f"({expired} FOR UPDATE SKIP LOCKED) ORDER BY id LIMIT 1"
             )
             self._mark = text(
                 f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1 WHERE id = :id"
@@ -317,9 +342,11 @@ class DatabaseDriver(QueueDriver):
                 f"UPDATE queue_jobs SET reserved_at = {now} WHERE id IN :ids"
             ).bindparams(bindparam("ids", expanding=True))
         else:
+            # BEGIN IMMEDIATE holds the write lock, so the row chosen is still free.
             self._claim = text(
                 f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1 "
-                f"WHERE id = (SELECT id FROM queue_jobs WHERE {claimable} ORDER BY id LIMIT 1) "
+                "WHERE id = (SELECT MIN(id) FROM ("
+                f"SELECT id FROM ({pending}) UNION ALL SELECT id FROM ({expired}))) "
                 "RETURNING id, attempts, payload"
             )
             self._transfer_select = text(
@@ -419,7 +446,7 @@ class DatabaseDriver(QueueDriver):
                 return ReservedJob(
                     id=envelope_id(payload),
                     queue=queue,
-                    payload=payload,
+                    payload=with_attempts(payload, attempts),
                     attempts=attempts,
                     token=f"{job_id}:{attempts}",
                 )
@@ -529,7 +556,7 @@ class DatabaseDriver(QueueDriver):
             ReservedJob(
                 id=envelope_id(str(payload)),
                 queue=queue,
-                payload=str(payload),
+                payload=with_attempts(str(payload), int(attempts)),
                 attempts=int(attempts),
                 token=f"{int(job_id)}:{int(attempts)}:transfer",
                 available_at=float(available_at),
