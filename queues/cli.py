@@ -1,0 +1,481 @@
+"""Operator commands of main.py for queues and workers.
+
+Each command is `fn(args, settings) -> exit code` (see core/cli.py COMMANDS).
+A wrong argument or an unreachable server ends the command with ONE line on
+stderr and a non-zero exit code: 2 for a wrong argument, 1 for a backend error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from config.settings import Settings
+from queues import connections
+from queues.drivers.base import FailedJob, FailedStore, QueueDriver, QueueError
+from queues.envelope import Envelope, EnvelopeError
+
+#: Exit code of a wrong argument.
+EXIT_USAGE = 2
+#: Exit code of a backend (Redis / SQL) failure.
+EXIT_BACKEND = 1
+#: Failed jobs listed by --queue-failed (newest first).
+FAILED_LIST_LIMIT = 100
+#: Failed jobs fetched per round by --queue-retry all.
+RETRY_BATCH = 500
+
+
+class UsageError(ValueError):
+    """A command-line argument is wrong; the message names the flag."""
+
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _backend_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [QueueError, OSError]
+    try:
+        import redis.exceptions
+
+        errors.append(redis.exceptions.RedisError)
+    except ImportError:  # pragma: no cover - redis is a dependency
+        pass
+    try:
+        import sqlalchemy.exc
+
+        errors.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        pass
+    return tuple(errors)
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the DBAPI error
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _guarded(command: Callable[[argparse.Namespace, Settings], int]) -> Command:
+    """Wrap a command: configure connections, turn failures into one stderr line."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        connections.configure(settings)
+        try:
+            return command(args, settings)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except _backend_errors() as exc:
+            print(f"error: queue backend unavailable: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_BACKEND
+        except ValueError as exc:  # e.g. redis connection not enabled
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            connections.reset()
+
+    run.__doc__ = command.__doc__
+    run.__name__ = command.__name__
+    return run
+
+
+def _queue_names(args: argparse.Namespace, default: list[str] | None) -> list[str] | None:
+    raw = getattr(args, "queue", None)
+    if not raw:
+        return default
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    if not names:
+        raise UsageError(f"--queue needs at least one queue name, got {raw!r}")
+    return names
+
+
+def _single_queue(args: argparse.Namespace) -> str | None:
+    names = _queue_names(args, None)
+    if names is not None and len(names) != 1:
+        raise UsageError(f"--queue takes one queue name here, got {args.queue!r}")
+    return names[0] if names else None
+
+
+def _driver(name: str | None, settings: Settings) -> QueueDriver:
+    connection = name or settings.queue_connection
+    if connection == "redis" and not settings.enable_redis:
+        raise UsageError("the redis connection is not enabled: set ENABLE_REDIS=true")
+    return connections.get_driver(connection, settings)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    for row in [headers, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+# -- worker -----------------------------------------------------------------
+
+
+def _work(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one worker, or a supervisor of `--workers N` worker processes."""
+    from queues.backoff import parse_backoff
+    from queues.registry import DuplicateJobError, get_registry
+
+    for flag, value in (
+        ("--sleep", args.sleep),
+        ("--max-jobs", args.max_jobs),
+        ("--max-time", args.max_time),
+        ("--memory", args.memory),
+    ):
+        if value < 0:
+            raise UsageError(f"{flag} must be >= 0, got {value}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.tries is not None and args.tries < 1:
+        raise UsageError(f"--tries must be at least 1, got {args.tries}")
+    try:
+        backoff = None if args.backoff is None else parse_backoff(args.backoff)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    queues = _queue_names(args, ["default"])
+    assert queues is not None
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1:
+        from queues.supervisor import Supervisor, worker_arguments
+
+        return Supervisor(worker_arguments(args), args.workers).run()
+
+    try:
+        registry = get_registry()
+    except (ImportError, DuplicateJobError) as exc:
+        raise UsageError(f"cannot load the jobs package: {exc}") from None
+    driver = _driver(args.connection, settings)
+    driver.sizes(queues[0])  # fail fast, with one line, when the server is unreachable
+
+    from queues.worker import Worker
+
+    worker = Worker(
+        driver,
+        queues,
+        sleep=args.sleep,
+        max_jobs=args.max_jobs,
+        max_time=args.max_time,
+        memory_mb=args.memory,
+        default_timeout=args.timeout,
+        default_tries=args.tries,
+        default_backoff=backoff,
+        registry=registry,
+    )
+    return worker.run()
+
+
+work_command = _guarded(_work)
+
+
+# -- status -----------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    """Pending, delayed, reserved and failed jobs per queue of each connection."""
+    names = [args.connection] if args.connection else ["redis", "database"]
+    wanted = _queue_names(args, None)
+    report: list[dict[str, Any]] = []
+    for name in names:
+        if name == "redis" and not settings.enable_redis:
+            report.append({"connection": name, "enabled": False, "queues": []})
+            continue
+        driver = connections.get_driver(name, settings)
+        queues = wanted if wanted is not None else sorted(set(driver.queues()) | {"default"})
+        rows = []
+        for queue in queues:
+            sizes = driver.sizes(queue)
+            rows.append(
+                {
+                    "queue": queue,
+                    "pending": sizes.pending,
+                    "delayed": sizes.delayed,
+                    "reserved": sizes.reserved,
+                    "failed": sizes.failed,
+                    "oldest_pending_age": sizes.oldest_pending_age,
+                }
+            )
+        report.append({"connection": name, "enabled": True, "queues": rows})
+    if args.json:
+        _print_json({"connections": report})
+        return 0
+    table: list[list[str]] = []
+    for entry in report:
+        if not entry["enabled"]:
+            table.append([entry["connection"], "(not enabled)", "-", "-", "-", "-", "-"])
+            continue
+        for row in entry["queues"]:
+            table.append(
+                [
+                    entry["connection"],
+                    row["queue"],
+                    str(row["pending"]),
+                    str(row["delayed"]),
+                    str(row["reserved"]),
+                    str(row["failed"]),
+                    _age(row["oldest_pending_age"]),
+                ]
+            )
+    _table(
+        ["CONNECTION", "QUEUE", "PENDING", "DELAYED", "RESERVED", "FAILED", "OLDEST PENDING"],
+        table,
+    )
+    return 0
+
+
+status_command = _guarded(_status)
+
+
+# -- failed jobs ------------------------------------------------------------
+
+
+def _job_name(payload: str) -> str:
+    try:
+        return Envelope.from_json(payload).job
+    except EnvelopeError:
+        return "?"
+
+
+def _failed_dict(failed: FailedJob, full: bool) -> dict[str, Any]:
+    exception_lines = failed.exception.splitlines()
+    entry: dict[str, Any] = {
+        "id": failed.id,
+        "connection": failed.connection,
+        "queue": failed.queue,
+        "job": _job_name(failed.payload),
+        "failed_at": _iso(failed),
+        "exception": failed.exception if full else (exception_lines[0] if exception_lines else ""),
+    }
+    if full:
+        try:
+            entry["payload"] = json.loads(failed.payload)
+        except ValueError:
+            entry["payload"] = failed.payload
+    return entry
+
+
+def _iso(failed: FailedJob) -> str:
+    stamp = failed.failed_at
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.isoformat(timespec="seconds")
+
+
+def _failed(args: argparse.Namespace, settings: Settings) -> int:
+    """The newest failed jobs: id, queue, job name, time and first exception line."""
+    store = connections.get_failed_store(settings)
+    entries = [
+        _failed_dict(f, full=False) for f in store.all(_single_queue(args), FAILED_LIST_LIMIT)
+    ]
+    if args.json:
+        _print_json(entries)
+        return 0
+    if not entries:
+        print("no failed jobs")
+        return 0
+    _table(
+        ["ID", "CONNECTION", "QUEUE", "JOB", "FAILED AT", "EXCEPTION"],
+        [
+            [e["id"], e["connection"], e["queue"], e["job"], e["failed_at"], e["exception"][:120]]
+            for e in entries
+        ],
+    )
+    return 0
+
+
+failed_command = _guarded(_failed)
+
+
+def _get_failed(store: FailedStore, failed_id: str) -> FailedJob:
+    failed = store.get(failed_id)
+    if failed is None:
+        raise UsageError(f"no failed job with id {failed_id!r} (see --queue-failed)")
+    return failed
+
+
+def _failed_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Everything about one failed job, including its traceback and payload."""
+    failed = _get_failed(connections.get_failed_store(settings), args.queue_failed_show)
+    entry = _failed_dict(failed, full=True)
+    if args.json:
+        _print_json(entry)
+        return 0
+    for key in ("id", "connection", "queue", "job", "failed_at"):
+        print(f"{key + ':':<12}{entry[key]}")
+    print("payload:")
+    print(json.dumps(entry["payload"], indent=2, ensure_ascii=False))
+    print("exception:")
+    print(failed.exception.rstrip())
+    return 0
+
+
+failed_show_command = _guarded(_failed_show)
+
+
+def retry_failed(failed: FailedJob, store: FailedStore, settings: Settings) -> str:
+    """Push one failed job back to its queue with attempts 0, then forget it.
+
+    Push first, forget second, so a crash in between cannot lose the job; a
+    re-run then finds the job's id already queued and only forgets it. Window:
+    if that re-queued copy already finished before the re-run, the re-run
+    queues it once more. A `retry_until` that has passed is cleared.
+    """
+    try:
+        envelope = Envelope.from_json(failed.payload)
+    except EnvelopeError as exc:
+        raise UsageError(f"failed job {failed.id} cannot be retried: {exc}") from None
+    envelope.attempts = 0
+    if envelope.retry_until is not None and envelope.retry_until <= time.time():
+        envelope.retry_until = None
+    driver = _driver(failed.connection, settings)
+    if not driver.contains(failed.queue, envelope.id):
+        driver.push(failed.queue, envelope.to_json())
+    store.forget(failed.id)
+    return envelope.id
+
+
+def _retry(args: argparse.Namespace, settings: Settings) -> int:
+    """Retry one failed job by id, or `all` (optionally of one --queue)."""
+    store = connections.get_failed_store(settings)
+    target = args.queue_retry
+    if target != "all":
+        failed = _get_failed(store, target)
+        job_id = retry_failed(failed, store, settings)
+        print(
+            f"retried failed job {failed.id} as job {job_id} on {failed.connection}/{failed.queue}"
+        )
+        return 0
+    queue = _single_queue(args)
+    retried, problems = 0, 0
+    skipped: set[str] = set()
+    while True:
+        batch = [f for f in store.all(queue, RETRY_BATCH) if f.id not in skipped]
+        if not batch:
+            break
+        for failed in batch:
+            try:
+                retry_failed(failed, store, settings)
+                retried += 1
+            except UsageError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                skipped.add(failed.id)
+                problems += 1
+    print(f"retried {retried} failed job(s)" + (f", {problems} could not be" if problems else ""))
+    return EXIT_BACKEND if problems else 0
+
+
+retry_command = _guarded(_retry)
+
+
+def _forget(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete one failed job."""
+    if not connections.get_failed_store(settings).forget(args.queue_forget):
+        raise UsageError(f"no failed job with id {args.queue_forget!r} (see --queue-failed)")
+    print(f"forgot failed job {args.queue_forget}")
+    return 0
+
+
+forget_command = _guarded(_forget)
+
+
+def _flush(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete all failed jobs, or those older than --older-than DAYS (e.g. 30)."""
+    if args.older_than is not None and args.older_than < 0:
+        raise UsageError(f"--older-than must be days >= 0, got {args.older_than}")
+    count = connections.get_failed_store(settings).flush(args.older_than)
+    scope = "" if args.older_than is None else f" older than {args.older_than:g} days"
+    print(f"deleted {count} failed job(s){scope}")
+    return 0
+
+
+flush_command = _guarded(_flush)
+
+
+# -- dispatch and migrate ---------------------------------------------------
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    """Queue a registered job from the shell: `--dispatch NAME --data JSON`."""
+    from queues.dispatcher import dispatch
+    from queues.job import JobDataError
+    from queues.registry import get_registry
+
+    registry = get_registry()
+    name = args.dispatch
+    if name not in registry:
+        known = ", ".join(registry.names()) or "none"
+        raise UsageError(f"unknown job {name!r}: registered jobs in {registry.package}: {known}")
+    try:
+        data = json.loads(args.data)
+    except ValueError as exc:
+        raise UsageError(f"--data is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--data must be a JSON object, got {type(data).__name__}")
+    if args.delay < 0:
+        raise UsageError(f"--delay must be seconds >= 0, got {args.delay}")
+    cls = registry.resolve(name)
+    try:
+        job = cls(**data)
+        job_id = dispatch(
+            job,
+            delay=args.delay or None,
+            queue=_single_queue(args),
+            connection=_driver(args.connection, settings),
+        )
+    except (TypeError, JobDataError) as exc:
+        raise UsageError(f"cannot dispatch {name} with --data {args.data}: {exc}") from None
+    print(job_id)
+    return 0
+
+
+dispatch_command = _guarded(_dispatch)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Move pending and delayed jobs between connections without loss or duplicates."""
+    from queues.transfer import transfer
+
+    source_name, target_name = args.from_connection, args.to_connection
+    if not source_name or not target_name:
+        raise UsageError("--queue-migrate needs --from and --to (redis or database)")
+    if source_name == target_name:
+        raise UsageError(f"--from and --to must differ, both are {source_name!r}")
+    source = _driver(source_name, settings)
+    target = _driver(target_name, settings)
+    report = transfer(source, target, _queue_names(args, None))
+    for queue in sorted(report.moved):
+        line = f"{queue}: moved {report.moved[queue]}"
+        if report.already_there[queue]:
+            line += (
+                f", {report.already_there[queue]} already in {target_name} (removed from source)"
+            )
+        if report.lost_lease[queue]:
+            line += f", {report.lost_lease[queue]} lease(s) lost (re-run to finish)"
+        print(line)
+    print(f"moved {report.total_moved} job(s) from {source_name} to {target_name}")
+    return 0
+
+
+migrate_command = _guarded(_migrate)

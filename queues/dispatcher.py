@@ -1,0 +1,122 @@
+"""Put jobs on a queue: `dispatch(job)` and `dispatch_many(jobs)`.
+
+A job is turned into a JSON `Envelope` (never pickle) carrying its registered
+name, its data and its retry policy. Every check that can fail - data that is
+not JSON, a class the workers would not recognise, a bad backoff - fails here,
+in the dispatching process, before anything is queued.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from queues.backoff import validate_backoff
+from queues.drivers.base import QueueDriver
+from queues.envelope import Envelope
+from queues.job import Job, JobDataError
+from queues.registry import JobRegistry, get_registry
+
+
+class UnregisteredJobError(LookupError):
+    """The dispatched class is not the one workers would run under its name."""
+
+
+def build_envelope(
+    job: Job,
+    queue: str | None = None,
+    registry: JobRegistry | None = None,
+    now: float | None = None,
+) -> Envelope:
+    """The envelope of `job`, validated: JSON data, registered class, sane policy."""
+    if not isinstance(job, Job):
+        raise TypeError(f"dispatch() takes a Job instance, got {type(job).__name__}")
+    cls = type(job)
+    name = cls.job_name()
+    reg = registry or get_registry()
+    if name not in reg or reg.resolve(name) is not cls:
+        raise UnregisteredJobError(
+            f"job {name!r} ({cls.__module__}.{cls.__qualname__}) is not registered in "
+            f"{reg.package}: define it in a module of that package so workers can run it"
+        )
+    data = job.validated_data()
+    if not isinstance(cls.max_tries, int) or cls.max_tries < 1:
+        raise JobDataError(f"{name}.max_tries must be an integer >= 1, got {cls.max_tries!r}")
+    try:
+        validate_backoff(cls.backoff, f"{name}.backoff")
+    except ValueError as exc:
+        raise JobDataError(str(exc)) from None
+    created = time.time() if now is None else now
+    return Envelope(
+        job=name,
+        data=data,
+        queue=queue or cls.queue,
+        max_tries=cls.max_tries,
+        timeout=None if cls.timeout is None else float(cls.timeout),
+        backoff=list(cls.backoff) if isinstance(cls.backoff, tuple) else cls.backoff,
+        retry_until=job.retry_deadline(created),
+        created_at=created,
+    )
+
+
+def _driver(connection: str | QueueDriver | None) -> QueueDriver:
+    if isinstance(connection, QueueDriver):
+        return connection
+    from queues.connections import get_driver
+
+    return get_driver(connection)
+
+
+def dispatch(
+    job: Job,
+    delay: float | None = None,
+    queue: str | None = None,
+    connection: str | QueueDriver | None = None,
+    *,
+    registry: JobRegistry | None = None,
+) -> str:
+    """Queue one job and return its id (a uuid string).
+
+    `delay` (seconds) defaults to the class's `delay`; `queue` to its `queue`;
+    `connection` ("redis", "database" or a driver) to QUEUE_CONNECTION. Raises
+    `JobDataError` / `UnregisteredJobError` before queueing anything.
+    """
+    envelope = build_envelope(job, queue, registry)
+    wait = _delay(job, delay)
+    driver = _driver(connection)
+    if wait > 0:
+        driver.later(envelope.queue, envelope.to_json(), wait)
+    else:
+        driver.push(envelope.queue, envelope.to_json())
+    return envelope.id
+
+
+def dispatch_many(
+    jobs: Iterable[Job],
+    delay: float | None = None,
+    queue: str | None = None,
+    connection: str | QueueDriver | None = None,
+    *,
+    registry: JobRegistry | None = None,
+) -> list[str]:
+    """Queue many jobs in one atomic driver call, in order; return their ids.
+
+    Every job is validated first: one bad job queues none.
+    """
+    now = time.time()
+    rows: list[tuple[str, str, float]] = []
+    ids: list[str] = []
+    for job in jobs:
+        envelope = build_envelope(job, queue, registry, now)
+        rows.append((envelope.queue, envelope.to_json(), _delay(job, delay)))
+        ids.append(envelope.id)
+    if rows:
+        _driver(connection).bulk(rows)
+    return ids
+
+
+def _delay(job: Job, delay: float | None) -> float:
+    wait = type(job).delay if delay is None else delay
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+        raise JobDataError(f"{type(job).job_name()} delay must be seconds >= 0, got {wait!r}")
+    return float(wait)

@@ -1,0 +1,98 @@
+"""Hard time limits for job attempts, enforced with SIGALRM.
+
+`Deadline` arms `signal.setitimer(ITIMER_REAL)` around a job attempt; when it
+fires, the signal handler raises an exception (by default `JobTimeout`) inside
+whatever Python code the main thread is running, so a busy loop or a
+`time.sleep` is stopped. The exception derives from `BaseException` so a job's
+`except Exception:` does not swallow it, and the timer re-fires every
+`REFIRE_INTERVAL` seconds until the attempt ends, in case a bare `except:` does.
+
+Limitations: signals are delivered only to the main thread and only between
+Python bytecodes, so C code that blocks without checking for signals (some
+database drivers, a lock acquire in an extension) is not interrupted until it
+returns. The backstop is the lease: a worker stuck that way stops sending
+heartbeats only if the whole process is stuck; run workers under `--workers N`
+(the supervisor) and give jobs a timeout shorter than QUEUE_RETRY_AFTER.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Any
+
+#: Seconds between repeated alarms if an attempt swallows the first one.
+REFIRE_INTERVAL = 1.0
+
+
+class JobTimeout(BaseException):
+    """A job attempt ran past its timeout."""
+
+
+ExceptionFactory = Callable[[], BaseException]
+
+
+class Deadline:
+    """Raise an exception in the main thread when `seconds` have passed inside `with`.
+
+    `seconds=None` arms nothing until `shorten()` is called. Outside the main
+    thread no alarm can be armed: `enabled` is then False and the body runs
+    without a limit.
+    """
+
+    def __init__(self, seconds: float | None, factory: ExceptionFactory) -> None:
+        self._seconds = seconds
+        self._factory = factory
+        self._due: float | None = None
+        self._active = False
+        self._previous: Any = None
+        self.enabled = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> Deadline:
+        if not self.enabled:
+            return self
+        self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
+        self._active = True
+        if self._seconds is not None:
+            self._arm(self._seconds)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.enabled:
+            return
+        # Ignore an alarm that lands while we tear down: the body already ended.
+        self._active = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous)
+
+    def shorten(self, seconds: float, factory: ExceptionFactory) -> bool:
+        """Fire `factory()` after `seconds` unless the current deadline is sooner.
+
+        Returns True when the new deadline took effect. Call from the main thread
+        (a signal handler qualifies).
+        """
+        if not (self.enabled and self._active):
+            return False
+        due = time.monotonic() + seconds
+        if self._due is not None and self._due <= due:
+            return False
+        self._factory = factory
+        self._arm(seconds)
+        return True
+
+    def _arm(self, seconds: float) -> None:
+        self._due = time.monotonic() + seconds
+        # setitimer(0) would disarm: fire "now" instead for a spent deadline.
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3), REFIRE_INTERVAL)
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        if self._active:
+            raise self._factory()

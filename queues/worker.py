@@ -1,0 +1,478 @@
+"""The worker loop: reserve a job, run it under a time limit, settle it.
+
+Guarantees:
+
+* A job's exception never stops the worker: the attempt is released for a retry
+  (after its backoff) or, on its last attempt, moved to the failed store with
+  the exception class, message and full traceback, and `job.failed(exc)` is
+  called (its own exceptions are logged only).
+* Only registered job classes run (see `queues.registry`); an unknown name or a
+  malformed payload goes to the failed store with the reason.
+* A job whose attempts already exceed its max_tries (its previous worker died
+  and the lease expired) is failed without running.
+* While a job runs, a heartbeat thread renews its lease every `retry_after / 3`
+  seconds, so a long job is not handed to a second worker.
+* SIGTERM/SIGINT: no new job is started; the current job may finish within
+  `GRACE_PERIOD` seconds (or its own shorter timeout), else it is stopped and
+  released at once; the worker then exits 0. A second signal exits immediately
+  and the reservation comes back when its lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from queues.backoff import BackoffPolicy, backoff_delay
+from queues.drivers.base import QueueDriver, ReservedJob
+from queues.envelope import Envelope, EnvelopeError
+from queues.job import Job
+from queues.registry import JobRegistry, UnknownJobError, get_registry
+from queues.timeouts import Deadline, JobTimeout
+
+logger = logging.getLogger("queues.worker")
+
+#: Seconds a running job may still take after SIGTERM/SIGINT before it is stopped.
+GRACE_PERIOD = 30.0
+#: Exit code after a second stop signal (the job was abandoned to its lease).
+EXIT_FORCED = 1
+#: Seconds to wait after a failed `pop` before trying again.
+ERROR_PAUSE = 1.0
+#: Environment variable holding the supervisor's pid; the worker stops when orphaned.
+SUPERVISOR_PID_ENV = "QUEUE_SUPERVISOR_PID"
+
+
+class WorkerStopping(BaseException):
+    """Raised inside a job when the shutdown grace period is over."""
+
+
+class MaxAttemptsExceeded(Exception):
+    """The job was reserved more times than its max_tries (a worker died mid-job)."""
+
+
+class RetryUntilExpired(Exception):
+    """The job's retry_until deadline passed before this attempt."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Class: message` on the first line, then the full traceback."""
+    details = "".join(traceback.format_exception(exc))
+    return f"{type(exc).__name__}: {exc}\n\n{details}"
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process in MB (peak RSS where /proc is absent)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak_kb / 1024
+
+
+class _Heartbeat:
+    """Renews one reservation's lease from a background thread until stopped."""
+
+    def __init__(self, driver: QueueDriver, job: ReservedJob, interval: float) -> None:
+        self._driver = driver
+        self._job = job
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                if not self._driver.extend(self._job):
+                    logger.warning(
+                        "job %s: lease lost (heartbeat refused); another worker may run it",
+                        self._job.id,
+                    )
+                    return
+            except Exception as exc:
+                logger.warning("job %s: heartbeat failed: %s", self._job.id, exc)
+
+
+class Worker:
+    """Runs jobs from `queues` (priority order) of one driver until told to stop.
+
+    `default_timeout`, `default_tries` and `default_backoff` apply to job classes
+    that do not set their own value. `max_jobs`, `max_time` (seconds) and
+    `memory_mb` make the worker exit cleanly (code 0) so a supervisor restarts it.
+    """
+
+    def __init__(
+        self,
+        driver: QueueDriver,
+        queues: Sequence[str],
+        sleep: float = 3.0,
+        max_jobs: int = 0,
+        max_time: float = 0,
+        memory_mb: int = 0,
+        default_timeout: float | None = None,
+        default_tries: int | None = None,
+        default_backoff: BackoffPolicy | None = None,
+        registry: JobRegistry | None = None,
+        grace: float = GRACE_PERIOD,
+        handle_signals: bool = True,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue name")
+        self.driver = driver
+        self.queues = list(queues)
+        self.sleep = sleep
+        self.max_jobs = max_jobs
+        self.max_time = max_time
+        self.memory_mb = memory_mb
+        self.default_timeout = default_timeout
+        self.default_tries = default_tries
+        self.default_backoff = default_backoff
+        self.registry = registry or get_registry()
+        self.grace = grace
+        self.handle_signals = handle_signals
+        self.jobs_done = 0
+        self._stopping = False
+        self._deadline: Deadline | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        supervisor = os.environ.get(SUPERVISOR_PID_ENV, "")
+        self._supervisor_pid = int(supervisor) if supervisor.isdigit() else None
+
+    # -- loop ---------------------------------------------------------------
+
+    def run(self) -> int:
+        """Process jobs until a stop signal or an exit limit; return the exit code (0)."""
+        previous = self._install_signals()
+        self._warn_about_leases()
+        started = time.monotonic()
+        logger.info(
+            "worker %d started: connection=%s queues=%s",
+            os.getpid(),
+            self.driver.name,
+            ",".join(self.queues),
+        )
+        try:
+            while not self._stopping:
+                reason = self._exit_reason(started)
+                if reason:
+                    logger.info("worker %d exiting: %s", os.getpid(), reason)
+                    break
+                try:
+                    reserved = self.driver.pop(self.queues, block=self.sleep)
+                except Exception as exc:
+                    logger.error("worker %d: cannot reserve a job: %s", os.getpid(), exc)
+                    time.sleep(min(ERROR_PAUSE, self.sleep) if self.sleep > 0 else ERROR_PAUSE)
+                    continue
+                if reserved is None:
+                    continue
+                self.process(reserved)
+                self.jobs_done += 1
+            else:
+                logger.info("worker %d stopped after a signal", os.getpid())
+        finally:
+            self._restore_signals(previous)
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
+        return 0
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current job (from any thread)."""
+        self._stopping = True
+
+    def _exit_reason(self, started: float) -> str | None:
+        if self.max_jobs and self.jobs_done >= self.max_jobs:
+            return f"processed {self.jobs_done} jobs (--max-jobs {self.max_jobs})"
+        if self.max_time and time.monotonic() - started >= self.max_time:
+            return f"ran {self.max_time:g} s (--max-time)"
+        if self.memory_mb:
+            rss = current_rss_mb()
+            if rss > self.memory_mb:
+                return f"memory {rss:.0f} MB exceeds --memory {self.memory_mb} MB"
+        if self._supervisor_pid is not None and os.getppid() != self._supervisor_pid:
+            return "the supervisor is gone"
+        return None
+
+    # -- one job ------------------------------------------------------------
+
+    def process(self, reserved: ReservedJob) -> None:
+        """Run one reserved job and settle it (ack, release or fail). Never raises for the job."""
+        started = time.monotonic()
+        try:
+            envelope = Envelope.from_json(reserved.payload)
+        except EnvelopeError as exc:
+            self._fail(reserved, f"EnvelopeError: {exc}\n\npayload: {reserved.payload[:2000]}")
+            logger.error("job %s failed: malformed payload: %s", reserved.id, exc)
+            return
+        try:
+            cls = self.registry.resolve(envelope.job)
+        except UnknownJobError as exc:
+            self._fail(reserved, f"UnknownJob: {exc}")
+            logger.error("job %s failed: %s", reserved.id, exc)
+            return
+
+        max_tries = self._max_tries(cls, envelope)
+        label = f"{envelope.job} {reserved.id}"
+        if reserved.attempts > max_tries:
+            exhausted = MaxAttemptsExceeded(
+                f"job {envelope.job} ({reserved.id}) was attempted {reserved.attempts} times "
+                f"(max_tries {max_tries}); a worker probably died while running it"
+            )
+            self._fail_for_good(
+                reserved, cls, envelope, None, exhausted, describe_exception(exhausted)
+            )
+            return
+        if envelope.retry_until is not None and time.time() > envelope.retry_until:
+            expired = RetryUntilExpired(
+                f"job {envelope.job} ({reserved.id}) passed its retry_until deadline "
+                f"before attempt {reserved.attempts}"
+            )
+            self._fail_for_good(reserved, cls, envelope, None, expired, describe_exception(expired))
+            return
+
+        timeout = self._timeout(envelope)
+        logger.info("job %s started (attempt %d/%d)", label, reserved.attempts, max_tries)
+        job: Job | None = None
+        try:
+            job = cls(**envelope.data)
+            self._run_attempt(reserved, job, envelope, timeout)
+        except WorkerStopping:
+            released = self.driver.release(reserved, 0)
+            logger.warning(
+                "job %s stopped after the %g s shutdown grace period; %s",
+                label,
+                self.grace,
+                "released for another worker" if released else "lease already lost",
+            )
+            return
+        except BaseException as exc:
+            elapsed = time.monotonic() - started
+            self._on_exception(reserved, cls, envelope, job, exc, max_tries, elapsed)
+            return
+        elapsed = time.monotonic() - started
+        if self.driver.ack(reserved):
+            logger.info("job %s finished in %.3f s", label, elapsed)
+        else:
+            logger.warning(
+                "job %s finished in %.3f s but its ack was refused: the lease was lost and "
+                "another worker may run it again",
+                label,
+                elapsed,
+            )
+
+    def _run_attempt(
+        self, reserved: ReservedJob, job: Job, envelope: Envelope, timeout: float | None
+    ) -> None:
+        def on_timeout() -> BaseException:
+            return JobTimeout(f"job {envelope.job} ({reserved.id}) exceeded {timeout:g} s")
+
+        interval = max(self.driver.retry_after / 3.0, 0.05)
+        with (
+            _Heartbeat(self.driver, reserved, interval),
+            Deadline(timeout, on_timeout) as deadline,
+        ):
+            self._deadline = deadline
+            try:
+                if self._stopping:
+                    # Reserved just as a stop signal came: it is the current job now.
+                    deadline.shorten(self.grace, self._grace_over)
+                result = job.handle()
+                if inspect.isawaitable(result):
+                    self._await(result)
+            finally:
+                self._deadline = None
+
+    def _await(self, awaitable: Any) -> None:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        loop = self._loop
+        task = asyncio.ensure_future(awaitable, loop=loop)
+        try:
+            loop.run_until_complete(task)
+        except BaseException:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(task)
+            raise
+
+    def _on_exception(
+        self,
+        reserved: ReservedJob,
+        cls: type[Job],
+        envelope: Envelope,
+        job: Job | None,
+        exc: BaseException,
+        max_tries: int,
+        elapsed: float,
+    ) -> None:
+        label = f"{envelope.job} {reserved.id}"
+        text = describe_exception(exc)
+        if reserved.attempts < max_tries:
+            delay = backoff_delay(self._backoff(cls, envelope), reserved.attempts)
+            if envelope.retry_until is None or time.time() + delay < envelope.retry_until:
+                released = self.driver.release(reserved, delay)
+                logger.warning(
+                    "job %s attempt %d/%d failed after %.3f s: %s: %s; %s",
+                    label,
+                    reserved.attempts,
+                    max_tries,
+                    elapsed,
+                    type(exc).__name__,
+                    exc,
+                    f"retry in {delay:.3f} s"
+                    if released
+                    else "release refused: the lease was lost",
+                )
+                return
+            text += "\nNot retried: retry_until passes before the next attempt.\n"
+        logger.error(
+            "job %s failed for good after %d attempt(s), %.3f s: %s: %s",
+            label,
+            reserved.attempts,
+            elapsed,
+            type(exc).__name__,
+            exc,
+        )
+        self._fail_for_good(reserved, cls, envelope, job, exc, text)
+
+    def _fail_for_good(
+        self,
+        reserved: ReservedJob,
+        cls: type[Job],
+        envelope: Envelope,
+        job: Job | None,
+        exc: BaseException,
+        text: str,
+    ) -> None:
+        if not self._fail(reserved, text):
+            return  # another worker owns it now; it will fail it and call the hook
+        if isinstance(exc, MaxAttemptsExceeded | RetryUntilExpired):
+            logger.error("job %s %s failed: %s", envelope.job, reserved.id, exc)
+        try:
+            instance = job if job is not None else cls(**envelope.data)
+        except Exception as build_error:
+            logger.error(
+                "job %s %s: failed() hook not called, cannot build the job: %s",
+                envelope.job,
+                reserved.id,
+                build_error,
+            )
+            return
+        try:
+            with Deadline(self._timeout(envelope), _hook_timeout(envelope.job)):
+                instance.failed(exc)
+        except BaseException as hook_error:
+            logger.error(
+                "job %s %s: failed() hook raised %s: %s",
+                envelope.job,
+                reserved.id,
+                type(hook_error).__name__,
+                hook_error,
+            )
+
+    def _fail(self, reserved: ReservedJob, text: str) -> bool:
+        try:
+            ok = self.driver.fail(reserved, text)
+        except Exception as exc:
+            logger.error("job %s: cannot move it to the failed store: %s", reserved.id, exc)
+            return False
+        if not ok:
+            logger.warning(
+                "job %s: fail refused: the lease was lost and another worker may run it",
+                reserved.id,
+            )
+        return ok
+
+    # -- policy -------------------------------------------------------------
+
+    def _max_tries(self, cls: type[Job], envelope: Envelope) -> int:
+        if self.default_tries is not None and not _declares(cls, "max_tries"):
+            return self.default_tries
+        return envelope.max_tries
+
+    def _timeout(self, envelope: Envelope) -> float | None:
+        if envelope.timeout is not None:
+            return float(envelope.timeout)
+        return self.default_timeout
+
+    def _backoff(self, cls: type[Job], envelope: Envelope) -> BackoffPolicy:
+        if self.default_backoff is not None and not _declares(cls, "backoff"):
+            return self.default_backoff
+        return envelope.backoff
+
+    def _warn_about_leases(self) -> None:
+        lease = self.driver.retry_after
+        for cls in self.registry.classes():
+            timeout = cls.timeout if cls.timeout is not None else self.default_timeout
+            if timeout is not None and timeout >= lease:
+                logger.warning(
+                    "job %s: timeout %g s is not shorter than the %s lease (QUEUE_RETRY_AFTER=%d "
+                    "s); heartbeats keep it leased while this worker lives, but set a timeout "
+                    "below the lease",
+                    cls.job_name(),
+                    timeout,
+                    self.driver.name,
+                    lease,
+                )
+
+    def _grace_over(self) -> BaseException:
+        return WorkerStopping(f"shutdown grace period of {self.grace:g} s is over")
+
+    # -- signals ------------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, Any]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signals(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping:
+            logger.warning("worker %d: second %s, exiting now", os.getpid(), name)
+            sys.stderr.flush()
+            os._exit(EXIT_FORCED)
+        self._stopping = True
+        if self._deadline is not None:
+            self._deadline.shorten(self.grace, self._grace_over)
+            logger.info(
+                "worker %d: %s, finishing the current job (up to %g s) then exiting",
+                os.getpid(),
+                name,
+                self.grace,
+            )
+        else:
+            logger.info("worker %d: %s, exiting", os.getpid(), name)
+
+
+def _declares(cls: type[Job], attribute: str) -> bool:
+    """True if `cls` or a base below `Job` sets `attribute` itself."""
+    return any(attribute in klass.__dict__ for klass in cls.__mro__ if klass is not Job)
+
+
+def _hook_timeout(name: str) -> Callable[[], BaseException]:
+    return lambda: JobTimeout(f"failed() hook of job {name} ran past the job timeout")
