@@ -84,6 +84,8 @@ class EmbeddedBroker(Protocol):
 def port_is_free(port: int, host: str = EMBEDDED_HOST) -> bool:
     """True if nothing listens on host:port (we could bind it right now)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like the broker will: connections left in TIME_WAIT do not block a new listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

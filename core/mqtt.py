@@ -135,6 +135,7 @@ class MqttRuntime:
         self._dead_letter_prefix = settings.mqtt_dead_letter_topic.rstrip("/") + "/"
         self._handling = threading.Lock()  #: held while a message is handled and acked
         self._stopping = False
+        self._connected = False
         self._pending_subscribe: dict[int, list[str]] = {}
         self._thread: threading.Thread | None = None
 
@@ -256,6 +257,7 @@ class MqttRuntime:
             log.error("MQTT broker refused %s: %s", self.describe, reason_code)
             return
         self.connections += 1
+        self._connected = True
         log.info(
             "connected to MQTT broker as %s (session present: %s)",
             self.describe,
@@ -283,6 +285,9 @@ class MqttRuntime:
         properties: Any,
     ) -> None:
         self.ready.clear()
+        if not self._connected:
+            return  # paho reports the end of an already closed connection again
+        self._connected = False
         if self._stopping:
             log.info("disconnected %s: %s", self.describe, reason_code)
         else:
