@@ -14,11 +14,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+# The router in the foreground and one queue worker beside it; Ctrl-C stops both.
 run: $(STAMP)
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	(sleep 1; exec $(PY) main.py --queue-work --queue readings,default) & worker=$$!; \
 	$(PY) main.py --run
 
 worker: $(STAMP)
-	$(PY) main.py --queue-work
+	$(PY) main.py --queue-work --queue readings,default
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,39 @@
+"""`NotifyWebhook`: a job that fails on its first attempts and succeeds on a retry.
+
+It stands for a call to an unreliable HTTP endpoint and shows retries with
+backoff: attempts before `succeed_on_attempt` raise, the last one fails for good
+and lands in the failed store (`python main.py --queue-failed`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from queues import Job
+
+logger = logging.getLogger(__name__)
+
+
+class WebhookUnavailable(RuntimeError):
+    """The (simulated) webhook endpoint refused the call."""
+
+
+class NotifyWebhook(Job):
+    """Deliver an alert; raises until attempt `succeed_on_attempt`."""
+
+    queue = "default"
+    max_tries = 3
+    backoff = [1, 5]
+
+    def handle(self) -> None:
+        """Fail until the configured attempt, then deliver."""
+        attempt = int(getattr(self, "attempts", 1))
+        if attempt < int(self.data.get("succeed_on_attempt", 2)):
+            raise WebhookUnavailable(
+                f"webhook for device {self.data['device_id']} unavailable (attempt {attempt})"
+            )
+        logger.info("alert for %s delivered: %s", self.data["device_id"], self.data["text"])
+
+    def failed(self, exc: BaseException) -> None:
+        """Runs once after the last attempt failed."""
+        logger.error("alert for %s was never delivered: %s", self.data["device_id"], exc)

@@ -1,0 +1,46 @@
+"""Tables of the example application (not of the framework).
+
+`--migrate` creates them beside the queue tables; on the embedded SQLite default
+they are created on first use, like the queue tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Double, Integer, String, func
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class AppBase(DeclarativeBase):
+    """Declarative base of the application's own tables."""
+
+
+class DeviceReading(AppBase):
+    """One telemetry reading stored by the `StoreReading` job.
+
+    `reading_id` is unique so a job that runs twice (at-least-once delivery after
+    a crash) stores its reading once.
+    """
+
+    __tablename__ = "device_readings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reading_id: Mapped[str] = mapped_column(String(64), unique=True)
+    device_id: Mapped[str] = mapped_column(String(255), index=True)
+    value: Mapped[float] = mapped_column(Double)
+    published_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    handled_at: Mapped[float] = mapped_column(Double)
+    #: times the same reading was handled again (a job run twice); stays 0 normally
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+def create_app_tables(engine: Engine) -> list[str]:
+    """Create the application's tables that are missing; return their names."""
+    from sqlalchemy import inspect
+
+    existing = set(inspect(engine).get_table_names())
+    AppBase.metadata.create_all(engine, checkfirst=True)
+    return [name for name in AppBase.metadata.tables if name not in existing]

@@ -1,0 +1,53 @@
+"""Example routes: device telemetry, commands and alerts become background jobs."""
+
+from __future__ import annotations
+
+import time
+
+from app.jobs.notify_webhook import NotifyWebhook
+from app.jobs.reboot_device import RebootDevice
+from app.jobs.store_reading import StoreReading
+from app.middleware.json_validation import JsonValidation
+from app.middleware.request_logging import RequestLogging
+from core.message import Message
+from core.router import Router
+from queues import dispatch
+
+router = Router()
+router.use(RequestLogging())
+
+telemetry_schema = JsonValidation(
+    required=["value"], schema={"value": (int, float), "id": str, "ts": (int, float)}
+)
+
+
+@router.on("devices/{device_id}/telemetry", qos=1, shared=True, middleware=[telemetry_schema])
+def telemetry(message: Message) -> None:
+    """Queue the reading for storage; `id` makes a redelivered message store once."""
+    body = message.json()
+    reading_id = body.get("id") or f"{message.params['device_id']}-{time.time_ns()}"
+    dispatch(
+        StoreReading(
+            reading_id=reading_id,
+            device_id=message.params["device_id"],
+            value=body["value"],
+            published_at=body.get("ts"),
+        )
+    )
+
+
+@router.on("devices/{device_id}/commands/reboot", qos=1)
+def reboot(message: Message) -> None:
+    """Schedule a reboot after the requested delay (default 10 s)."""
+    body = message.json() if message.payload else {}
+    delay = float(body.get("delay", RebootDevice.delay))
+    dispatch(
+        RebootDevice(device_id=message.params["device_id"], requested_by=body.get("by", "mqtt")),
+        delay=delay,
+    )
+
+
+@router.on("devices/{device_id}/alerts", qos=1)
+def alert(message: Message) -> None:
+    """Forward an alert to the (unreliable) webhook, with retries."""
+    dispatch(NotifyWebhook(device_id=message.params["device_id"], text=message.text()))
