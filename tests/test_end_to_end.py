@@ -22,6 +22,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, text
 
 from config.settings import load_settings
@@ -130,7 +131,7 @@ def _wait_for_log(log: Path, needle: str, process: subprocess.Popen[bytes]) -> N
 
 
 def _publish_all(run_id: str) -> None:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pub-{run_id}")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{run_id}")
     client.max_inflight_messages_set(100)
     client.connect(MQTT_HOST, MQTT_PORT)
     client.loop_start()
