@@ -1,0 +1,333 @@
+"""Promises of the database driver beyond the shared contract: real process races,
+crash recovery, fencing, lock retries, `--migrate` and connection errors.
+
+Everything runs against the real MariaDB on loopback (database `test`) or a real
+SQLite file; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, inspect, text
+
+from config.settings import Settings
+from core import database
+from core.database import (
+    create_tables,
+    drop_tables,
+    engine_from_url,
+    get_engine,
+    settings_url,
+)
+from queues.drivers.base import QueueError
+from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
+from queues.envelope import Envelope
+from tests.conftest import MARIADB_URL, need_service
+from tests.database_race_child import read_handled, spawn
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Seconds every race child may take before the test gives up on it.
+CHILD_TIMEOUT = 60.0
+
+#: Private database of this module on the shared MariaDB: other suites drop and
+#: recreate the queue tables of `test`, which must not happen mid-race.
+PRIVATE_DATABASE = "test_database_driver"
+PRIVATE_URL = MARIADB_URL.rsplit("/", 1)[0] + "/" + PRIVATE_DATABASE
+
+
+def _fresh(engine: Engine) -> Engine:
+    drop_tables(engine)
+    create_tables(engine)
+    return engine
+
+
+def _private_mariadb() -> str:
+    need_service("MariaDB", "127.0.0.1", 3306)
+    server = engine_from_url(MARIADB_URL)
+    with server.begin() as connection:
+        connection.execute(text(f"CREATE DATABASE IF NOT EXISTS {PRIVATE_DATABASE}"))
+    server.dispose()
+    return PRIVATE_URL
+
+
+@pytest.fixture
+def mariadb_engine() -> Iterator[Engine]:
+    engine = _fresh(engine_from_url(_private_mariadb()))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'queue.db'}"
+
+
+@pytest.fixture(params=["mariadb", "sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    """(url, engine) of a fresh queue on each SQL backend."""
+    if request.param == "mariadb":
+        url = _private_mariadb()
+    else:
+        url = f"sqlite:///{tmp_path / 'queue.db'}"
+    engine = _fresh(engine_from_url(url))
+    yield url, engine
+    engine.dispose()
+
+
+def _driver(engine: Engine, retry_after: int = 90) -> DatabaseDriver:
+    return DatabaseDriver(engine, DatabaseFailedStore(engine), retry_after)
+
+
+def _envelopes(count: int) -> list[Envelope]:
+    return [Envelope(job="tests.noop", data={"n": n}) for n in range(count)]
+
+
+def _race(url: str, tmp_path: Path, processes: int, jobs: int) -> None:
+    """Push `jobs`, drain them with `processes` children, assert each handled once."""
+    engine = engine_from_url(url, create_sqlite_tables=False)
+    driver = _driver(engine)
+    envelopes = _envelopes(jobs)
+    driver.bulk([("default", env.to_json(), 0.0) for env in envelopes])
+    start_at = time.time() + 1.5  # every child imported and connected by then
+    outs = [tmp_path / f"handled-{n}.txt" for n in range(processes)]
+    children = [spawn(url, out, "work", start_at=start_at) for out in outs]
+    errors = []
+    for child in children:
+        _, stderr = child.communicate(timeout=CHILD_TIMEOUT)
+        if child.returncode != 0:
+            errors.append(stderr.decode(errors="replace"))
+    assert errors == [], "a worker process raised (a deadlock must be retried, not raised)"
+    handled = read_handled(outs)
+    counts = Counter(job_id for job_id, _ in handled)
+    duplicates = [job_id for job_id, seen in counts.items() if seen > 1]
+    assert duplicates == [], f"{len(duplicates)} jobs were handled more than once"
+    assert set(counts) == {env.id for env in envelopes}
+    assert all(attempts == 1 for _, attempts in handled)
+    assert driver.failed_store.counts() == {}, "a lock conflict must never become a failed job"
+    assert driver.queues() == []
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_eight_processes_handle_five_thousand_jobs_exactly_once_on_mariadb(
+    mariadb_engine: Engine, tmp_path: Path
+) -> None:
+    _race(PRIVATE_URL, tmp_path, processes=8, jobs=5000)
+
+
+@pytest.mark.slow
+def test_four_processes_handle_jobs_exactly_once_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
+    _fresh(engine_from_url(sqlite_url)).dispose()
+    _race(sqlite_url, tmp_path, processes=4, jobs=2000)
+
+
+@pytest.mark.slow
+def test_job_of_a_killed_worker_comes_back_after_its_lease(
+    backend: tuple[str, Engine], tmp_path: Path
+) -> None:
+    url, engine = backend
+    driver = _driver(engine, retry_after=1)
+    env = Envelope(job="tests.noop", data={})
+    driver.push("default", env.to_json())
+    out = tmp_path / "held.txt"
+    child = spawn(url, out, "hold", retry_after=1)
+    try:
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        while not out.exists() or not out.read_text():
+            assert child.poll() is None, "the holding child exited before taking the job"
+            assert time.monotonic() < deadline, "the holding child never took the job"
+            time.sleep(0.05)
+        assert out.read_text().split() == [env.id, "1"]
+        assert driver.pop(["default"]) is None, "a live lease must not be handed out"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    again = driver.pop(["default"], block=5)
+    assert again is not None and again.id == env.id
+    assert again.attempts == 2
+    assert driver.ack(again)
+
+
+def test_ack_with_an_earlier_reservations_token_is_refused(backend: tuple[str, Engine]) -> None:
+    _, engine = backend
+    driver = _driver(engine)
+    driver.push("default", Envelope(job="tests.noop", data={}).to_json())
+    first = driver.pop(["default"])
+    assert first is not None and driver.release(first)
+    second = driver.pop(["default"])
+    assert second is not None and second.token != first.token
+    assert not driver.ack(first)
+    assert not driver.extend(first)
+    assert driver.sizes("default").reserved == 1
+    assert driver.ack(second)
+
+
+def test_claim_skips_a_row_another_transaction_holds_instead_of_waiting(
+    mariadb_engine: Engine,
+) -> None:
+    driver = _driver(mariadb_engine)
+    first, second = _envelopes(2)
+    driver.push("default", first.to_json())
+    driver.push("default", second.to_json())
+    with mariadb_engine.connect() as locker:
+        locker.execute(text("SELECT id FROM queue_jobs ORDER BY id LIMIT 1 FOR UPDATE"))
+        job = driver.pop(["default"])
+        assert job is not None and job.id == second.id
+        locker.rollback()
+    job = driver.pop(["default"])
+    assert job is not None and job.id == first.id
+
+
+def test_lock_wait_timeout_is_retried_until_the_lock_is_gone(mariadb_engine: Engine) -> None:
+    impatient = engine_from_url(PRIVATE_URL)
+
+    @event.listens_for(impatient, "connect")
+    def _short_lock_wait(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+
+    driver = _driver(impatient)
+    driver.push("default", Envelope(job="tests.noop", data={}).to_json())
+    job = driver.pop(["default"])
+    assert job is not None
+    locker = mariadb_engine.connect()
+    locker.execute(text("SELECT id FROM queue_jobs FOR UPDATE"))
+    timer = threading.Timer(1.6, locker.rollback)  # outlives one 1 s lock wait
+    timer.start()
+    try:
+        started = time.monotonic()
+        assert driver.ack(job), "the ack must wait out the lock, not fail"
+        assert time.monotonic() - started >= 1.0, "the ack did not meet the lock at all"
+    finally:
+        timer.join()
+        locker.close()
+        impatient.dispose()
+    assert driver.sizes("default").reserved == 0
+
+
+def _main(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "DB_URL": "", "ENABLE_MYSQL": "false", **env}
+    return subprocess.run(
+        [sys.executable, "main.py", *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+MARIADB_ENV = {
+    "ENABLE_MYSQL": "true",
+    "DB_HOST": "127.0.0.1",
+    "DB_PORT": "3306",
+    "DB_NAME": PRIVATE_DATABASE,
+    "DB_USER": "root",
+    "DB_PASS": "",
+}
+
+
+def test_migrate_creates_the_seed_tables_with_their_columns_and_indexes(
+    mariadb_engine: Engine,
+) -> None:
+    drop_tables(mariadb_engine)
+    result = _main("--migrate", **MARIADB_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "created tables queue_jobs, queue_failed_jobs" in result.stdout
+    assert f"mysql+pymysql://root@127.0.0.1:3306/{PRIVATE_DATABASE}" in result.stdout
+    inspector = inspect(mariadb_engine)
+    jobs = {c["name"]: c for c in inspector.get_columns("queue_jobs")}
+    assert list(jobs) == [
+        "id",
+        "queue",
+        "payload",
+        "attempts",
+        "reserved_at",
+        "available_at",
+        "created_at",
+    ]
+    types = {name: str(column["type"]).upper() for name, column in jobs.items()}
+    assert types["queue"].startswith("VARCHAR(255)")
+    assert "TEXT" in types["payload"] and types["attempts"].startswith("INT")
+    for name in ("reserved_at", "available_at", "created_at"):
+        assert types[name].startswith("DATETIME")
+    assert jobs["reserved_at"]["nullable"] and not jobs["available_at"]["nullable"]
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("queue_jobs")}
+    assert indexes == {
+        "idx_queue_reserved": ["queue", "reserved_at"],
+        "idx_available": ["available_at"],
+    }
+    failed = [c["name"] for c in inspector.get_columns("queue_failed_jobs")]
+    assert failed == ["id", "connection", "queue", "payload", "exception", "failed_at"]
+    again = _main("--migrate", **MARIADB_ENV)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_migrate_on_the_embedded_sqlite_creates_the_file_and_tables(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "queue.db"
+    result = _main("--migrate", SQLITE_PATH=str(path))
+    assert result.returncode == 0, result.stderr
+    assert "created tables queue_jobs, queue_failed_jobs" in result.stdout
+    engine = engine_from_url(f"sqlite:///{path}", create_sqlite_tables=False)
+    assert set(inspect(engine).get_table_names()) == {"queue_jobs", "queue_failed_jobs"}
+    engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_server_raises_queue_error_naming_host_and_port_not_password() -> None:
+    port = _free_port()
+    engine = engine_from_url(f"mysql+pymysql://root:s3cret-pw@127.0.0.1:{port}/test")
+    driver = _driver(engine)
+    with pytest.raises(QueueError) as caught:
+        driver.push("default", Envelope(job="tests.noop", data={}).to_json())
+    assert f"127.0.0.1:{port}" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+    result = _main("--migrate", **{**MARIADB_ENV, "DB_PORT": str(port), "DB_PASS": "s3cret-pw"})
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stdout + result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_settings_url_keeps_every_password_character() -> None:
+    password = "p@ss:w/rd?#%"
+    url = settings_url(Settings(enable_mysql=True, db_host="db", db_pass=password))
+    assert url.password == password
+    assert (url.host, url.port, url.database) == ("db", 3306, "mqtt_framework")
+    assert password not in database.masked(url)
+
+
+def test_embedded_sqlite_default_creates_its_folder_and_tables_on_first_use(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "storage" / "queue.db"
+    database.reset()
+    try:
+        engine = get_engine(Settings(sqlite_path=str(path)))
+        assert engine is get_engine(Settings(sqlite_path=str(path)))
+        driver = _driver(engine)
+        driver.push("default", Envelope(job="tests.noop", data={}).to_json())
+        assert driver.sizes("default").pending == 1
+        with engine.connect() as connection:
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+        assert mode == "wal"
+    finally:
+        database.reset()
+    assert path.exists()
