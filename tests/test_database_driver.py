@@ -77,10 +77,8 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture(params=["mariadb", "sqlite"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
     """(url, engine) of a fresh queue on each SQL backend."""
-    if request.param == "mariadb":
-        url = _private_mariadb()
-    else:
-        url = f"sqlite:///{tmp_path / 'queue.db'}"
+    sqlite = f"sqlite:///{tmp_path / 'queue.db'}"
+    url = _private_mariadb() if request.param == "mariadb" else sqlite
     engine = _fresh(engine_from_url(url))
     yield url, engine
     engine.dispose()
@@ -195,7 +193,7 @@ def test_lock_wait_timeout_is_retried_until_the_lock_is_gone(mariadb_engine: Eng
     impatient = engine_from_url(PRIVATE_URL)
 
     @event.listens_for(impatient, "connect")
-    def _short_lock_wait(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _short_lock_wait(dbapi_connection, _record):
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
 
