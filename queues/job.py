@@ -82,6 +82,15 @@ class Job:
         for key, value in data.items():
             setattr(self, key, value)
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: name the job's actual arguments.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        known = ", ".join(sorted(self.__dict__.get("data", {}))) or "none"
+        raise AttributeError(
+            f"{type(self).job_name()} has no argument {name!r} (its data: {known})"
+        )
+
     def handle(self) -> Awaitable[None] | None:
         """Do the work. Raise to fail the attempt; may be `async def`."""
         raise NotImplementedError(f"{type(self).job_name()} must implement handle()")

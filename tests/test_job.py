@@ -74,7 +74,7 @@ def test_envelope_carries_the_class_policy_and_absolute_retry_until():
 
 def test_retry_until_may_be_a_method_returning_a_datetime():
     class Deadline(Job):
-        def retry_until(self) -> datetime:  # type: ignore[override]
+        def retry_until(self) -> datetime:
             return datetime.fromtimestamp(5000.0)
 
     assert Deadline().retry_deadline(1000.0) == 5000.0
