@@ -14,7 +14,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local due = string.format('%.6f', now + tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[1], due, ARGV[1])
-redis.call('RPUSH', KEYS[2], '1')
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+if redis.call('RPUSH', KEYS[2], '1') > tonumber(ARGV[4]) then
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+end
 redis.call('SADD', KEYS[3], ARGV[3])
 return due

@@ -11,7 +11,8 @@
 -- wake-up token is queued for a worker blocked on this queue, and the notify
 -- list never holds more than ARGV[3] tokens. Returns the pending length.
 local length = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('RPUSH', KEYS[2], '1')
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+if redis.call('RPUSH', KEYS[2], '1') > tonumber(ARGV[3]) then
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+end
 redis.call('SADD', KEYS[3], ARGV[2])
 return length

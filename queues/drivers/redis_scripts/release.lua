@@ -35,6 +35,7 @@ if delay > 0 then
 else
   redis.call('RPUSH', KEYS[1], ARGV[2])
 end
-redis.call('RPUSH', KEYS[6], '1')
-redis.call('LTRIM', KEYS[6], -tonumber(ARGV[4]), -1)
+if redis.call('RPUSH', KEYS[6], '1') > tonumber(ARGV[4]) then
+  redis.call('LTRIM', KEYS[6], -tonumber(ARGV[4]), -1)
+end
 return 1

@@ -1,0 +1,118 @@
+"""Child process of the race and crash tests, for any queue driver.
+
+Run as `python -m tests.driver_race_child --driver NAME --mode MODE ...` from the
+project root. It connects to the SAME state the parent test prepared (it never
+clears anything) and appends one line per event to `--out`, flushed at once so
+a SIGKILL loses nothing already written:
+
+* `work`: pop and ack jobs of `--queue` until a pop waiting `--idle` seconds
+  finds nothing; writes `<job id> <attempts>` per acked job.
+* `hold`: pop one job, write `<job id> <attempts>`, then sleep until killed
+  (the crash test SIGKILLs it mid-job).
+
+`--start-at` (unix time) makes every child start popping at the same instant.
+Drivers: `redis` (test db 9), `mariadb` (test database), `sqlite` (file
+`queue.db` in `--state-dir`, as tests/driver_factories.py lays it out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: Project root: children run with it as working directory so `tests` imports.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Seconds a `hold` child sleeps; far longer than any test waits before killing it.
+HOLD_SECONDS = 300.0
+
+
+def connect_driver(name: str, state_dir: Path, retry_after: int) -> Any:
+    """A driver of kind `name` on the parent's existing state (nothing is cleared)."""
+    from tests.conftest import MARIADB_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB
+
+    if name == "redis":
+        import redis
+
+        from queues.drivers.redis import RedisDriver, RedisFailedStore
+
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+        return RedisDriver(client, RedisFailedStore(client), retry_after)
+
+    from sqlalchemy import create_engine
+
+    from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
+
+    if name == "mariadb":
+        engine = create_engine(MARIADB_URL, pool_pre_ping=True)
+    elif name == "sqlite":
+        engine = create_engine(f"sqlite:///{state_dir / 'queue.db'}")
+    else:
+        raise SystemExit(f"unknown driver {name!r}: use redis, mariadb or sqlite")
+    return DatabaseDriver(engine, DatabaseFailedStore(engine), retry_after)
+
+
+def spawn(
+    driver: str, mode: str, out: Path, state_dir: Path, **options: object
+) -> subprocess.Popen[bytes]:
+    """Start one child; `options` map to flags (`retry_after=2` -> `--retry-after 2`)."""
+    command = [sys.executable, "-m", "tests.driver_race_child", "--driver", driver]
+    command += ["--mode", mode, "--out", str(out), "--state-dir", str(state_dir)]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    return subprocess.Popen(command, cwd=PROJECT_ROOT)
+
+
+def read_handled(outs: list[Path]) -> list[tuple[str, int]]:
+    """Every `(job id, attempts)` line the children wrote, in file order."""
+    handled: list[tuple[str, int]] = []
+    for path in outs:
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                job_id, attempts = line.split()
+                handled.append((job_id, int(attempts)))
+    return handled
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and run one child; exit status 0 on success."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--driver", required=True)
+    parser.add_argument("--mode", choices=("work", "hold"), required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--state-dir", type=Path, default=Path("."))
+    parser.add_argument("--queue", default="default")
+    parser.add_argument("--retry-after", type=int, default=90)
+    parser.add_argument("--idle", type=float, default=0.5)
+    parser.add_argument("--start-at", type=float, default=0.0)
+    args = parser.parse_args(argv)
+
+    driver = connect_driver(args.driver, args.state_dir, args.retry_after)
+    delay = args.start_at - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    with args.out.open("a", encoding="utf-8") as out:
+        if args.mode == "hold":
+            job = driver.pop([args.queue], block=10)
+            if job is None:
+                return 1
+            out.write(f"{job.id} {job.attempts}\n")
+            out.flush()
+            time.sleep(HOLD_SECONDS)
+            return 0
+        while (job := driver.pop([args.queue], block=args.idle)) is not None:
+            if not driver.ack(job):
+                print(f"ack refused for job {job.id}", file=sys.stderr)
+                return 2
+            out.write(f"{job.id} {job.attempts}\n")
+            out.flush()
+    driver.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Redis-only promises: the seed's key layout, real-process races, crashes, restarts.
+
+Checked with raw redis-py commands (the monitoring commands of the seed) and
+with child processes (tests/driver_race_child.py) racing on the shared test
+database. Server restarts use a private redis-server on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from config.settings import Settings
+from core import redis_connection
+from core.redis_connection import build_redis, get_redis
+from queues.drivers.base import QueueError
+from queues.drivers.redis import NOTIFY_CAP, RedisDriver, RedisFailedStore
+from queues.envelope import Envelope
+from tests.conftest import REDIS_HOST, REDIS_PORT, REDIS_TEST_DB, need_service, port_open
+from tests.driver_race_child import read_handled, spawn
+
+#: Seconds a child process may take before the test gives up on it.
+CHILD_TIMEOUT = 60.0
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    need_service("Redis", REDIS_HOST, REDIS_PORT)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def driver(client: redis.Redis) -> RedisDriver:
+    return RedisDriver(client, RedisFailedStore(client), retry_after=90)
+
+
+def envelope(queue: str = "default", **data: object) -> Envelope:
+    return Envelope(job="tests.noop", data=dict(data), queue=queue)
+
+
+def ids_of(raw_payloads: list[bytes | str]) -> list[str]:
+    return [json.loads(raw)["id"] for raw in raw_payloads]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        assert child.wait(timeout=CHILD_TIMEOUT) == 0, f"child {child.args!r} failed"
+
+
+def test_seed_keys_have_the_seed_types_and_monitoring_commands_tell_the_truth(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    pending = [envelope() for _ in range(3)]
+    for env in pending:
+        driver.push("default", env.to_json())
+    driver.later("default", envelope().to_json(), 60)
+    driver.later("default", envelope().to_json(), 120)
+    assert client.type("routemq:queue:default") == b"list"
+    assert client.type("routemq:queue:default:delayed") == b"zset"
+    assert client.llen("routemq:queue:default") == 3
+    assert client.zcard("routemq:queue:default:delayed") == 2
+    assert ids_of(client.lrange("routemq:queue:default", 0, 9)) == [e.id for e in pending]
+
+    job = driver.pop(["default"])
+    assert job is not None and job.id == pending[0].id
+    assert client.type("routemq:queue:default:reserved") == b"list"
+    assert client.llen("routemq:queue:default") == 2
+    assert client.lrange("routemq:queue:default:reserved", 0, -1) == [job.payload.encode()]
+    assert ids_of(client.lrange("routemq:queue:default", 0, 9)) == [e.id for e in pending[1:]]
+
+    assert driver.fail(job, "RuntimeError: broken")
+    assert client.llen("routemq:queue:default:reserved") == 0
+    assert client.type("routemq:queue:failed:default") == b"list"
+    [raw] = client.lrange("routemq:queue:failed:default", 0, -1)
+    record = json.loads(raw)
+    assert record["connection"] == "redis" and record["queue"] == "default"
+    assert record["payload"] == job.payload and record["exception"] == "RuntimeError: broken"
+    assert isinstance(record["failed_at"], float)
+
+    second = driver.pop(["default"])
+    assert second is not None and driver.ack(second)
+    assert client.llen("routemq:queue:default") == 1
+    assert client.llen("routemq:queue:default:reserved") == 0
+    assert client.zcard("routemq:queue:default:leases") == 0
+    assert client.hlen("routemq:queue:default:reservations") == 0
+
+
+def test_payload_with_empty_lists_and_huge_numbers_round_trips_byte_for_byte(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    job_id = str(uuid.uuid4())
+    tail = (
+        f'"id":"{job_id}","job":"x","queue":"default","data":{{"a":[],"b":{{}},'
+        '"n":123456789012345678901234567890,"f":1.00000000000000000001,'
+        '"s":"\\u00e9 \\" ] }"},"max_tries":3,"created_at":1700000000.123456}'
+    )
+    driver.push("default", '{"attempts":0,' + tail)
+    first = driver.pop(["default"])
+    assert first is not None and first.payload == '{"attempts":1,' + tail
+    assert driver.release(first)
+    assert client.lrange("routemq:queue:default", 0, -1) == [('{"attempts":1,' + tail).encode()]
+    second = driver.pop(["default"])
+    assert second is not None and second.payload == '{"attempts":2,' + tail
+    assert driver.release(second, 30)
+    assert client.zrange("routemq:queue:default:delayed", 0, -1) == [
+        ('{"attempts":2,' + tail).encode()
+    ]
+
+
+def test_attempts_beyond_nine_rewrite_the_whole_number(driver: RedisDriver) -> None:
+    env = envelope()
+    env.attempts = 9
+    driver.push("default", env.to_json())
+    job = driver.pop(["default"])
+    assert job is not None and job.attempts == 10
+    env.attempts = 10
+    assert job.payload == env.to_json()
+
+
+def test_stale_ack_keeps_the_new_owners_reserved_entry(client: redis.Redis) -> None:
+    driver = RedisDriver(client, RedisFailedStore(client), retry_after=1)
+    driver.push("default", envelope().to_json())
+    stale = driver.pop(["default"])
+    assert stale is not None
+    time.sleep(1.1)
+    owner = driver.pop(["default"])
+    assert owner is not None and owner.attempts == 2
+    assert not driver.ack(stale)
+    assert not driver.release(stale)
+    assert client.lrange("routemq:queue:default:reserved", 0, -1) == [owner.payload.encode()]
+    assert client.hget("routemq:queue:default:reservations", owner.id) == owner.payload.encode()
+    assert client.llen("routemq:queue:default") == 0
+
+
+def test_expired_migration_lease_puts_a_delayed_job_back_into_delayed(
+    client: redis.Redis,
+) -> None:
+    driver = RedisDriver(client, RedisFailedStore(client), retry_after=1)
+    env = envelope()
+    driver.later("default", env.to_json(), 60)
+    [taken] = driver.take_for_transfer("default", 5)
+    assert taken.id == env.id and taken.attempts == 0
+    time.sleep(1.1)
+    assert driver.pop(["default"]) is None, "a job due in a minute must not run early"
+    assert client.zcard("routemq:queue:default:delayed") == 1
+    assert client.llen("routemq:queue:default:reserved") == 0
+
+
+def test_notify_list_stays_bounded_and_goes_when_the_queue_drains(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    driver.bulk([("default", envelope().to_json(), 0.0) for _ in range(NOTIFY_CAP + 50)])
+    driver.push("default", envelope().to_json())
+    assert client.llen("routemq:queue:default:notify") <= NOTIFY_CAP
+    while (job := driver.pop(["default"])) is not None:
+        driver.ack(job)
+    assert not client.exists("routemq:queue:default:notify")
+
+
+def test_malformed_payload_is_refused_at_push(driver: RedisDriver) -> None:
+    with pytest.raises(ValueError, match="not a job envelope"):
+        driver.push("default", '{"id":"x","attempts":0}')
+    with pytest.raises(ValueError, match="not a job envelope"):
+        driver.bulk([("default", "[]", 0.0)])
+    assert driver.sizes("default").pending == 0
+
+
+def test_queues_lists_only_queues_that_hold_jobs(driver: RedisDriver) -> None:
+    driver.push("emails", envelope("emails").to_json())
+    driver.later("reports", envelope("reports").to_json(), 60)
+    driver.push("gone", envelope("gone").to_json())
+    job = driver.pop(["gone"])
+    assert job is not None and driver.ack(job)
+    assert driver.queues() == ["emails", "reports"]
+
+
+@pytest.mark.slow
+def test_eight_processes_handle_five_thousand_jobs_exactly_once(
+    driver: RedisDriver, tmp_path: Path
+) -> None:
+    envs = [envelope(n=i) for i in range(5000)]
+    driver.bulk([("default", env.to_json(), 0.0) for env in envs])
+    outs = [tmp_path / f"worker{i}.txt" for i in range(8)]
+    start_at = time.time() + 1.5
+    children = [spawn("redis", "work", out, tmp_path, start_at=start_at, idle=0.5) for out in outs]
+    wait_children(children)
+    handled = read_handled(outs)
+    counts = Counter(job_id for job_id, _ in handled)
+    assert len(handled) == 5000, f"{len(handled)} handled, duplicates: {counts.most_common(3)}"
+    assert set(counts) == {env.id for env in envs}
+    assert all(attempts == 1 for _, attempts in handled)
+    assert sum(1 for out in outs if out.exists() and out.stat().st_size) > 1
+    sizes = driver.sizes("default")
+    assert (sizes.pending, sizes.delayed, sizes.reserved) == (0, 0, 0)
+
+
+@pytest.mark.slow
+def test_processes_migrating_the_same_due_delayed_jobs_never_duplicate_them(
+    driver: RedisDriver, client: redis.Redis, tmp_path: Path
+) -> None:
+    envs = [envelope(n=i) for i in range(1500)]
+    driver.bulk([("default", env.to_json(), 0.5) for env in envs])
+    assert client.zcard("routemq:queue:default:delayed") == 1500
+    outs = [tmp_path / f"migrator{i}.txt" for i in range(4)]
+    start_at = time.time() + 1.5  # all due by then: every child starts by migrating
+    children = [spawn("redis", "work", out, tmp_path, start_at=start_at, idle=0.5) for out in outs]
+    wait_children(children)
+    handled = [job_id for job_id, _ in read_handled(outs)]
+    assert len(handled) == len(set(handled)) == 1500
+    assert set(handled) == {env.id for env in envs}
+    assert client.zcard("routemq:queue:default:delayed") == 0
+    assert client.llen("routemq:queue:default") == 0
+
+
+@pytest.mark.slow
+def test_job_of_a_worker_killed_mid_job_returns_after_its_lease(
+    client: redis.Redis, tmp_path: Path
+) -> None:
+    driver = RedisDriver(client, RedisFailedStore(client), retry_after=2)
+    envs = [envelope(n=i) for i in range(20)]
+    for env in envs:
+        driver.push("default", env.to_json())
+    out = tmp_path / "holder.txt"
+    child = spawn("redis", "hold", out, tmp_path, retry_after=2)
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while not read_handled([out]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [(held_id, held_attempts)] = read_handled([out])
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=CHILD_TIMEOUT)
+    assert held_id == envs[0].id and held_attempts == 1
+    assert client.llen("routemq:queue:default:reserved") == 1
+
+    seen: dict[str, int] = {}
+    while len(seen) < len(envs):
+        job = driver.pop(["default"], block=5)
+        assert job is not None, f"lost jobs: {sorted({e.id for e in envs} - set(seen))}"
+        assert job.id not in seen
+        seen[job.id] = job.attempts
+        assert driver.ack(job)
+    assert seen[held_id] == 2, "the killed worker's attempt stays counted"
+    assert client.llen("routemq:queue:default:reserved") == 0
+
+
+def test_unreachable_redis_raises_a_queue_error_naming_host_and_port_quickly() -> None:
+    port = free_port()
+    settings = Settings(enable_redis=True, redis_port=port, redis_password="s3cret-pw")
+    client = build_redis(settings)
+    driver = RedisDriver(client, RedisFailedStore(client))
+    start = time.monotonic()
+    with pytest.raises(QueueError) as caught:
+        driver.push("default", envelope().to_json())
+    assert time.monotonic() - start < 5
+    message = str(caught.value)
+    assert f"Redis at localhost:{port} is unreachable" in message
+    assert "s3cret-pw" not in message
+    with pytest.raises(QueueError, match=f"localhost:{port}"):
+        driver.pop(["default"], block=1)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not on PATH (needed for the restart test)")
+    yield free_port(), tmp_path
+
+
+def start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        [
+            *("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "yes", "--appendfsync", "always", "--dir", str(folder)),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not port_open("127.0.0.1", port, timeout=0.1):
+        assert server.poll() is None, "private redis-server exited at start"
+        assert time.monotonic() < deadline, "private redis-server did not start"
+        time.sleep(0.02)
+    return server
+
+
+def test_same_driver_works_again_after_a_redis_restart(private_redis: tuple[int, Path]) -> None:
+    port, folder = private_redis
+    server = start_redis(port, folder)
+    try:
+        client = build_redis(Settings(enable_redis=True, redis_host="127.0.0.1", redis_port=port))
+        driver = RedisDriver(client, RedisFailedStore(client))
+        before = envelope()
+        driver.push("default", before.to_json())
+        server.kill()
+        server.wait()
+        with pytest.raises(QueueError, match=f"127.0.0.1:{port} is unreachable"):
+            driver.sizes("default")
+        server = start_redis(port, folder)
+        after = envelope()
+        driver.push("default", after.to_json())  # scripts reload themselves (NOSCRIPT)
+        popped = [driver.pop(["default"]), driver.pop(["default"])]
+        assert [job.id for job in popped if job] == [before.id, after.id]
+        assert all(job is not None and driver.ack(job) for job in popped)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_get_redis_is_process_wide_until_reset() -> None:
+    settings = Settings(enable_redis=True, redis_host="127.0.0.1", redis_db=REDIS_TEST_DB)
+    redis_connection.reset()
+    try:
+        first = get_redis(settings)
+        assert get_redis(settings) is first
+        redis_connection.reset()
+        assert get_redis(settings) is not first
+    finally:
+        redis_connection.reset()
