@@ -71,7 +71,7 @@ def _guarded(command: Callable[[argparse.Namespace, Settings], int]) -> Command:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except _backend_errors() as exc:
-            print(f"error: queue backend unavailable: {_one_line(exc)}", file=sys.stderr)
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
             return EXIT_BACKEND
         except ValueError as exc:  # e.g. redis connection not enabled
             print(f"error: {exc}", file=sys.stderr)

@@ -282,7 +282,7 @@ def test_sigterm_mid_job_lets_it_finish_and_exits_zero(connection, queue, tmp_pa
             worker.kill()
     assert lines(out) == ["start", "finished"]
     assert_empty(driver, queue)
-    assert "stopped after a signal" in worker.stderr.read()
+    assert "stopped after a signal" in worker.communicate()[1]
     driver.close()
 
 
