@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from queues.drivers.base import QueueDriver
 from tests.conftest import (
     MARIADB_URL,
     REDIS_HOST,
@@ -19,7 +20,7 @@ from tests.conftest import (
 DRIVER_NAMES = ("redis", "mariadb", "sqlite")
 
 
-def make_driver(name: str, tmp_path: Path, retry_after: int = 90):  # type: ignore[no-untyped-def]
+def make_driver(name: str, tmp_path: Path, retry_after: int = 90) -> QueueDriver:
     """A driver of kind `name` on empty state, with its failed store."""
     if name == "redis":
         import redis
