@@ -336,8 +336,7 @@ class MqttRuntime:
                 if self._dispatcher.dispatch(message):
                     self.handled += 1
                 else:
-                    self.unmatched += 1
-                    log.debug("no route matches topic %r; message acknowledged", topic)
+                    self.unmatched += 1  # the router logs it at DEBUG; we still ack it
                 return
             except PayloadError as exc:
                 log.error(

@@ -7,6 +7,8 @@ see each other's messages.
 
 from __future__ import annotations
 
+import getpass
+import subprocess
 import threading
 import time
 import uuid
@@ -19,7 +21,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from config.settings import Settings
-from core.broker import MosquittoBroker, free_port
+from core.broker import MosquittoBroker, free_port, port_is_free
 from core.mqtt import MqttRuntime, SubscriptionSpec
 
 #: Seconds a test waits for a connection, subscription or message before failing.
@@ -182,3 +184,69 @@ def running_runtime(
         yield runtime
     finally:
         runtime.stop()
+
+
+class SecureMosquitto:
+    """A private mosquitto with a TLS listener (own CA) and a username/password.
+
+    Needs the `openssl` and `mosquitto_passwd` binaries.
+    """
+
+    username = "device-gateway"
+    password = "s3cret-Pa55word"
+
+    def __init__(self, folder: Path) -> None:
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.ca = folder / "ca.crt"
+        self._make_certificates(folder)
+        passwords = folder / "passwords"
+        subprocess.run(
+            ["mosquitto_passwd", "-b", "-c", str(passwords), self.username, self.password],
+            check=True,
+            capture_output=True,
+        )
+        config = folder / "mosquitto.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} {self.host}",
+                    f"cafile {self.ca}",
+                    f"certfile {folder / 'server.crt'}",
+                    f"keyfile {folder / 'server.key'}",
+                    "allow_anonymous false",
+                    f"password_file {passwords}",
+                    f"user {getpass.getuser()}",
+                    f"log_dest file {folder / 'mosquitto.log'}",
+                    "",
+                ]
+            )
+        )
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if not wait_until(lambda: not port_is_free(self.port), WAIT_TIMEOUT):
+            self.stop()
+            raise RuntimeError(f"TLS mosquitto did not start: {folder / 'mosquitto.log'}")
+
+    @staticmethod
+    def _make_certificates(folder: Path) -> None:
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+                "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")  # fmt: skip
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+                "-out", "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
+        (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "server.crt", "-days", "1",
+                "-extfile", "san.ext")  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop mosquitto."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(WAIT_TIMEOUT)

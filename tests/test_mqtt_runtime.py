@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from core.mqtt import MqttRuntime
 from core.router import Router, Subscription
 from tests.mqtt_helpers import (
     WAIT_TIMEOUT,
+    SecureMosquitto,
     collector,
     make_settings,
     private_mosquitto,
@@ -236,3 +239,59 @@ def test_persistent_session_without_client_id_refuses_to_start() -> None:
     settings = make_settings("127.0.0.1", 1883, mqtt_persistent_session=True)
     with pytest.raises(ConfigError, match="MQTT_CLIENT_ID"):
         MqttRuntime(settings, Router(), [])
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path) -> Iterator[SecureMosquitto]:
+    """A private mosquitto demanding TLS and a password."""
+    if shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
+        pytest.skip("needs the openssl and mosquitto_passwd binaries")
+    broker = SecureMosquitto(tmp_path)
+    yield broker
+    broker.stop()
+
+
+@pytest.mark.parametrize("verify", ["ca", "insecure"])
+def test_tls_with_username_and_password_routes_messages(
+    secure_broker: SecureMosquitto, verify: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core")
+    seen: list[bytes] = []
+    router = Router()
+    router.on("secure/{id}", lambda m: seen.append(m.payload), qos=1)
+    tls = {"mqtt_tls_ca": str(secure_broker.ca)} if verify == "ca" else {"mqtt_tls_insecure": True}
+    settings = make_settings(
+        secure_broker.host,
+        secure_broker.port,
+        mqtt_username=secure_broker.username,
+        mqtt_password=secure_broker.password,
+        **tls,
+    )
+    with running_runtime(settings, router, router.subscriptions("g")) as runtime:
+        runtime.publish("secure/1", b"over tls", qos=1)
+        assert wait_until(lambda: seen == [b"over tls"])
+    assert secure_broker.password not in caplog.text
+
+
+def test_wrong_password_is_refused_and_logged_without_the_password(
+    secure_broker: SecureMosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core")
+    wrong = "not-the-Pa55word"
+    settings = make_settings(
+        secure_broker.host,
+        secure_broker.port,
+        mqtt_username=secure_broker.username,
+        mqtt_password=wrong,
+        mqtt_tls_ca=str(secure_broker.ca),
+    )
+    runtime = MqttRuntime(settings, Router(), [])
+    runtime.start()
+    try:
+        assert not runtime.wait_ready(1.5)
+    finally:
+        runtime.stop()
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals, "the refused connection was not logged"
+    assert "authori" in refusals[0].lower() or "password" in refusals[0].lower()
+    assert wrong not in caplog.text
