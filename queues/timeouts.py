@@ -48,13 +48,13 @@ class Deadline:
         self._factory = factory
         self._due: float | None = None
         self._active = False
+        self._installed = False
         self._previous: Any = None
         self.enabled = threading.current_thread() is threading.main_thread()
 
     def __enter__(self) -> Deadline:
         if not self.enabled:
             return self
-        self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
         self._active = True
         if self._seconds is not None:
             self._arm(self._seconds)
@@ -70,8 +70,10 @@ class Deadline:
             return
         # Ignore an alarm that lands while we tear down: the body already ended.
         self._active = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous)
+        if self._installed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._previous)
+            self._installed = False
 
     def shorten(self, seconds: float, factory: ExceptionFactory) -> bool:
         """Fire `factory()` after `seconds` unless the current deadline is sooner.
@@ -89,6 +91,9 @@ class Deadline:
         return True
 
     def _arm(self, seconds: float) -> None:
+        if not self._installed:  # installed lazily: a job without a timeout costs nothing
+            self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
+            self._installed = True
         self._due = time.monotonic() + seconds
         # setitimer(0) would disarm: fire "now" instead for a spent deadline.
         signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3), REFIRE_INTERVAL)

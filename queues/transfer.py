@@ -6,9 +6,16 @@ holds its id (`contains`), keeping its remaining delay, and only then is it
 deleted from the source (`ack`). So:
 
 * no loss: a job leaves the source only after it is in the target; if the run
-  is interrupted, the source's lease returns the untransferred jobs;
+  is interrupted, its leased jobs stay in the source (reserved) until the lease
+  (QUEUE_RETRY_AFTER) expires;
 * no duplicate on a re-run: a job already copied is recognised by its id and
   only deleted from the source.
+
+Known gap (drivers): `take_for_transfer` takes only pending and delayed jobs, so
+the jobs a dead run had leased come back only through a worker's `pop` once the
+lease expires, and a worker then runs a job that may already be in the target.
+Until the drivers also hand out expired transfer leases, re-run the migration
+with the source's workers stopped and check `--queue-status` for reserved jobs.
 
 Remaining window: if a copied job is run and finished by a target worker, and
 the transfer dies before acking it in the source, the source's copy comes back

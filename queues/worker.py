@@ -50,6 +50,8 @@ GRACE_PERIOD = 30.0
 EXIT_FORCED = 1
 #: Seconds to wait after a failed `pop` before trying again.
 ERROR_PAUSE = 1.0
+#: Shortest time between two lease renewals of one job, seconds.
+MIN_HEARTBEAT_INTERVAL = 0.05
 #: Environment variable holding the supervisor's pid; the worker stops when orphaned.
 SUPERVISOR_PID_ENV = "QUEUE_SUPERVISOR_PID"
 
@@ -84,34 +86,60 @@ def current_rss_mb() -> float:
 
 
 class _Heartbeat:
-    """Renews one reservation's lease from a background thread until stopped."""
+    """Renews the lease of the job being run from one background thread per worker.
 
-    def __init__(self, driver: QueueDriver, job: ReservedJob, interval: float) -> None:
+    The lease is `3 * interval`, and the thread renews the current job every
+    `interval` seconds, so a running job's lease never runs out; `stop()` returns only
+    after any renewal in flight has finished, so a renewal never races the
+    job's ack. One long-lived thread, not one per job: jobs may be very short.
+    """
+
+    def __init__(self, driver: QueueDriver, interval: float) -> None:
         self._driver = driver
-        self._job = job
         self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
+        self._job: ReservedJob | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
+    def beat(self, job: ReservedJob) -> None:
+        """Renew `job`'s lease until `stop()`: first within `interval` seconds, then every
+        `interval` (no wake-up per job, so short jobs pay only a lock)."""
+        with self._lock:
+            self._job = job
+
+    def stop(self) -> None:
+        """Stop renewing; waits for a renewal in flight."""
+        with self._lock:
+            self._job = None
+
+    def close(self) -> None:
+        """End the thread."""
+        with self._wake:
+            self._closed = True
+            self._job = None
+            self._wake.notify()
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                if not self._driver.extend(self._job):
-                    logger.warning(
-                        "job %s: lease lost (heartbeat refused); another worker may run it",
-                        self._job.id,
-                    )
-                    return
-            except Exception as exc:
-                logger.warning("job %s: heartbeat failed: %s", self._job.id, exc)
+        with self._wake:
+            while not self._closed:
+                self._wake.wait(self._interval)
+                job = self._job
+                if job is None or self._closed:
+                    continue
+                # The lock is held during the call so stop() waits for it to end.
+                try:
+                    if not self._driver.extend(job):
+                        logger.warning(
+                            "job %s: lease lost (heartbeat refused); another worker may run it",
+                            job.id,
+                        )
+                        self._job = None
+                except Exception as exc:
+                    logger.warning("job %s: heartbeat failed: %s", job.id, exc)
 
 
 class Worker:
@@ -155,6 +183,7 @@ class Worker:
         self._stopping = False
         self._deadline: Deadline | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeat: _Heartbeat | None = None
         supervisor = os.environ.get(SUPERVISOR_PID_ENV, "")
         self._supervisor_pid = int(supervisor) if supervisor.isdigit() else None
 
@@ -164,6 +193,8 @@ class Worker:
         """Process jobs until a stop signal or an exit limit; return the exit code (0)."""
         previous = self._install_signals()
         self._warn_about_leases()
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("job timeouts are not enforced: the worker runs outside the main thread")
         started = time.monotonic()
         logger.info(
             "worker %d started: connection=%s queues=%s",
@@ -194,6 +225,9 @@ class Worker:
             if self._loop is not None:
                 self._loop.close()
                 self._loop = None
+            if self._heartbeat is not None:
+                self._heartbeat.close()
+                self._heartbeat = None
         return 0
 
     def stop(self) -> None:
@@ -286,21 +320,25 @@ class Worker:
         def on_timeout() -> BaseException:
             return JobTimeout(f"job {envelope.job} ({reserved.id}) exceeded {timeout:g} s")
 
-        interval = max(self.driver.retry_after / 3.0, 0.05)
-        with (
-            _Heartbeat(self.driver, reserved, interval),
-            Deadline(timeout, on_timeout) as deadline,
-        ):
-            self._deadline = deadline
-            try:
-                if self._stopping:
-                    # Reserved just as a stop signal came: it is the current job now.
-                    deadline.shorten(self.grace, self._grace_over)
-                result = job.handle()
-                if inspect.isawaitable(result):
-                    self._await(result)
-            finally:
-                self._deadline = None
+        if self._heartbeat is None:
+            interval = max(self.driver.retry_after / 3.0, MIN_HEARTBEAT_INTERVAL)
+            self._heartbeat = _Heartbeat(self.driver, interval)
+        self._heartbeat.beat(reserved)
+        try:
+            with Deadline(timeout, on_timeout) as deadline:
+                self._deadline = deadline
+                self._call_handle(job, deadline)
+        finally:
+            self._deadline = None
+            self._heartbeat.stop()
+
+    def _call_handle(self, job: Job, deadline: Deadline) -> None:
+        if self._stopping:
+            # Reserved just as a stop signal came: it is the current job now.
+            deadline.shorten(self.grace, self._grace_over)
+        result = job.handle()
+        if inspect.isawaitable(result):
+            self._await(result)
 
     def _await(self, awaitable: Any) -> None:
         if self._loop is None:
