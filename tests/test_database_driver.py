@@ -329,3 +329,21 @@ def test_embedded_sqlite_default_creates_its_folder_and_tables_on_first_use(
     finally:
         database.reset()
     assert path.exists()
+
+
+def test_a_connection_returned_mid_transaction_has_its_locks_released(
+    mariadb_engine: Engine,
+) -> None:
+    env = Envelope(job="tests.noop", data={})
+    _driver(mariadb_engine).push("default", env.to_json())
+    raw = mariadb_engine.raw_connection()
+    cursor = raw.cursor()
+    cursor.execute("SELECT id FROM queue_jobs FOR UPDATE")
+    cursor.close()
+    raw.close()  # back to the pool with the row locked, unless the pool's reset rolls back
+    other = engine_from_url(PRIVATE_URL)  # another session: it would skip a locked row
+    try:
+        job = _driver(other).pop(["default"])
+    finally:
+        other.dispose()
+    assert job is not None and job.id == env.id
