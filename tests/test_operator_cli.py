@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import uuid
 
 import pytest
@@ -31,7 +32,7 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def one_error_line(result) -> str:
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode != 0, result.stdout
     error_lines = result.stderr.strip().splitlines()
     assert len(error_lines) == 1, result.stderr
