@@ -34,6 +34,8 @@ RESERVED_NAMES = frozenset(
         "job_name",
         "retry_deadline",
         "validated_data",
+        "attempts",
+        "job_id",
     }
 )
 
@@ -70,6 +72,11 @@ class Job:
     backoff: ClassVar[float | list[float] | str] = 0
     retry_until: ClassVar[Any] = None  # float seconds, or a method
     delay: ClassVar[float] = 0
+
+    #: set by the worker before `handle()`: this attempt's number (1 on the first run)
+    attempts: int = 0
+    #: set by the worker before `handle()`: the job's id, as `dispatch()` returned it
+    job_id: str | None = None
 
     def __init__(self, **data: Any) -> None:
         for key in data:

@@ -288,7 +288,7 @@ class Worker:
         logger.info("job %s started (attempt %d/%d)", label, reserved.attempts, max_tries)
         job: Job | None = None
         try:
-            job = cls(**envelope.data)
+            job = _build_job(cls, envelope, reserved)
             self._run_attempt(reserved, job, envelope, timeout)
         except WorkerStopping:
             released = self.driver.release(reserved, 0)
@@ -408,7 +408,7 @@ class Worker:
         if isinstance(exc, MaxAttemptsExceeded | RetryUntilExpired):
             logger.error("job %s %s failed: %s", envelope.job, reserved.id, exc)
         try:
-            instance = job if job is not None else cls(**envelope.data)
+            instance = job if job is not None else _build_job(cls, envelope, reserved)
         except Exception as build_error:
             logger.error(
                 "job %s %s: failed() hook not called, cannot build the job: %s",
@@ -514,3 +514,11 @@ def _declares(cls: type[Job], attribute: str) -> bool:
 
 def _hook_timeout(name: str) -> Callable[[], BaseException]:
     return lambda: JobTimeout(f"failed() hook of job {name} ran past the job timeout")
+
+
+def _build_job(cls: type[Job], envelope: Envelope, reserved: ReservedJob) -> Job:
+    """The job instance of one attempt, knowing its id and attempt number."""
+    job = cls(**envelope.data)
+    job.attempts = reserved.attempts
+    job.job_id = reserved.id
+    return job

@@ -27,7 +27,7 @@ class NotifyWebhook(Job):
 
     def handle(self) -> None:
         """Fail until the configured attempt, then deliver."""
-        attempt = int(getattr(self, "attempts", 1))
+        attempt = self.attempts
         if attempt < int(self.data.get("succeed_on_attempt", 2)):
             raise WebhookUnavailable(
                 f"webhook for device {self.data['device_id']} unavailable (attempt {attempt})"
