@@ -58,6 +58,8 @@ HANDLER_RETRY_DELAY = 0.05
 STOP_TIMEOUT = 10.0
 #: QoS of dead-letter publications: at least once, so a poison message is not lost twice.
 DEAD_LETTER_QOS = 1
+#: Seconds the side publisher (for non-network threads) waits for its first connection.
+SIDE_CONNECT_TIMEOUT = 5.0
 #: Prefix of generated client ids (a random suffix makes each run distinct).
 CLIENT_ID_PREFIX = "mqtt-jobs-"
 
@@ -106,6 +108,60 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def new_paho_client(settings: Settings, client_id: str, persistent: bool) -> paho.Client:
+    """A paho 2.x client with the protocol, credentials, TLS and limits of `settings`.
+
+    Messages are acknowledged manually (`client.ack`), after their handler.
+    """
+    v5 = settings.mqtt_protocol == "5"
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=None if v5 else not persistent,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        manual_ack=True,
+    )
+    if settings.mqtt_username:
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    if settings.mqtt_tls_enabled:
+        client.tls_set(
+            ca_certs=settings.mqtt_tls_ca,
+            certfile=settings.mqtt_tls_cert,
+            keyfile=settings.mqtt_tls_key,
+            cert_reqs=ssl.CERT_NONE if settings.mqtt_tls_insecure else ssl.CERT_REQUIRED,
+        )
+        if settings.mqtt_tls_insecure:
+            client.tls_insecure_set(True)
+    client.max_inflight_messages_set(settings.mqtt_max_inflight)
+    client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)
+    return client
+
+
+def connect_async(client: paho.Client, settings: Settings, persistent: bool) -> None:
+    """Set the CONNECT parameters; the network loop connects (and reconnects) with them.
+
+    MQTT 5: Receive Maximum = MQTT_MAX_INFLIGHT; a persistent session sends
+    clean_start=False and SessionExpiryInterval=MQTT_SESSION_EXPIRY on EVERY
+    connect (paho's default, clean start on the first connect only, would wipe
+    the session at each process start).
+    """
+    assert settings.mqtt_host is not None
+    if settings.mqtt_protocol != "5":
+        client.connect_async(settings.mqtt_host, settings.mqtt_port, settings.mqtt_keepalive)
+        return
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.ReceiveMaximum = settings.mqtt_max_inflight
+    if persistent:
+        properties.SessionExpiryInterval = settings.mqtt_session_expiry
+    client.connect_async(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        settings.mqtt_keepalive,
+        clean_start=not persistent,
+        properties=properties,
+    )
+
+
 class MqttRuntime:
     """A connected paho client feeding `dispatcher` with the messages of `subscriptions`.
 
@@ -138,6 +194,8 @@ class MqttRuntime:
         self._connected = False
         self._pending_subscribe: dict[int, list[str]] = {}
         self._thread: threading.Thread | None = None
+        self._side: paho.Client | None = None  #: publisher for non-network threads
+        self._side_lock = threading.Lock()
 
         #: Set while connected with every subscription acknowledged by the broker.
         self.ready = threading.Event()
@@ -153,50 +211,34 @@ class MqttRuntime:
 
     def _build_client(self) -> paho.Client:
         settings = self.settings
-        protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=None if self._v5 else not settings.mqtt_persistent_session,
-            protocol=protocol,
-            manual_ack=True,
-        )
-        if settings.mqtt_username:
-            client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        if settings.mqtt_tls_enabled:
-            client.tls_set(
-                ca_certs=settings.mqtt_tls_ca,
-                certfile=settings.mqtt_tls_cert,
-                keyfile=settings.mqtt_tls_key,
-                cert_reqs=ssl.CERT_NONE if settings.mqtt_tls_insecure else ssl.CERT_REQUIRED,
-            )
-            if settings.mqtt_tls_insecure:
-                client.tls_insecure_set(True)
-        client.max_inflight_messages_set(settings.mqtt_max_inflight)
-        client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)
+        client = new_paho_client(settings, self.client_id, settings.mqtt_persistent_session)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
-        if self._v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.ReceiveMaximum = settings.mqtt_max_inflight
-            if settings.mqtt_persistent_session:
-                properties.SessionExpiryInterval = settings.mqtt_session_expiry
-            # clean_start=False on EVERY connect: paho's default (first connect only)
-            # would wipe the persistent session at each process start.
-            clean_start = not settings.mqtt_persistent_session
-            client.connect_async(
-                self.host,
-                self.port,
-                settings.mqtt_keepalive,
-                clean_start=clean_start,
-                properties=properties,
-            )
-        else:
-            client.connect_async(self.host, self.port, settings.mqtt_keepalive)
+        connect_async(client, settings, settings.mqtt_persistent_session)
         return client
+
+    def _side_publisher(self) -> paho.Client:
+        """The connection publishing for threads other than the network thread.
+
+        paho, run by `loop_forever` in our thread, writes a publish straight to the
+        socket from the calling thread, which races the network thread (fatal on a
+        TLS socket). Other threads therefore publish through this second, clean-session
+        connection (`{client id}-out`), made on first use with paho's own thread.
+        """
+        with self._side_lock:
+            if self._side is None:
+                connected = threading.Event()
+                side = new_paho_client(self.settings, f"{self.client_id}-out", persistent=False)
+                side.on_connect = lambda *_args: connected.set()
+                connect_async(side, self.settings, persistent=False)
+                side.loop_start()
+                if not connected.wait(SIDE_CONNECT_TIMEOUT):
+                    log.warning("side publisher of %s is not connected yet", self.describe)
+                self._side = side
+            return self._side
 
     @property
     def describe(self) -> str:
@@ -247,6 +289,9 @@ class MqttRuntime:
             if self._thread.is_alive():
                 log.warning("MQTT network thread of %s did not stop in time", self.describe)
         self.ready.clear()
+        if self._side is not None:
+            self._side.disconnect()
+            self._side.loop_stop()
 
     # -- paho callbacks (network thread) -----------------------------------------
 
@@ -406,11 +451,16 @@ class MqttRuntime:
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
         """Publish through this client; `ValueError` for a wildcard/NUL/empty topic.
 
+        Handlers run on the network thread and publish on the main connection;
+        other threads publish through a second connection (see `_side_publisher`).
+
         QoS 1/2 messages published while disconnected are queued and sent after
         the reconnect; a QoS 0 message is dropped then, with a warning.
         """
         validate_publish_topic(topic)
-        info = self.client.publish(topic, payload, qos, retain)
+        network_thread = self._thread is None or threading.current_thread() is self._thread
+        client = self.client if network_thread else self._side_publisher()
+        info = client.publish(topic, payload, qos, retain)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             return
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:

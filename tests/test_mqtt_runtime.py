@@ -252,13 +252,18 @@ def secure_broker(tmp_path: Path) -> Iterator[SecureMosquitto]:
 
 
 @pytest.mark.parametrize("verify", ["ca", "insecure"])
-def test_tls_with_username_and_password_routes_messages(
+def test_tls_with_password_routes_messages_and_publishes_from_any_thread(
     secure_broker: SecureMosquitto, verify: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="core")
     seen: list[bytes] = []
     router = Router()
-    router.on("secure/{id}", lambda m: seen.append(m.payload), qos=1)
+
+    def handle(message: Message) -> None:
+        seen.append(message.payload)
+        message.publish("secure-echo/x", message.payload, qos=1)  # from the network thread
+
+    router.on("secure/{id}", handle, qos=1)
     tls = {"mqtt_tls_ca": str(secure_broker.ca)} if verify == "ca" else {"mqtt_tls_insecure": True}
     settings = make_settings(
         secure_broker.host,
@@ -267,9 +272,15 @@ def test_tls_with_username_and_password_routes_messages(
         mqtt_password=secure_broker.password,
         **tls,
     )
+    count = 200
     with running_runtime(settings, router, router.subscriptions("g")) as runtime:
-        runtime.publish("secure/1", b"over tls", qos=1)
-        assert wait_until(lambda: seen == [b"over tls"])
+        # Published from this (non-network) thread while the network thread reads
+        # and publishes on the same TLS connection: must not corrupt it.
+        for i in range(count):
+            runtime.publish(f"secure/{i}", str(i).encode(), qos=1)
+        assert wait_until(lambda: len(seen) == count)
+        assert runtime.connections == 1, "the TLS connection was lost and re-made"
+    assert sorted(seen, key=int) == [str(i).encode() for i in range(count)]
     assert secure_broker.password not in caplog.text
 
 
