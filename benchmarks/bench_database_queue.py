@@ -116,6 +116,42 @@ def _driver_results(label: str, driver: DatabaseDriver, raw: dict[str, Any]) -> 
     return results
 
 
+def _mariadb_raw(raw: Any) -> dict[str, Callable[[], object]]:
+    """Push, bulk and pop+ack written by hand over one raw PyMySQL connection."""
+    with raw.cursor() as cursor:
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    raw.commit()
+
+    def push() -> None:
+        with raw.cursor() as cursor:
+            cursor.execute(MYSQL_PUSH, ("default", PAYLOAD))
+        raw.commit()
+
+    def bulk() -> None:
+        with raw.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                [("default", PAYLOAD, 0, "2000-01-01", "2000-01-01")] * BULK_JOBS,
+            )
+        raw.commit()
+
+    def cycle() -> bool:
+        with raw.cursor() as cursor:
+            cursor.execute(MYSQL_CLAIM, ("default",))
+            row = cursor.fetchone()
+            if row is None:
+                raw.rollback()
+                return False
+            cursor.execute(MYSQL_MARK, (row[0],))
+            raw.commit()
+            cursor.execute(MYSQL_DELETE, (row[0],))
+            raw.commit()
+        return True
+
+    return {"push": push, "bulk": bulk, "cycle": cycle}
+
+
 def _mariadb() -> list[BenchResult]:
     import pymysql
 
@@ -135,39 +171,8 @@ def _mariadb() -> list[BenchResult]:
         raw = pymysql.connect(
             host=MARIADB_HOST, port=MARIADB_PORT, user="root", database=BENCH_DATABASE
         )
-        with raw.cursor() as cursor:
-            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        raw.commit()
-
-        def push() -> None:
-            with raw.cursor() as cursor:
-                cursor.execute(MYSQL_PUSH, ("default", PAYLOAD))
-            raw.commit()
-
-        def bulk() -> None:
-            with raw.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    [("default", PAYLOAD, 0, "2000-01-01", "2000-01-01")] * BULK_JOBS,
-                )
-            raw.commit()
-
-        def cycle() -> bool:
-            with raw.cursor() as cursor:
-                cursor.execute(MYSQL_CLAIM, ("default",))
-                row = cursor.fetchone()
-                if row is None:
-                    raw.rollback()
-                    return False
-                cursor.execute(MYSQL_MARK, (row[0],))
-                raw.commit()
-                cursor.execute(MYSQL_DELETE, (row[0],))
-                raw.commit()
-            return True
-
         label = "mariadb" if pre_ping else "mariadb, no pre-ping"
-        results += _driver_results(label, driver, {"push": push, "bulk": bulk, "cycle": cycle})
+        results += _driver_results(label, driver, _mariadb_raw(raw))
         raw.close()
         drop_tables(engine)
         engine.dispose()
