@@ -347,3 +347,23 @@ def test_a_connection_returned_mid_transaction_has_its_locks_released(
     finally:
         other.dispose()
     assert job is not None and job.id == env.id
+
+
+def test_fail_into_a_store_on_another_database_keeps_the_job_in_exactly_one_place(
+    mariadb_engine: Engine, sqlite_url: str
+) -> None:
+    store_engine = engine_from_url(sqlite_url)
+    store = DatabaseFailedStore(store_engine)
+    driver = DatabaseDriver(mariadb_engine, store)
+    live, stale = _envelopes(2)
+    driver.push("default", live.to_json())
+    driver.push("default", stale.to_json())
+    job = driver.pop(["default"])
+    assert job is not None and driver.fail(job, "boom")
+    assert [Envelope.from_json(f.payload).id for f in store.all()] == [live.id]
+    old = driver.pop(["default"])
+    assert old is not None and driver.release(old)
+    assert not driver.fail(old, "stale"), "a stale reservation must not be failed"
+    assert store.counts() == {"default": 1}, "the refused failure must be taken back"
+    assert driver.contains("default", stale.id)
+    store_engine.dispose()
