@@ -187,6 +187,27 @@ def test_malformed_payload_is_refused_at_push(driver: RedisDriver) -> None:
     assert driver.sizes("default").pending == 0
 
 
+def test_a_hand_written_payload_is_failed_and_does_not_block_the_queue(
+    client: redis.Redis, driver: RedisDriver
+) -> None:
+    client.rpush("routemq:queue:default", "hello from redis-cli")
+    good = envelope()
+    driver.push("default", good.to_json())
+
+    odd = driver.pop(["default"])
+    assert odd is not None and odd.payload == "hello from redis-cli"
+    assert odd.id.startswith("malformed-")
+    assert driver.fail(odd, "EnvelopeError: payload is not valid JSON")
+    nxt = driver.pop(["default"])
+    assert nxt is not None and nxt.id == good.id
+    assert driver.ack(nxt)
+
+    failed = json.loads(client.lindex("routemq:queue:failed:default", 0))
+    assert failed["payload"] == "hello from redis-cli"
+    assert "EnvelopeError" in failed["exception"]
+    assert driver.sizes("default").reserved == 0
+
+
 def test_queues_lists_only_queues_that_hold_jobs(driver: RedisDriver) -> None:
     driver.push("emails", envelope("emails").to_json())
     driver.later("reports", envelope("reports").to_json(), 60)

@@ -46,6 +46,8 @@ from queues.drivers.base import (
 
 #: Folder of the Lua scripts, one atomic state change per file.
 SCRIPTS_DIR = Path(__file__).resolve().parent / "redis_scripts"
+#: A script line that pulls in a shared Lua function from redis_scripts/include/.
+INCLUDE_DIRECTIVE = "-- @include "
 #: Default key prefix of every queue key (seed contract).
 DEFAULT_PREFIX = "routemq:queue:"
 #: Most due delayed jobs (and expired leases) one pop moves per queue.
@@ -80,9 +82,21 @@ def _envelope_head(payload: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
+def script_source(path: Path) -> str:
+    """A script's text with each `-- @include NAME` line replaced by include/NAME."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.startswith(INCLUDE_DIRECTIVE):
+            name = line[len(INCLUDE_DIRECTIVE) :].strip()
+            lines.append((SCRIPTS_DIR / "include" / name).read_text(encoding="utf-8"))
+        else:
+            lines.append(line)
+    return "".join(lines)
+
+
 def _load_scripts(client: redis.Redis) -> dict[str, Script]:
     return {
-        path.stem: client.register_script(path.read_text(encoding="utf-8"))
+        path.stem: client.register_script(script_source(path))
         for path in sorted(SCRIPTS_DIR.glob("*.lua"))
     }
 
@@ -350,11 +364,15 @@ class RedisDriver(QueueDriver):
         deadline = time.monotonic() + block
         script = self._scripts["pop"]
         while True:
-            queue, value = script(keys=keys, args=args)
+            queue, value, *reserved_id = script(keys=keys, args=args)
             queue = _text(queue)
             if queue:
                 payload = _text(value)
-                attempts, job_id = _envelope_head(payload)
+                try:
+                    attempts, job_id = _envelope_head(payload)
+                except ValueError:
+                    # Not an envelope: the worker fails it with the parse error.
+                    attempts, job_id = 1, _text(reserved_id[0])
                 return ReservedJob(job_id, queue, payload, attempts, payload)
             remaining = deadline - time.monotonic()
             if remaining <= 0:

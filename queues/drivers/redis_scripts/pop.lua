@@ -21,9 +21,11 @@
 --   {"attempts":N,"id":"..." (user data is never decoded), the new payload is
 --   appended to reserved, leased until now + retry_after and recorded in
 --   reservations (the payload is the fencing token).
--- Returns {queue name, payload} or, when nothing is available,
+-- Returns {queue name, payload, job id} or, when nothing is available,
 -- {'', seconds until the earliest delayed job or lease comes due ('' if none)}.
--- A malformed head payload is left in place and reported as an error.
+-- A head payload that is not an envelope is reserved unchanged under the id
+-- 'malformed-<sha1>' so the worker can fail it with the reason.
+-- @include requeue_due.lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local now_s = string.format('%.6f', now)
@@ -36,30 +38,7 @@ for q = 1, nqueues do
   local pending, delayed, reserved = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
   local leases, reservations, transfer = KEYS[b + 4], KEYS[b + 5], KEYS[b + 7]
 
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_s, 'LIMIT', 0, batch)
-  if #due > 0 then
-    redis.call('ZREM', delayed, unpack(due))
-    redis.call('RPUSH', pending, unpack(due))
-  end
-
-  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', '(' .. now_s, 'LIMIT', 0, batch)
-  for _, id in ipairs(expired) do
-    local payload = redis.call('HGET', reservations, id)
-    redis.call('ZREM', leases, id)
-    redis.call('HDEL', reservations, id)
-    if payload then
-      redis.call('LREM', reserved, 1, payload)
-      local due_at = redis.call('HGET', transfer, id)
-      if due_at then
-        redis.call('HDEL', transfer, id)
-      end
-      if due_at and tonumber(due_at) > now then
-        redis.call('ZADD', delayed, due_at, payload)
-      else
-        redis.call('RPUSH', pending, payload)
-      end
-    end
-  end
+  requeue_due(pending, delayed, reserved, leases, reservations, transfer, now, batch)
 end
 
 for q = 1, nqueues do
@@ -69,13 +48,17 @@ for q = 1, nqueues do
   local payload = redis.call('LINDEX', pending, 0)
   if payload then
     local digits, id = string.match(payload, '^{"attempts":(%d+),"id":"([^"]+)"')
-    if not digits then
-      return redis.error_reply('malformed job envelope at the head of ' .. pending)
+    local reserved_payload = payload
+    if digits then
+      reserved_payload = '{"attempts":' .. string.format('%d', tonumber(digits) + 1)
+        .. string.sub(payload, 13 + #digits)
+    else
+      -- Not an envelope of ours (written by hand?): reserve it unchanged under a
+      -- synthetic id so the worker moves it to the failed store with the reason,
+      -- instead of the queue being blocked behind it.
+      id = 'malformed-' .. redis.sha1hex(payload)
     end
     redis.call('LPOP', pending)
-    local attempts = tonumber(digits) + 1
-    local reserved_payload = '{"attempts":' .. string.format('%d', attempts)
-      .. string.sub(payload, 13 + #digits)
     redis.call('RPUSH', KEYS[b + 3], reserved_payload)
     redis.call('ZADD', KEYS[b + 4], string.format('%.6f', now + retry_after), id)
     redis.call('HSET', KEYS[b + 5], id, reserved_payload)
@@ -83,7 +66,7 @@ for q = 1, nqueues do
       -- Tokens only stand for jobs that are gone: keep the list from growing.
       redis.call('DEL', KEYS[b + 6])
     end
-    return {ARGV[2 + q], reserved_payload}
+    return {ARGV[2 + q], reserved_payload, id}
   end
 end
 

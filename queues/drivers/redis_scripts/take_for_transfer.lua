@@ -9,18 +9,23 @@
 -- ARGV[1] limit               most jobs taken
 -- ARGV[2] retry_after         lease length in seconds
 --
--- Guarantees: pending jobs (oldest first) then delayed jobs (earliest due
+-- Guarantees: due delayed jobs and expired leases are first requeued as pop.lua
+-- does (so the jobs of a migration that died are taken again once their lease
+-- ran out); then pending jobs (oldest first) then delayed jobs (earliest due
 -- first) move to reserved WITHOUT counting an attempt, leased until
 -- now + retry_after; a delayed job's due time is kept in the transfer hash so
 -- that, if the migration dies and its lease expires, pop.lua puts it back into
 -- delayed rather than running it early. Returns a flat list
 -- {payload, due time, payload, due time, ...}; due time is now for pending jobs.
+-- @include requeue_due.lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local now_s = string.format('%.6f', now)
 local limit = tonumber(ARGV[1])
 local lease = string.format('%.6f', now + tonumber(ARGV[2]))
 local out = {}
+
+requeue_due(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], now, limit)
 
 local function reserve(payload, due)
   local id = string.match(payload, '^{"attempts":%d+,"id":"([^"]+)"')
