@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 
 from config.settings import Settings
 from queues.drivers.base import QueueError
@@ -228,7 +228,7 @@ def drop_tables(engine: Engine) -> None:
     Base.metadata.drop_all(engine, checkfirst=True)
 
 
-def connection_error(engine: Engine, exc: SQLAlchemyError) -> QueueError:
+def connection_error(engine: Engine, exc: Exception) -> QueueError:
     """A QueueError naming the server (host:port, never the password) and the cause."""
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     return QueueError(f"database {server_name(engine)} failed: {cause}")
