@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from config.settings import PROJECT_ROOT
+from core.app import worker_subscriptions
+from core.router import Router
 from tests.mqtt_helpers import WAIT_TIMEOUT, publisher, unique_prefix, wait_until
 
 #: Seconds for the process tree to start or stop.
@@ -187,3 +189,31 @@ def test_supervisor_restarts_a_worker_that_died(app_factory: Any) -> None:
     assert victim not in later_pids
     assert len(later_pids) == 2, f"the restarted worker took no share: {later_pids}"
     assert app.stop() == 0
+
+
+def _router_with_shared_and_plain_routes() -> Router:
+    router = Router()
+    router.on("fleet/{id}/jobs", lambda m: None, qos=1, shared=True)
+    router.on("fleet/{id}/status", lambda m: None, qos=0)
+    return router
+
+
+def test_worker_zero_subscribes_everything_and_other_workers_only_shared_routes() -> None:
+    subs = _router_with_shared_and_plain_routes().subscriptions("grp")
+    assert [(s.topic, s.qos) for s in worker_subscriptions(subs, 0)] == [
+        ("$share/grp/fleet/+/jobs", 1),
+        ("fleet/+/status", 0),
+    ]
+    assert [(s.topic, s.qos) for s in worker_subscriptions(subs, 1)] == [
+        ("$share/grp/fleet/+/jobs", 1)
+    ]
+
+
+def test_without_share_support_shared_routes_use_plain_filters_in_worker_zero_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    subs = _router_with_shared_and_plain_routes().subscriptions("grp")
+    plain = worker_subscriptions(subs, 0, shared_supported=False)
+    assert [(s.topic, s.qos) for s in plain] == [("fleet/+/jobs", 1), ("fleet/+/status", 0)]
+    assert worker_subscriptions(subs, 1, shared_supported=False) == []
+    assert "fleet/+/jobs" in caplog.text and "$share" in caplog.text
