@@ -19,6 +19,9 @@ guarantees:
 - Dead letters go to `{MQTT_DEAD_LETTER_TOPIC}/{original topic}` at QoS 1 with a
   JSON body: topic, route, error, attempts, qos, retain, payload (UTF-8 text when it
   decodes, else base64, as `payload_encoding` says) and failed_at (UTC ISO time).
+- Handlers publish on the same connection; any other thread publishes through a
+  second connection `{client id}-out`, because paho under `loop_forever` would
+  write from the calling thread and race the network thread.
 - Persistent sessions (MQTT_PERSISTENT_SESSION) need a fixed client id: 3.1.1
   connects with clean_session=False; 5 with clean_start=False and
   SessionExpiryInterval=MQTT_SESSION_EXPIRY on every CONNECT.
