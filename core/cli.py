@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from config.settings import ConfigError, Settings, load_settings
+from core.logging_setup import configure_logging
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -102,8 +102,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     return resolve(COMMANDS[chosen[0]])(args, settings)

@@ -43,14 +43,14 @@ def connect_driver(name: str, state_dir: Path, retry_after: int) -> Any:
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
         return RedisDriver(client, RedisFailedStore(client), retry_after)
 
-    from sqlalchemy import create_engine
-
+    from core.database import engine_from_url
     from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 
+    # engine_from_url: the same WAL, busy-timeout and isolation settings as the app.
     if name == "mariadb":
-        engine = create_engine(MARIADB_URL, pool_pre_ping=True)
+        engine = engine_from_url(MARIADB_URL, create_sqlite_tables=False)
     elif name == "sqlite":
-        engine = create_engine(f"sqlite:///{state_dir / 'queue.db'}")
+        engine = engine_from_url(f"sqlite:///{state_dir / 'queue.db'}", create_sqlite_tables=False)
     else:
         raise SystemExit(f"unknown driver {name!r}: use redis, mariadb or sqlite")
     return DatabaseDriver(engine, DatabaseFailedStore(engine), retry_after)

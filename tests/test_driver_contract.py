@@ -286,6 +286,23 @@ def test_take_for_transfer_respects_its_limit(driver: QueueDriver) -> None:
     assert driver.sizes("default").pending == 3
 
 
+def test_take_for_transfer_retakes_a_job_whose_lease_expired(
+    make: Callable[..., QueueDriver],
+) -> None:
+    driver = make(retry_after=1)
+    env = envelope()
+    driver.push("default", env.to_json())
+    dead = driver.take_for_transfer("default", 10)  # a migration that then died
+    assert [job.id for job in dead] == [env.id]
+    assert driver.take_for_transfer("default", 10) == []  # its lease still holds
+    time.sleep(1.3)
+    again = driver.take_for_transfer("default", 10)
+    assert [job.id for job in again] == [env.id]
+    assert again[0].attempts == 0
+    assert driver.ack(again[0])
+    assert not driver.contains("default", env.id)
+
+
 def test_contains_sees_pending_delayed_and_reserved_jobs(driver: QueueDriver) -> None:
     now_env, later_env, reserved_env = envelope(), envelope(), envelope()
     driver.push("default", reserved_env.to_json())

@@ -84,11 +84,6 @@ def test_rerun_after_an_interruption_copies_no_job_twice(pair, queue):
     assert source.sizes(queue).reserved == 3  # kept by the lease, not lost
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="driver gap: take_for_transfer does not re-take a transfer lease that expired, "
-    "so those jobs return only through a worker's pop (see the jobs helper's report)",
-)
 def test_rerun_after_the_dead_runs_lease_expires_finishes_the_move(pair, queue):
     source, target = pair
     items = interrupted_migration(source, target, queue)

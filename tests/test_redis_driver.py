@@ -202,7 +202,9 @@ def test_a_hand_written_payload_is_failed_and_does_not_block_the_queue(
     assert nxt is not None and nxt.id == good.id
     assert driver.ack(nxt)
 
-    failed = json.loads(client.lindex("routemq:queue:failed:default", 0))
+    raw = client.lindex("routemq:queue:failed:default", 0)
+    assert raw is not None
+    failed = json.loads(raw)
     assert failed["payload"] == "hello from redis-cli"
     assert "EnvelopeError" in failed["exception"]
     assert driver.sizes("default").reserved == 0

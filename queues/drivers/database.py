@@ -364,6 +364,9 @@ class DatabaseDriver(QueueDriver):
             "SELECT id, attempts, payload FROM queue_jobs WHERE queue = :queue "
             f"AND reserved_at <= {expiry} ORDER BY id LIMIT 1"
         )
+        # A migration also takes jobs whose lease expired (a dead migration's or a
+        # dead worker's), so a re-run after the lease finishes the move.
+        transferable = f"(reserved_at IS NULL OR reserved_at <= {expiry})"
         self._insert_sql = (
             "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) VALUES "
         )
@@ -381,7 +384,7 @@ class DatabaseDriver(QueueDriver):
             )
             self._transfer_select = text(
                 f"SELECT id, attempts, payload, {clock.unix('available_at')} FROM queue_jobs "
-                "WHERE queue = :queue AND reserved_at IS NULL ORDER BY id LIMIT :limit "
+                f"WHERE queue = :queue AND {transferable} ORDER BY id LIMIT :limit "
                 "FOR UPDATE SKIP LOCKED"
             )
             self._transfer_mark = text(
@@ -397,7 +400,7 @@ class DatabaseDriver(QueueDriver):
             )
             self._transfer_select = text(
                 f"UPDATE queue_jobs SET reserved_at = {now} WHERE id IN "
-                "(SELECT id FROM queue_jobs WHERE queue = :queue AND reserved_at IS NULL "
+                f"(SELECT id FROM queue_jobs WHERE queue = :queue AND {transferable} "
                 "ORDER BY id LIMIT :limit) "
                 f"RETURNING id, attempts, payload, {clock.unix('available_at')}"
             )
@@ -591,15 +594,19 @@ class DatabaseDriver(QueueDriver):
         return [str(row[0]) for row in rows]
 
     def take_for_transfer(self, queue: str, limit: int) -> list[ReservedJob]:
-        """Reserve up to `limit` pending and delayed jobs, oldest first, attempts unchanged.
+        """Reserve up to `limit` pending, delayed and lease-expired jobs, oldest first.
 
-        Each job's token is `"{id}:{attempts}:transfer"`: `ack` deletes it while
-        the transfer lease is live; after the lease expires a worker's claim
-        counts an attempt and so fences the transfer out.
+        Attempts stay unchanged. Each job's token is `"{id}:{attempts}:transfer"`:
+        `ack` deletes it while the transfer lease is live; after the lease expires
+        a worker's claim counts an attempt and so fences the transfer out.
         """
         if limit <= 0:
             return []
-        params = {"queue": queue, "limit": limit}
+        params = {
+            "queue": queue,
+            "limit": limit,
+            "expiry": self._clock.offset(-self.retry_after),
+        }
 
         def work(connection: Connection) -> list[Any]:
             rows = list(connection.execute(self._transfer_select, params).all())
