@@ -11,8 +11,10 @@ a SIGKILL loses nothing already written:
   (the crash test SIGKILLs it mid-job).
 
 `--start-at` (unix time) makes every child start popping at the same instant.
-Drivers: `redis` (test db 9), `mariadb` (test database), `sqlite` (file
-`queue.db` in `--state-dir`, as tests/driver_factories.py lays it out).
+A refused ack or any exception ends the child with a non-zero status and a
+line on stderr. Drivers: `redis` (test db 9), `mariadb` (test database), `sqlite` (file
+`queue.db` in `--state-dir`, as tests/driver_factories.py lays it out); `--url`
+points mariadb/sqlite at another database.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOLD_SECONDS = 300.0
 
 
-def connect_driver(name: str, state_dir: Path, retry_after: int) -> Any:
-    """A driver of kind `name` on the parent's existing state (nothing is cleared)."""
+def connect_driver(name: str, state_dir: Path, retry_after: int, url: str | None = None) -> Any:
+    """A driver of kind `name` on the parent's existing state (nothing is cleared).
+
+    `url` points a SQL driver at another database than the shared test one.
+    """
     from tests.conftest import MARIADB_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB
 
     if name == "redis":
@@ -47,7 +52,9 @@ def connect_driver(name: str, state_dir: Path, retry_after: int) -> Any:
     from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 
     # engine_from_url: the same WAL, busy-timeout and isolation settings as the app.
-    if name == "mariadb":
+    if url is not None:
+        engine = engine_from_url(url, create_sqlite_tables=False)
+    elif name == "mariadb":
         engine = engine_from_url(MARIADB_URL, create_sqlite_tables=False)
     elif name == "sqlite":
         engine = engine_from_url(f"sqlite:///{state_dir / 'queue.db'}", create_sqlite_tables=False)
@@ -64,7 +71,7 @@ def spawn(
     command += ["--mode", mode, "--out", str(out), "--state-dir", str(state_dir)]
     for key, value in options.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
-    return subprocess.Popen(command, cwd=PROJECT_ROOT)
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, stderr=subprocess.PIPE)
 
 
 def read_handled(outs: list[Path]) -> list[tuple[str, int]]:
@@ -89,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-after", type=int, default=90)
     parser.add_argument("--idle", type=float, default=0.5)
     parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--url", help="SQLAlchemy URL of the SQL drivers' database")
     args = parser.parse_args(argv)
 
-    driver = connect_driver(args.driver, args.state_dir, args.retry_after)
+    driver = connect_driver(args.driver, args.state_dir, args.retry_after, args.url)
     delay = args.start_at - time.time()
     if delay > 0:
         time.sleep(delay)

@@ -34,7 +34,7 @@ from queues.drivers.base import QueueError
 from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 from queues.envelope import Envelope
 from tests.conftest import MARIADB_URL, need_service
-from tests.database_race_child import read_handled, spawn
+from tests.driver_race_child import read_handled, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,6 +92,10 @@ def _envelopes(count: int) -> list[Envelope]:
     return [Envelope(job="tests.noop", data={"n": n}) for n in range(count)]
 
 
+def _driver_name(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "mariadb"
+
+
 def _race(url: str, tmp_path: Path, processes: int, jobs: int) -> None:
     """Push `jobs`, drain them with `processes` children, assert each handled once."""
     engine = engine_from_url(url, create_sqlite_tables=False)
@@ -100,7 +104,9 @@ def _race(url: str, tmp_path: Path, processes: int, jobs: int) -> None:
     driver.bulk([("default", env.to_json(), 0.0) for env in envelopes])
     start_at = time.time() + 1.5  # every child imported and connected by then
     outs = [tmp_path / f"handled-{n}.txt" for n in range(processes)]
-    children = [spawn(url, out, "work", start_at=start_at) for out in outs]
+    children = [
+        spawn(_driver_name(url), "work", out, tmp_path, url=url, start_at=start_at) for out in outs
+    ]
     errors = []
     for child in children:
         _, stderr = child.communicate(timeout=CHILD_TIMEOUT)
@@ -140,7 +146,7 @@ def test_job_of_a_killed_worker_comes_back_after_its_lease(
     env = Envelope(job="tests.noop", data={})
     driver.push("default", env.to_json())
     out = tmp_path / "held.txt"
-    child = spawn(url, out, "hold", retry_after=1)
+    child = spawn(_driver_name(url), "hold", out, tmp_path, url=url, retry_after=1)
     try:
         deadline = time.monotonic() + CHILD_TIMEOUT
         while not out.exists() or not out.read_text():

@@ -8,13 +8,9 @@
 --
 -- Guarantees: fenced like ack.lua; on success the lease expires at
 -- now + retry_after (server clock) and 1 is returned, otherwise 0 and no change.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
-  return 0
-end
-local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not lease or tonumber(lease) < now then
+-- @include reservation.lua
+local now = server_now()
+if not holds_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], now) then
   return 0
 end
 redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(ARGV[3])), ARGV[1])

@@ -15,19 +15,12 @@
 -- Guarantees: fenced like ack.lua. On success the reservation is removed and
 -- the record appended to the failed list in the same atomic step (the job is
 -- never in both places, never in neither); returns 1. Otherwise 0, no change.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
+-- @include reservation.lua
+local now = server_now()
+if not holds_lease(KEYS[2], KEYS[3], ARGV[1], ARGV[2], now) then
   return 0
 end
-local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not lease or tonumber(lease) < now then
-  return 0
-end
-redis.call('LREM', KEYS[1], 1, ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
+drop_reservation(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[5], ARGV[3])
 redis.call('SADD', KEYS[6], ARGV[4])
 return 1

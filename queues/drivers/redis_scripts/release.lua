@@ -16,19 +16,12 @@
 -- removed and the payload (attempts as counted by its pop) goes to the tail of
 -- pending (delay <= 0) or to delayed scored now + delay; a blocked worker is
 -- woken. Returns 1, or 0 with no change when the reservation is not live.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if redis.call('HGET', KEYS[5], ARGV[1]) ~= ARGV[2] then
+-- @include reservation.lua
+local now = server_now()
+if not holds_lease(KEYS[4], KEYS[5], ARGV[1], ARGV[2], now) then
   return 0
 end
-local lease = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if not lease or tonumber(lease) < now then
-  return 0
-end
-redis.call('LREM', KEYS[3], 1, ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('HDEL', KEYS[5], ARGV[1])
-redis.call('HDEL', KEYS[7], ARGV[1])
+drop_reservation(KEYS[3], KEYS[4], KEYS[5], KEYS[7], ARGV[1], ARGV[2])
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   redis.call('ZADD', KEYS[2], string.format('%.6f', now + delay), ARGV[2])
