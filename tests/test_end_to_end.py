@@ -40,6 +40,9 @@ from tests.conftest import (
 ROOT = Path(__file__).resolve().parent.parent
 #: Messages published per driver.
 MESSAGE_COUNT = 1000
+#: Messages published one at a time to idle workers, and the gap between them.
+TRICKLE_COUNT = 20
+TRICKLE_SPACING = 0.1
 #: Seconds allowed for all readings to be stored.
 DEADLINE = 120.0
 
@@ -130,17 +133,19 @@ def _wait_for_log(log: Path, needle: str, process: subprocess.Popen[bytes]) -> N
     pytest.fail(f"{needle!r} never appeared in {log.name}:\n{log.read_text(errors='replace')}")
 
 
-def _publish_all(run_id: str) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{run_id}")
+def _publish(ids: list[str], spacing: float = 0.0) -> None:
+    """Publish one QoS1 reading per id (devices spread over 10 ids); wait for every PUBACK."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
     client.max_inflight_messages_set(100)
     client.connect(MQTT_HOST, MQTT_PORT)
     client.loop_start()
     try:
         infos = []
-        for i in range(MESSAGE_COUNT):
-            body = {"value": i, "id": f"{run_id}-{i}", "ts": time.time()}
-            topic = f"devices/{run_id}-{i % 10}/telemetry"
-            infos.append(client.publish(topic, json.dumps(body), qos=1))
+        for i, reading_id in enumerate(ids):
+            body = {"value": i, "id": reading_id, "ts": time.time()}
+            infos.append(client.publish(f"devices/d{i % 10}/telemetry", json.dumps(body), qos=1))
+            if spacing:
+                time.sleep(spacing)
         for info in infos:
             info.wait_for_publish(timeout=30)
             assert info.is_published()
@@ -149,26 +154,12 @@ def _publish_all(run_id: str) -> None:
         client.disconnect()
 
 
-@pytest.mark.parametrize("driver", ["redis", "mariadb", "sqlite"])
-def test_every_published_reading_is_stored_exactly_once(driver: str, tmp_path: Path) -> None:
-    need_service("Mosquitto", MQTT_HOST, MQTT_PORT)
-    env = _driver_env(driver, tmp_path)
-    _reset_state(driver, tmp_path)
-    run_id = uuid.uuid4().hex[:10]
-    app_env = {**env, "LOG_LEVEL": "INFO"}
-    worker_args = ["--queue-work", "--queue", "readings,default", "--sleep", "1"]
-
-    with (
-        _process(["--run"], app_env, tmp_path / "app.log") as app,
-        _process(worker_args, env, tmp_path / "worker1.log"),
-        _process(worker_args, env, tmp_path / "worker2.log"),
-    ):
-        _wait_for_log(tmp_path / "app.log", "subscribed to", app)
-        _publish_all(run_id)
-
-        engine = create_engine(_engine_url(driver, tmp_path))
-        deadline = time.monotonic() + DEADLINE
-        rows: list[tuple[str, int, float, float]] = []
+def _stored_rows(url: str, prefix: str, count: int) -> list[tuple[str, int, float, float]]:
+    """(reading_id, repeats, published_at, handled_at) rows under `prefix`, once `count` exist."""
+    engine = create_engine(url)
+    deadline = time.monotonic() + DEADLINE
+    rows: list[tuple[str, int, float, float]] = []
+    try:
         while time.monotonic() < deadline:
             with engine.connect() as connection:
                 rows = [
@@ -178,20 +169,56 @@ def test_every_published_reading_is_stored_exactly_once(driver: str, tmp_path: P
                             "SELECT reading_id, repeats, published_at, handled_at "
                             "FROM device_readings WHERE reading_id LIKE :prefix"
                         ),
-                        {"prefix": f"{run_id}-%"},
+                        {"prefix": f"{prefix}%"},
                     )
                 ]
-            if len(rows) >= MESSAGE_COUNT:
+            if len(rows) >= count:
                 break
-            time.sleep(0.25)
+            time.sleep(0.1)
+    finally:
         engine.dispose()
+    return rows
+
+
+def _latency_line(label: str, rows: list[tuple[str, int, float, float]]) -> str:
+    latencies = sorted((handled - published) * 1000 for _, _, published, handled in rows)
+    return (
+        f"{label}: p50 {statistics.median(latencies):.1f} ms, "
+        f"p95 {latencies[max(int(len(latencies) * 0.95) - 1, 0)]:.1f} ms, "
+        f"max {latencies[-1]:.1f} ms over {len(latencies)} jobs"
+    )
+
+
+@pytest.mark.parametrize("driver", ["redis", "mariadb", "sqlite"])
+def test_every_published_reading_is_stored_exactly_once(
+    driver: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_service("Mosquitto", MQTT_HOST, MQTT_PORT)
+    env = _driver_env(driver, tmp_path)
+    _reset_state(driver, tmp_path)
+    run_id = uuid.uuid4().hex[:10]
+    app_env = {**env, "LOG_LEVEL": "INFO"}
+    worker_args = ["--queue-work", "--queue", "readings,default", "--sleep", "1"]
+    burst = [f"{run_id}-burst-{i}" for i in range(MESSAGE_COUNT)]
+    trickle = [f"{run_id}-idle-{i}" for i in range(TRICKLE_COUNT)]
+
+    with (
+        _process(["--run"], app_env, tmp_path / "app.log") as app,
+        _process(worker_args, env, tmp_path / "worker1.log"),
+        _process(worker_args, env, tmp_path / "worker2.log"),
+    ):
+        _wait_for_log(tmp_path / "app.log", "subscribed to", app)
+        url = _engine_url(driver, tmp_path)
+        _publish(burst)
+        burst_rows = _stored_rows(url, f"{run_id}-burst-", MESSAGE_COUNT)
+        _publish(trickle, spacing=TRICKLE_SPACING)  # the workers are idle again
+        trickle_rows = _stored_rows(url, f"{run_id}-idle-", TRICKLE_COUNT)
 
         logs = "\n".join(
             p.read_text(errors="replace")[-3000:] for p in sorted(tmp_path.glob("*.log"))
         )
-        stored = {row[0] for row in rows}
-        assert stored == {f"{run_id}-{i}" for i in range(MESSAGE_COUNT)}, logs
-        assert len(rows) == MESSAGE_COUNT
+        rows = burst_rows + trickle_rows
+        assert sorted(row[0] for row in rows) == sorted(burst + trickle), logs
         assert [row for row in rows if row[1] != 0] == [], "a job ran more than once"
 
         reset()
@@ -202,9 +229,9 @@ def test_every_published_reading_is_stored_exactly_once(driver: str, tmp_path: P
         finally:
             reset()
 
-    latencies = sorted((handled - published) * 1000 for _, _, published, handled in rows)
-    print(
-        f"\n[{driver}] pickup latency publish -> handle() start over {len(latencies)} jobs: "
-        f"p50 {statistics.median(latencies):.1f} ms, "
-        f"p95 {latencies[int(len(latencies) * 0.95) - 1]:.1f} ms, max {latencies[-1]:.1f} ms"
-    )
+    with capsys.disabled():
+        print(f"\n[{driver}] pickup latency, publish -> handle() start")
+        print("  " + _latency_line(f"burst of {MESSAGE_COUNT}", burst_rows))
+        print(
+            "  " + _latency_line(f"idle, one every {TRICKLE_SPACING * 1000:.0f} ms", trickle_rows)
+        )
