@@ -133,8 +133,13 @@ class QueueDriver(ABC):
         """Delete a finished job. False (and no change) if the reservation is not live."""
 
     @abstractmethod
-    def release(self, job: ReservedJob, delay: float = 0.0) -> bool:
-        """Give a job back for another attempt after `delay` seconds. Fenced like `ack`."""
+    def release(self, job: ReservedJob, delay: float = 0.0, *, undo_attempt: bool = False) -> bool:
+        """Give a job back for another attempt after `delay` seconds. Fenced like `ack`.
+
+        With `undo_attempt=True` the attempt this reservation counted is taken
+        back (the worker was stopped before the job could finish: like Sidekiq's
+        shutdown requeue, that must not spend the job's max_tries budget).
+        """
 
     @abstractmethod
     def extend(self, job: ReservedJob) -> bool:
@@ -154,10 +159,14 @@ class QueueDriver(ABC):
 
     @abstractmethod
     def take_for_transfer(self, queue: str, limit: int) -> list[ReservedJob]:
-        """Reserve up to `limit` pending and delayed jobs without counting an attempt.
+        """Reserve up to `limit` pending, delayed and lease-expired jobs for a migration.
 
-        Used by `--queue-migrate`: each returned job has `available_at` set and
-        stays leased (so a crash returns it) until it is acked.
+        Used by `--queue-migrate`: each returned job has `available_at` set,
+        `attempts` and `payload` as the job should arrive in the target (no
+        attempt is counted for the move), and stays leased (so a crash returns
+        it) until it is acked. The transfer's token is fenced against the
+        reservation it replaces: a worker whose lease expired before the
+        migration took its job can no longer ack, release, extend or fail it.
         """
 
     @abstractmethod
