@@ -254,6 +254,22 @@ def test_bulk_adds_all_jobs_in_order(driver: QueueDriver) -> None:
         assert popped == expected
 
 
+def test_release_with_undo_attempt_gives_the_attempt_back(driver: QueueDriver) -> None:
+    env = envelope()
+    driver.push("default", env.to_json())
+    first = pop_now(driver)
+    assert first is not None and first.attempts == 1
+    assert driver.release(first, 0, undo_attempt=True)
+    again = pop_now(driver)
+    assert again is not None and again.id == env.id
+    assert again.attempts == 1
+    assert '"attempts":1,' in again.payload
+    assert driver.release(again, 0)
+    third = pop_now(driver)
+    assert third is not None and third.attempts == 2
+    assert driver.ack(third)
+
+
 def test_take_for_transfer_leases_jobs_without_counting_an_attempt(
     driver: QueueDriver,
 ) -> None:
@@ -300,6 +316,27 @@ def test_take_for_transfer_retakes_a_job_whose_lease_expired(
     assert [job.id for job in again] == [env.id]
     assert again[0].attempts == 0
     assert driver.ack(again[0])
+    assert not driver.contains("default", env.id)
+
+
+def test_transfer_fences_out_the_worker_whose_lease_expired(
+    make: Callable[..., QueueDriver],
+) -> None:
+    driver = make(retry_after=1)
+    env = envelope()
+    driver.push("default", env.to_json())
+    stale = pop_now(driver)
+    assert stale is not None and stale.attempts == 1
+    time.sleep(1.3)  # the worker is cut off; its lease runs out
+    [taken] = driver.take_for_transfer("default", 10)
+    assert taken.id == env.id
+    assert taken.attempts == 1  # the worker's attempt happened; the move counts none
+    assert not driver.extend(stale)
+    assert not driver.ack(stale)
+    assert not driver.release(stale, 0)
+    assert not driver.fail(stale, "late")
+    assert driver.failed_store.counts() == {}
+    assert driver.ack(taken)
     assert not driver.contains("default", env.id)
 
 
