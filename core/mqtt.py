@@ -44,6 +44,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from config.settings import ConfigError, Settings
 from core.message import Message, PayloadError
@@ -57,6 +58,11 @@ RECONNECT_MIN_DELAY = 1
 RECONNECT_MAX_DELAY = 30
 #: Seconds before the second attempt of a failing handler; doubles per attempt.
 HANDLER_RETRY_DELAY = 0.05
+#: Highest QoS we subscribe with. paho answers a QoS 2 PUBLISH with PUBREC before
+#: the handler runs and, with manual acks, ignores a redelivered PUBREL it does not
+#: know: a crash mid-handler would lose the message and leak a broker in-flight
+#: slot. Acking after the handler is only sound up to QoS 1 (at least once).
+MAX_SUBSCRIBE_QOS = 1
 #: Seconds `stop()` waits for the network thread to finish.
 STOP_TIMEOUT = 10.0
 #: QoS of dead-letter publications: at least once, so a poison message is not lost twice.
@@ -187,7 +193,16 @@ class MqttRuntime:
         self.host: str = settings.mqtt_host
         self.port = settings.mqtt_port
         self.client_id = client_id or settings.mqtt_client_id or generated_client_id()
-        self.subscriptions = [(sub.topic, sub.qos) for sub in subscriptions]
+        self.subscriptions = [(sub.topic, min(sub.qos, MAX_SUBSCRIBE_QOS)) for sub in subscriptions]
+        for sub in subscriptions:
+            if sub.qos > MAX_SUBSCRIBE_QOS:
+                log.warning(
+                    "route %s asks for QoS %d; subscribing with QoS %d (at least once, acked "
+                    "after the handler)",
+                    sub.topic,
+                    sub.qos,
+                    MAX_SUBSCRIBE_QOS,
+                )
         self._dispatcher = dispatcher
         self._v5 = settings.mqtt_protocol == "5"
         self._attempts = settings.mqtt_handler_retries
@@ -315,11 +330,27 @@ class MqttRuntime:
             self.ready.set()
             return
         self._pending_subscribe.clear()
-        result, mid = client.subscribe(self.subscriptions)
+        result, mid = client.subscribe(self._subscribe_request())
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             log.error("could not send SUBSCRIBE for %s: %s", self.describe, result)
             return
         self._pending_subscribe[mid] = [topic for topic, _ in self.subscriptions]
+
+    def _subscribe_request(self) -> list[tuple[str, Any]]:
+        """SUBSCRIBE entries; on MQTT 5 retained messages come only for a new subscription.
+
+        A reconnect resubscribes every route; without RetainHandling=1 the broker
+        would resend every retained message and handlers would run for them again.
+        """
+        if not self._v5:
+            return list(self.subscriptions)
+        return [
+            (
+                topic,
+                SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB),
+            )
+            for topic, qos in self.subscriptions
+        ]
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         log.warning("cannot reach MQTT broker for %s; retrying with backoff", self.describe)
@@ -395,7 +426,10 @@ class MqttRuntime:
                 )
                 self._dead_letter(message, exc, attempt)
                 return
-            except Exception as exc:
+            except BaseException as exc:
+                # SystemExit from a handler must not end the network thread.
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
                 self.handler_failures += 1
                 if attempt < self._attempts:
                     log.warning(

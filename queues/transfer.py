@@ -11,11 +11,14 @@ deleted from the source (`ack`). So:
 * no duplicate on a re-run: a job already copied is recognised by its id and
   only deleted from the source.
 
-Known gap (drivers): `take_for_transfer` takes only pending and delayed jobs, so
-the jobs a dead run had leased come back only through a worker's `pop` once the
-lease expires, and a worker then runs a job that may already be in the target.
-Until the drivers also hand out expired transfer leases, re-run the migration
-with the source's workers stopped and check `--queue-status` for reserved jobs.
+A re-run after a dead run's lease expired takes those jobs again (the drivers
+hand out expired leases to a migration, fenced against their old holder), so it
+finishes the move.
+
+Each job's lease is renewed (`extend`) right before it is copied, and a job
+whose lease was lost meanwhile is skipped, not copied: a slow target cannot
+make a batch outlive its leases and have source workers run jobs that are also
+copied.
 
 Remaining window: if a copied job is run and finished by a target worker, and
 the transfer dies before acking it in the source, the source's copy comes back
@@ -31,8 +34,8 @@ from dataclasses import dataclass, field
 
 from queues.drivers.base import QueueDriver
 
-#: Jobs leased from the source per round trip.
-TRANSFER_BATCH = 100
+#: Jobs leased from the source per round trip; small, so leases stay short-lived.
+TRANSFER_BATCH = 20
 
 
 @dataclass
@@ -41,7 +44,7 @@ class TransferReport:
 
     moved: dict[str, int] = field(default_factory=dict)  #: added to the target
     already_there: dict[str, int] = field(default_factory=dict)  #: copied by an earlier run
-    lost_lease: dict[str, int] = field(default_factory=dict)  #: source ack refused
+    lost_lease: dict[str, int] = field(default_factory=dict)  #: lease lost before copy or ack
 
     @property
     def total_moved(self) -> int:
@@ -66,6 +69,9 @@ def transfer(
             if not jobs:
                 break
             for job in jobs:
+                if not source.extend(job):
+                    lost += 1  # a worker took it after the lease ran out: it stays there
+                    continue
                 if target.contains(queue, job.id):
                     already += 1
                 else:

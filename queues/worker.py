@@ -291,12 +291,16 @@ class Worker:
             job = _build_job(cls, envelope, reserved)
             self._run_attempt(reserved, job, envelope, timeout)
         except WorkerStopping:
-            released = self.driver.release(reserved, 0)
+            # The stop interrupted it: give the attempt back so the job's
+            # max_tries budget is not spent by a deploy (Sidekiq does the same).
+            released = self._settle(
+                "release", reserved, lambda: self.driver.release(reserved, 0, undo_attempt=True)
+            )
             logger.warning(
                 "job %s stopped after the %g s shutdown grace period; %s",
                 label,
                 self.grace,
-                "released for another worker" if released else "lease already lost",
+                "released for another worker" if released else "not released (see above)",
             )
             return
         except BaseException as exc:
@@ -304,15 +308,10 @@ class Worker:
             self._on_exception(reserved, cls, envelope, job, exc, max_tries, elapsed)
             return
         elapsed = time.monotonic() - started
-        if self.driver.ack(reserved):
+        if self._settle("ack", reserved, lambda: self.driver.ack(reserved)):
             logger.info("job %s finished in %.3f s", label, elapsed)
         else:
-            logger.warning(
-                "job %s finished in %.3f s but its ack was refused: the lease was lost and "
-                "another worker may run it again",
-                label,
-                elapsed,
-            )
+            logger.warning("job %s finished in %.3f s but was not acked", label, elapsed)
 
     def _run_attempt(
         self, reserved: ReservedJob, job: Job, envelope: Envelope, timeout: float | None
@@ -369,7 +368,9 @@ class Worker:
         if reserved.attempts < max_tries:
             delay = backoff_delay(self._backoff(cls, envelope), reserved.attempts)
             if envelope.retry_until is None or time.time() + delay < envelope.retry_until:
-                released = self.driver.release(reserved, delay)
+                released = self._settle(
+                    "release", reserved, lambda: self.driver.release(reserved, delay)
+                )
                 logger.warning(
                     "job %s attempt %d/%d failed after %.3f s: %s: %s; %s",
                     label,
@@ -378,9 +379,7 @@ class Worker:
                     elapsed,
                     type(exc).__name__,
                     exc,
-                    f"retry in {delay:.3f} s"
-                    if released
-                    else "release refused: the lease was lost",
+                    f"retry in {delay:.3f} s" if released else "not released (see above)",
                 )
                 return
             text += "\nNot retried: retry_until passes before the next attempt.\n"
@@ -429,18 +428,32 @@ class Worker:
                 hook_error,
             )
 
-    def _fail(self, reserved: ReservedJob, text: str) -> bool:
+    def _settle(self, action: str, reserved: ReservedJob, call: Callable[[], bool]) -> bool:
+        """Run an ack or release; a refusal or a backend error is logged, never raised.
+
+        The worker outlives a backend outage: a job whose ack could not be sent
+        comes back when its lease expires (at-least-once, never lost).
+        """
         try:
-            ok = self.driver.fail(reserved, text)
+            done = call()
         except Exception as exc:
-            logger.error("job %s: cannot move it to the failed store: %s", reserved.id, exc)
-            return False
-        if not ok:
-            logger.warning(
-                "job %s: fail refused: the lease was lost and another worker may run it",
+            logger.error(
+                "job %s: cannot %s it (%s); it returns when its lease expires",
                 reserved.id,
+                action,
+                exc,
             )
-        return ok
+            return False
+        if not done:
+            logger.warning(
+                "job %s: %s refused: the lease was lost and another worker may run it",
+                reserved.id,
+                action,
+            )
+        return done
+
+    def _fail(self, reserved: ReservedJob, text: str) -> bool:
+        return self._settle("fail", reserved, lambda: self.driver.fail(reserved, text))
 
     # -- policy -------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from app.middleware.json_validation import JsonValidation
 from config.settings import ConfigError
@@ -306,3 +308,76 @@ def test_wrong_password_is_refused_and_logged_without_the_password(
     assert refusals, "the refused connection was not logged"
     assert "authori" in refusals[0].lower() or "password" in refusals[0].lower()
     assert wrong not in caplog.text
+
+
+def test_a_handler_raising_system_exit_is_dead_lettered_and_the_loop_goes_on(
+    mqtt_broker: tuple[str, int],
+) -> None:
+    host, port = mqtt_broker
+    prefix = unique_prefix("exit")
+    seen: list[str] = []
+    router = Router()
+
+    def leave(message: Message) -> None:
+        raise SystemExit(3)
+
+    router.on(f"{prefix}/exit", leave, qos=1)
+    router.on(f"{prefix}/ok", lambda m: seen.append(m.topic), qos=1)
+    settings = make_settings(
+        host, port, mqtt_handler_retries=1, mqtt_dead_letter_topic=f"{prefix}/dead"
+    )
+    with (
+        collector(host, port, f"{prefix}/dead/#") as dead,
+        running_runtime(settings, router, router.subscriptions("g")) as runtime,
+        publisher(host, port) as pub,
+    ):
+        pub.publish(f"{prefix}/exit", b"bye", qos=1)
+        pub.publish(f"{prefix}/ok", b"still here", qos=1)
+        assert len(dead.wait_for(1)) == 1
+        assert wait_until(lambda: seen == [f"{prefix}/ok"])
+        assert runtime.alive
+
+
+def test_qos2_routes_are_subscribed_at_qos1(caplog: pytest.LogCaptureFixture) -> None:
+    router = Router()
+    router.on("orders/{id}", lambda m: None, qos=2)
+    runtime = MqttRuntime(make_settings("127.0.0.1", 1883), router, router.subscriptions("g"))
+    assert runtime.subscriptions == [("orders/+", 1)]
+    assert "asks for QoS 2; subscribing with QoS 1" in caplog.text
+
+
+def test_mqtt5_reconnect_does_not_redeliver_retained_messages(
+    mqtt_broker: tuple[str, int],
+) -> None:
+    host, port = mqtt_broker
+    prefix = unique_prefix("retained")
+    client_id = f"test-retained-{uuid.uuid4().hex[:8]}"
+    seen: list[bytes] = []
+    router = Router()
+    router.on(f"{prefix}/state", lambda m: seen.append(m.payload), qos=1)
+    settings = make_settings(
+        host, port, mqtt_protocol="5", mqtt_persistent_session=True, mqtt_client_id=client_id
+    )
+    with publisher(host, port) as pub:
+        pub.client.publish(f"{prefix}/state", b"on", qos=1, retain=True).wait_for_publish(5)
+        try:
+            with running_runtime(settings, router, router.subscriptions("g")) as runtime:
+                assert wait_until(lambda: seen == [b"on"])  # a new subscription gets it
+                # Take the session over without wiping it: the runtime is disconnected,
+                # reconnects to the same session and resubscribes.
+                intruder = paho.Client(
+                    CallbackAPIVersion.VERSION2,
+                    client_id=client_id,
+                    protocol=paho.MQTTv5,
+                )
+                expiry = Properties(PacketTypes.CONNECT)
+                expiry.SessionExpiryInterval = 60
+                intruder.connect(host, port, clean_start=False, properties=expiry)
+                intruder.loop(1.0)
+                intruder.disconnect(properties=None)
+                assert wait_until(lambda: runtime.connections == 2 and runtime.ready.is_set())
+                pub.publish(f"{prefix}/state", b"marker", qos=1)
+                assert wait_until(lambda: b"marker" in seen)
+            assert seen == [b"on", b"marker"]
+        finally:
+            pub.client.publish(f"{prefix}/state", b"", qos=1, retain=True).wait_for_publish(5)

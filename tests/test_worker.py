@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -258,6 +259,8 @@ def test_grace_period_over_releases_the_job_and_exits_zero(driver, queue, tmp_pa
     assert lines(out) == ["start"]
     sizes = driver.sizes(queue)
     assert (sizes.pending, sizes.reserved) == (1, 0)  # released at once for another worker
+    again = driver.pop([queue])
+    assert again is not None and again.attempts == 1  # the interrupted attempt was given back
 
 
 @pytest.mark.parametrize("connection", ["redis", "database"])
@@ -307,3 +310,35 @@ def test_second_signal_exits_at_once_and_the_lease_keeps_the_job(queue, tmp_path
     assert lines(out) == ["start"]
     assert driver.sizes(queue).reserved == 1  # comes back when the lease expires
     driver.close()
+
+
+def test_a_dead_backend_at_ack_time_does_not_kill_the_worker(tmp_path, caplog):
+    from config.settings import Settings
+    from core.broker import free_port
+    from core.redis_connection import build_redis
+    from queues.drivers.redis import RedisDriver, RedisFailedStore
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = build_redis(Settings(redis_host="127.0.0.1", redis_port=port))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                break
+            except Exception:
+                time.sleep(0.05)
+        driver = RedisDriver(client, RedisFailedStore(client), retry_after=90)
+        put(driver, jobs.KillServerJob(pid=server.pid), "default")
+        caplog.set_level(logging.ERROR)
+        worker = make_worker(driver, "default", max_jobs=1, max_time=30)
+        assert worker.run() == 0  # the ack failed, the worker carried on
+        assert "cannot ack it" in caplog.text
+    finally:
+        server.kill()
+        server.wait()

@@ -4,6 +4,8 @@ another process can see what ran, when, and how often."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -124,3 +126,10 @@ class AbstractBase(Job):
     """Not registered: abstract."""
 
     abstract = True
+
+
+class KillServerJob(Job):
+    """SIGKILLs a (private) server process, so the worker's ack meets a dead backend."""
+
+    def handle(self) -> None:
+        os.kill(int(self.pid), signal.SIGKILL)
