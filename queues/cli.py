@@ -371,7 +371,8 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
     retried, problems = 0, 0
     skipped: set[str] = set()
     while True:
-        batch = [f for f in store.all(queue, RETRY_BATCH) if f.id not in skipped]
+        # Fetch past the ones that could not be retried, or they would fill every batch.
+        batch = [f for f in store.all(queue, RETRY_BATCH + len(skipped)) if f.id not in skipped]
         if not batch:
             break
         for failed in batch:
