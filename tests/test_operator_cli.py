@@ -191,3 +191,28 @@ def test_wrong_arguments_fail_in_one_line(tmp_path, command, expected):
     result = run_main(command, main_env("database", tmp_path))
     assert expected in one_error_line(result)
     assert result.returncode == 2
+
+
+def test_retry_all_gets_past_records_that_cannot_be_retried(tmp_path, monkeypatch):
+    import argparse
+
+    from config.settings import load_settings
+    from queues import cli
+    from queues.connections import configure, get_driver, get_failed_store, reset
+    from queues.envelope import Envelope
+
+    monkeypatch.setattr(cli, "RETRY_BATCH", 2)
+    settings = load_settings({"SQLITE_PATH": str(tmp_path / "q.db")}, dotenv_path=None)
+    configure(settings)
+    try:
+        store = get_failed_store(settings)
+        good = Envelope(job="RecordJob", data={}, queue="retry-q")
+        store.add("database", "retry-q", good.to_json(), "RuntimeError: boom")
+        for n in range(3):  # newer than the good one, and not envelopes
+            store.add("database", "retry-q", f"not json {n}", "RuntimeError: boom")
+        args = argparse.Namespace(queue_retry="all", queue="retry-q")
+        assert cli.retry_command(args, settings) == 1  # three could not be retried
+        assert get_driver("database", settings).contains("retry-q", good.id)
+        assert len(store.all("retry-q")) == 3
+    finally:
+        reset()
