@@ -373,3 +373,130 @@ def test_fail_into_a_store_on_another_database_keeps_the_job_in_exactly_one_plac
     assert store.counts() == {"default": 1}, "the refused failure must be taken back"
     assert driver.contains("default", stale.id)
     store_engine.dispose()
+
+
+def _attempts_column(engine: Engine) -> list[int]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT attempts FROM queue_jobs ORDER BY id")).all()
+    return [int(row[0]) for row in rows]
+
+
+def test_release_undoing_the_attempt_is_fenced_and_never_goes_below_zero(
+    backend: tuple[str, Engine],
+) -> None:
+    _, engine = backend
+    driver = _driver(engine)
+    env = Envelope(job="tests.noop", data={})
+    driver.push("default", env.to_json())
+    first = driver.pop(["default"])
+    assert first is not None and driver.release(first)
+    second = driver.pop(["default"])
+    assert second is not None and second.attempts == 2
+    assert not driver.release(first, undo_attempt=True), "a stale token must not undo"
+    assert _attempts_column(engine) == [2]
+    assert driver.release(second, undo_attempt=True)
+    assert _attempts_column(engine) == [1]
+    [moving] = driver.take_for_transfer("default", 10)  # a lease holding 1 attempt
+    assert driver.release(moving, undo_attempt=True)
+    assert _attempts_column(engine) == [0]
+    [moving] = driver.take_for_transfer("default", 10)  # a lease holding 0 attempts
+    assert moving.attempts == 0
+    assert driver.release(moving, undo_attempt=True)
+    assert _attempts_column(engine) == [0]
+
+
+def test_transfer_of_an_expired_reservation_bumps_the_row_but_reports_the_old_count(
+    backend: tuple[str, Engine],
+) -> None:
+    _, engine = backend
+    driver = _driver(engine, retry_after=1)
+    leased, pending = _envelopes(2)
+    driver.push("default", leased.to_json())
+    stale = driver.pop(["default"])
+    assert stale is not None and stale.attempts == 1
+    driver.push("default", pending.to_json())
+    time.sleep(1.3)
+    taken = driver.take_for_transfer("default", 10)
+    assert [job.id for job in taken] == [leased.id, pending.id]
+    assert [job.attempts for job in taken] == [1, 0]
+    assert [Envelope.from_json(job.payload).attempts for job in taken] == [1, 0]
+    assert _attempts_column(engine) == [2, 0], "only the expired reservation is fenced"
+    assert not driver.ack(stale)
+    assert all(driver.ack(job) for job in taken)
+    assert driver.queues() == []
+
+
+def test_delayed_job_of_a_dead_migration_does_not_run_before_it_is_due(
+    backend: tuple[str, Engine],
+) -> None:
+    _, engine = backend
+    driver = _driver(engine, retry_after=1)
+    env = Envelope(job="tests.noop", data={})
+    driver.later("default", env.to_json(), 30)
+    [taken] = driver.take_for_transfer("default", 10)  # the migration then dies
+    assert taken.id == env.id
+    time.sleep(1.3)  # its lease is over; the job is still 28 s from due
+    assert driver.pop(["default"]) is None
+    [again] = driver.take_for_transfer("default", 10)  # a re-run still finishes the move
+    assert again.id == env.id and again.attempts == 0
+    assert again.available_at is not None and again.available_at - time.time() > 20
+    assert driver.ack(again)
+
+
+def test_a_job_arrives_with_the_attempts_its_envelope_already_spent(
+    backend: tuple[str, Engine],
+) -> None:
+    _, engine = backend
+    driver = _driver(engine)
+    pushed, later, bulked = (
+        Envelope(job="tests.noop", data={"n": n}, attempts=2) for n in range(3)
+    )
+    driver.push("default", pushed.to_json())
+    driver.later("default", later.to_json(), 0.01)
+    driver.bulk([("default", bulked.to_json(), 0.0)])
+    assert _attempts_column(engine) == [2, 2, 2]
+    time.sleep(0.05)
+    for env in (pushed, later, bulked):
+        job = driver.pop(["default"])
+        assert job is not None and job.id == env.id
+        assert job.attempts == 3
+        assert Envelope.from_json(job.payload).attempts == 3
+        assert driver.ack(job)
+
+
+def test_bulk_on_mariadb_keeps_each_jobs_own_attempts(mariadb_engine: Engine) -> None:
+    driver = _driver(mariadb_engine)
+    envelopes = [Envelope(job="tests.noop", data={}, attempts=n % 3) for n in range(7)]
+    driver.bulk([("default", env.to_json(), 0.0) for env in envelopes])
+    assert _attempts_column(mariadb_engine) == [n % 3 for n in range(7)]
+
+
+@pytest.mark.parametrize(
+    ("system_zone", "session_zone", "safe"),
+    [
+        ("UTC", "SYSTEM", True),
+        ("CEST", "SYSTEM", False),
+        ("EST", "SYSTEM", False),
+        ("CET", "+00:00", True),
+        ("CET", "+02:00", True),
+        ("UTC", "Europe/Berlin", False),
+        ("UTC", "Etc/UTC", True),
+    ],
+)
+def test_time_zone_check_accepts_only_zones_without_daylight_saving(
+    system_zone: str, session_zone: str, safe: bool
+) -> None:
+    assert database.time_zone_is_dst_free(system_zone, session_zone) is safe
+
+
+def test_engine_warns_about_the_time_zone_exactly_when_it_may_observe_dst(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = engine_from_url(_private_mariadb())
+    try:
+        with caplog.at_level("WARNING", logger="core.database"), engine.connect() as connection:
+            zone = connection.execute(text("SELECT @@system_time_zone, @@time_zone")).one()
+    finally:
+        engine.dispose()
+    warned = [r for r in caplog.records if "daylight saving" in r.getMessage()]
+    assert database.time_zone_is_dst_free(str(zone[0]), str(zone[1])) == (warned == [])

@@ -15,14 +15,27 @@ queries, so `reserved_at < DATE_SUB(NOW(), INTERVAL 1 HOUR)` tells the truth);
 SQLite uses UTC `'now'`, the basis of its `datetime('now')`, stored as
 `YYYY-MM-DD HH:MM:SS.SSS` text that sorts and compares like the time it names.
 
+REQUIREMENT on MySQL/MariaDB: the server's time zone must be UTC (or a fixed
+offset without daylight saving time). DATETIME columns store wall-clock time of
+the session zone, so a DST jump moves `NOW(6)` against every stored time: one
+hour forward expires every lease at once (jobs run twice), one hour back holds
+delayed jobs and expired leases an extra hour. The session zone is left as the
+server's on purpose, so the spec's monitoring queries typed by an operator agree
+with the driver; `core.database` logs a warning when the zone may observe DST.
+
 Fencing: a reservation's token is `"{id}:{attempts}"`; `attempts` grows at every
 reservation, so a later reservation of the same row has another token. `ack`,
 `release`, `extend` and `fail` match on `(id, attempts)` and on a lease that has
 not expired (`reserved_at > now - retry_after`); anything else changes nothing.
+`release(undo_attempt=True)` lowers `attempts` again; the row is then pending,
+so no live reservation can carry the lowered count's old token (see
+`take_for_transfer` for the one exception).
 
-A claimed job's payload is the stored envelope with its leading `"attempts"`
-count set to the row's `attempts` column (the row itself keeps the payload as
-pushed: the column is the truth, and large payloads are not rewritten per claim).
+Attempts: the `attempts` column starts at the count in the pushed envelope's
+`{"attempts":N,` prefix (a job moved from Redis keeps the attempts it spent
+there) and each claim adds one. A claimed job's payload is the stored envelope
+with that prefix set to the column (the row itself keeps the payload as pushed:
+the column is the truth, and large payloads are not rewritten per claim).
 
 Deadlocks (1213), lock-wait timeouts (1205) and SQLite "database is locked" are
 retried with jittered backoff; they never reach the caller as a job failure.
@@ -79,7 +92,7 @@ BULK_ROWS_PER_STATEMENT = 500
 CONNECTION_NAME = "database"
 
 _ENVELOPE_ID = re.compile(r'^\{"attempts":-?\d+,"id":"((?:[^"\\]|\\.)*)"')
-_ATTEMPTS_PREFIX = re.compile(r'^\{"attempts":-?\d+,')
+_ATTEMPTS_PREFIX = re.compile(r'^\{"attempts":(-?\d+),')
 
 T = TypeVar("T")
 
@@ -210,6 +223,12 @@ def with_attempts(payload: str, attempts: int) -> str:
     A payload that is not an envelope is returned unchanged.
     """
     return _ATTEMPTS_PREFIX.sub(f'{{"attempts":{attempts},', payload, count=1)
+
+
+def stored_attempts(payload: str) -> int:
+    """The attempts count a pushed payload carries in its prefix (0 if none or negative)."""
+    match = _ATTEMPTS_PREFIX.match(payload)
+    return max(int(match.group(1)), 0) if match else 0
 
 
 def _parse_token(token: str) -> tuple[int, int] | None:
@@ -362,15 +381,20 @@ class DatabaseDriver(QueueDriver):
         )
         expired = (
             "SELECT id, attempts, payload FROM queue_jobs WHERE queue = :queue "
-            f"AND reserved_at <= {expiry} ORDER BY id LIMIT 1"
+            f"AND reserved_at <= {expiry} AND available_at <= {now} ORDER BY id LIMIT 1"
         )
+        # The expired half checks available_at too: a delayed job leased by a
+        # migration that died must not run before it is due (a worker's own
+        # reservation is always of a due job, so this never holds one back).
         # A migration also takes jobs whose lease expired (a dead migration's or a
         # dead worker's), so a re-run after the lease finishes the move.
         transferable = f"(reserved_at IS NULL OR reserved_at <= {expiry})"
         self._insert_sql = (
             "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) VALUES "
         )
-        self._push = text(self._insert_sql + f"(:queue, :payload, 0, {clock.at('delay')}, {now})")
+        self._push = text(
+            self._insert_sql + f"(:queue, :payload, :attempts, {clock.at('delay')}, {now})"
+        )
         if self._mysql:
             # Each half locks its head row, skipping rows other workers hold, and
             # the lower id of the (at most) two is claimed; the other stays locked
@@ -382,14 +406,6 @@ class DatabaseDriver(QueueDriver):
             self._mark = text(
                 f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1 WHERE id = :id"
             )
-            self._transfer_select = text(
-                f"SELECT id, attempts, payload, {clock.unix('available_at')} FROM queue_jobs "
-                f"WHERE queue = :queue AND {transferable} ORDER BY id LIMIT :limit "
-                "FOR UPDATE SKIP LOCKED"
-            )
-            self._transfer_mark = text(
-                f"UPDATE queue_jobs SET reserved_at = {now} WHERE id IN :ids"
-            ).bindparams(bindparam("ids", expanding=True))
         else:
             # BEGIN IMMEDIATE holds the write lock, so the row chosen is still free.
             self._claim = text(
@@ -398,15 +414,28 @@ class DatabaseDriver(QueueDriver):
                 f"SELECT id FROM ({pending}) UNION ALL SELECT id FROM ({expired}))) "
                 "RETURNING id, attempts, payload"
             )
-            self._transfer_select = text(
-                f"UPDATE queue_jobs SET reserved_at = {now} WHERE id IN "
-                f"(SELECT id FROM queue_jobs WHERE queue = :queue AND {transferable} "
-                "ORDER BY id LIMIT :limit) "
-                f"RETURNING id, attempts, payload, {clock.unix('available_at')}"
-            )
+        # The transfer reads, then marks, inside one transaction: on MySQL the
+        # rows are locked (SKIP LOCKED), on SQLite BEGIN IMMEDIATE holds the write
+        # lock. Read first because the reported attempts are the PRE-bump count.
+        self._transfer_select = text(
+            f"SELECT id, attempts, payload, {clock.unix('available_at')}, "
+            "CASE WHEN reserved_at IS NULL THEN 0 ELSE 1 END FROM queue_jobs "
+            f"WHERE queue = :queue AND {transferable} ORDER BY id LIMIT :limit"
+            + (" FOR UPDATE SKIP LOCKED" if self._mysql else "")
+        )
+        # attempts is assigned before reserved_at: MySQL evaluates SET left to
+        # right, so the CASE must still see the old reserved_at.
+        self._transfer_mark = text(
+            "UPDATE queue_jobs SET "
+            "attempts = attempts + CASE WHEN reserved_at IS NULL THEN 0 ELSE 1 END, "
+            f"reserved_at = {now} WHERE id IN :ids"
+        ).bindparams(bindparam("ids", expanding=True))
         self._ack = text(f"DELETE FROM queue_jobs WHERE {live}")
-        self._release = text(
-            f"UPDATE queue_jobs SET reserved_at = NULL, available_at = {clock.at('delay')} "
+        release = f"UPDATE queue_jobs SET reserved_at = NULL, available_at = {clock.at('delay')}"
+        self._release = text(f"{release} WHERE {live}")
+        # The WHERE sees the row before the SET, so the fence uses the counted attempts.
+        self._release_undo = text(
+            f"{release}, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
             f"WHERE {live}"
         )
         self._extend = text(f"UPDATE queue_jobs SET reserved_at = {now} WHERE {live}")
@@ -434,7 +463,12 @@ class DatabaseDriver(QueueDriver):
 
     def later(self, queue: str, payload: str, delay: float) -> None:
         """Insert a job that becomes available `delay` seconds from now (database clock)."""
-        params = {"queue": queue, "payload": payload, "delay": self._clock.offset(max(delay, 0.0))}
+        params = {
+            "queue": queue,
+            "payload": payload,
+            "attempts": stored_attempts(payload),
+            "delay": self._clock.offset(max(delay, 0.0)),
+        }
         run_transaction(self.engine, lambda c: self._hot(c, self._push, params))
 
     def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
@@ -446,7 +480,13 @@ class DatabaseDriver(QueueDriver):
             if not self._mysql:  # sqlite3's executemany is a loop in C: fastest there
                 offset = self._clock.offset
                 rows = [
-                    {"queue": q, "payload": p, "delay": offset(max(d, 0.0))} for q, p, d in jobs
+                    {
+                        "queue": q,
+                        "payload": p,
+                        "attempts": stored_attempts(p),
+                        "delay": offset(max(d, 0.0)),
+                    }
+                    for q, p, d in jobs
                 ]
                 connection.execute(self._push, rows)
                 return
@@ -463,10 +503,12 @@ class DatabaseDriver(QueueDriver):
         params: dict[str, Any] = {}
         for index, (queue, payload, delay) in enumerate(chunk):
             rows.append(
-                f"(:q{index}, :p{index}, 0, {self._clock.at(f'd{index}')}, {self._clock.now})"
+                f"(:q{index}, :p{index}, :a{index}, {self._clock.at(f'd{index}')}, "
+                f"{self._clock.now})"
             )
             params[f"q{index}"] = queue
             params[f"p{index}"] = payload
+            params[f"a{index}"] = stored_attempts(payload)
             params[f"d{index}"] = self._clock.offset(max(delay, 0.0))
         return text(self._insert_sql + ", ".join(rows)), params
 
@@ -475,8 +517,8 @@ class DatabaseDriver(QueueDriver):
     def pop(self, queues: Sequence[str], block: float = 0.0) -> ReservedJob | None:
         """Reserve the oldest available job of the first queue (in the given order) that has one.
 
-        Expired reservations count as available (their attempts were counted
-        when they were reserved). With `block > 0`, polls every
+        Expired reservations of due jobs count as available (their attempts
+        were counted when they were reserved). With `block > 0`, polls every
         `BLOCKING_POLL_SECONDS` until a job is claimed or `block` seconds pass.
         """
         deadline = time.monotonic() + block
@@ -532,9 +574,14 @@ class DatabaseDriver(QueueDriver):
         """Delete the job if this reservation is still live; else change nothing, False."""
         return self._fenced(self._ack, job)
 
-    def release(self, job: ReservedJob, delay: float = 0.0) -> bool:
-        """Make the job available again after `delay` seconds; fenced like `ack`."""
-        return self._fenced(self._release, job, delay=self._clock.offset(max(delay, 0.0)))
+    def release(self, job: ReservedJob, delay: float = 0.0, *, undo_attempt: bool = False) -> bool:
+        """Make the job available again after `delay` seconds; fenced like `ack`.
+
+        With `undo_attempt` the same fenced UPDATE also takes back the attempt
+        this reservation counted (never below 0).
+        """
+        statement = self._release_undo if undo_attempt else self._release
+        return self._fenced(statement, job, delay=self._clock.offset(max(delay, 0.0)))
 
     def extend(self, job: ReservedJob) -> bool:
         """Renew the lease to `retry_after` seconds from now; fenced like `ack`."""
@@ -596,9 +643,21 @@ class DatabaseDriver(QueueDriver):
     def take_for_transfer(self, queue: str, limit: int) -> list[ReservedJob]:
         """Reserve up to `limit` pending, delayed and lease-expired jobs, oldest first.
 
-        Attempts stay unchanged. Each job's token is `"{id}:{attempts}:transfer"`:
-        `ack` deletes it while the transfer lease is live; after the lease expires
-        a worker's claim counts an attempt and so fences the transfer out.
+        Each job is reported with the attempts it should carry into the target
+        (no attempt is counted for the move). A row taken from an expired
+        reservation gets `attempts + 1` in the same UPDATE, exactly like a
+        worker's claim of it: that fences out the old holder (a worker cut off
+        from the database, not dead, can no longer ack, release, extend or fail
+        it). The job is still reported with the PRE-bump count (the old holder's
+        attempt happened; the move counts none), while its token
+        `"{id}:{attempts}:transfer"` carries the post-bump count the row holds, so
+        the migration's own `ack` matches. A pending or delayed row keeps its
+        attempts: nothing else holds it. After the transfer lease expires, a
+        worker's claim counts an attempt and so fences the transfer out.
+
+        Edge: a row a dead migration had taken is bumped when a second migration
+        re-takes it, so the source row counts one attempt too many while it stays
+        there (the target still gets the right count, and an ack removes the row).
         """
         if limit <= 0:
             return []
@@ -610,7 +669,7 @@ class DatabaseDriver(QueueDriver):
 
         def work(connection: Connection) -> list[Any]:
             rows = list(connection.execute(self._transfer_select, params).all())
-            if self._mysql and rows:
+            if rows:
                 connection.execute(self._transfer_mark, {"ids": [int(r[0]) for r in rows]})
             return rows
 
@@ -621,10 +680,10 @@ class DatabaseDriver(QueueDriver):
                 queue=queue,
                 payload=with_attempts(str(payload), int(attempts)),
                 attempts=int(attempts),
-                token=f"{int(job_id)}:{int(attempts)}:transfer",
+                token=f"{int(job_id)}:{int(attempts) + int(was_leased)}:transfer",
                 available_at=float(available_at),
             )
-            for job_id, attempts, payload, available_at in rows
+            for job_id, attempts, payload, available_at, was_leased in rows
         ]
 
     def contains(self, queue: str, job_id: str) -> bool:

@@ -6,9 +6,14 @@ than the spec's, the reason is written beside it; every type stays in the spec's
 family (an integer key, TEXT payloads, DATETIME times).
 
 No column is added for leases: a reservation is fenced by `(id, attempts)`
-because `attempts` grows at every reservation, a heartbeat moves `reserved_at`
+because `attempts` grows at every reservation of a job (a worker's claim, and a
+migration's take-over of an expired lease), a heartbeat moves `reserved_at`
 forward, and a reservation has expired when `reserved_at` is older than the
-driver's `retry_after`.
+driver's `retry_after`. `attempts` starts at the count the pushed envelope
+carries (a job moved from another driver keeps what it spent there).
+
+Times on MySQL/MariaDB are DATETIME in the session time zone, which must be UTC
+or a fixed offset (see queues/drivers/database.py: a DST jump moves every lease).
 """
 
 from __future__ import annotations
