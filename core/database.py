@@ -9,11 +9,20 @@
 
 Tables are otherwise created only by `python main.py --migrate`. Worker processes
 call `reset()` after fork so no connection is shared between processes.
+
+MySQL/MariaDB must run in UTC (or a fixed offset without daylight saving time):
+the queue's leases and delays compare DATETIME values written with `NOW(6)` in
+the session time zone, which is kept as the server's so the spec's monitoring
+queries agree with the driver. A DST jump would expire every lease at once or
+hold every delayed job an hour. The first connection of each MySQL engine reads
+`@@system_time_zone, @@time_zone` and logs a WARNING when the zone may observe DST.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sqlite3
 import sys
 import threading
@@ -48,6 +57,14 @@ _CLEAN = "queue_clean"
 
 #: Oldest SQLite whose `UPDATE ... RETURNING` the driver's claim relies on.
 MIN_SQLITE_VERSION = (3, 35, 0)
+
+#: Time zone names (lowercase) that never observe daylight saving time.
+UTC_ZONE_NAMES = frozenset({"utc", "etc/utc", "gmt", "etc/gmt", "universal", "zulu", "+00:00"})
+
+#: A fixed-offset session zone such as `+02:00` (no daylight saving time).
+_FIXED_OFFSET = re.compile(r"^[+-]\d{1,2}:\d{2}$")
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -120,7 +137,38 @@ def engine_from_url(
     options["pool_reset_on_return"] = None
     engine = create_engine(url, **options)
     _install_reset(engine)
+    if backend in MYSQL_DIALECTS:
+        _install_time_zone_check(engine)
     return engine
+
+
+def time_zone_is_dst_free(system_zone: str, session_zone: str) -> bool:
+    """True when the effective MySQL session zone is UTC or a fixed offset (never DST).
+
+    `session_zone` is `@@time_zone`; `SYSTEM` means `system_zone` (`@@system_time_zone`).
+    """
+    zone = (system_zone if session_zone.strip().upper() == "SYSTEM" else session_zone).strip()
+    return zone.lower() in UTC_ZONE_NAMES or bool(_FIXED_OFFSET.match(zone))
+
+
+def _install_time_zone_check(engine: Engine) -> None:
+    @event.listens_for(engine, "first_connect")
+    def _on_first_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT @@system_time_zone, @@time_zone")
+            system_zone, session_zone = (str(value) for value in cursor.fetchone())
+        finally:
+            cursor.close()
+        if not time_zone_is_dst_free(system_zone, session_zone):
+            log.warning(
+                "database %s runs in time zone %s (system %s), which may observe daylight "
+                "saving time: the queue's leases and delays assume UTC or a fixed offset; "
+                "set the server's default_time_zone to '+00:00'",
+                server_name(engine),
+                session_zone,
+                system_zone,
+            )
 
 
 def _install_reset(engine: Engine) -> None:
