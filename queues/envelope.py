@@ -86,3 +86,41 @@ class Envelope:
             )
         except (TypeError, ValueError) as exc:
             raise EnvelopeError(f"payload has a malformed field: {exc}") from None
+
+
+#: Longest accepted queue name, in characters.
+MAX_QUEUE_NAME_LENGTH = 200
+#: Characters a queue name may use: no ':' (the Redis key separator) and no spaces.
+QUEUE_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+#: Names whose Redis keys would be another queue's: `routemq:queue:failed:delayed` is both
+#: the delayed set of a queue "failed" and the failed list of a queue "delayed".
+RESERVED_QUEUE_NAMES = frozenset({"failed"})
+
+
+def validate_queue_name(name: str) -> str:
+    """Return `name` if it is a safe queue name, else raise ValueError naming it.
+
+    A safe name is 1 to MAX_QUEUE_NAME_LENGTH characters of letters, digits,
+    '_', '.' and '-', and not a reserved name: so no queue's keys can be those
+    of another queue (seed key layout `routemq:queue:{name}:delayed`,
+    `routemq:queue:failed:{name}`).
+    """
+    if not name:
+        raise ValueError("queue name must not be empty")
+    if len(name) > MAX_QUEUE_NAME_LENGTH:
+        raise ValueError(
+            f"queue name {name[:40]!r}... is {len(name)} characters long; "
+            f"the limit is {MAX_QUEUE_NAME_LENGTH}"
+        )
+    bad = sorted(set(name) - QUEUE_NAME_CHARS)
+    if bad:
+        raise ValueError(
+            f"queue name {name!r} contains {''.join(bad)!r}: only letters, digits, "
+            "'_', '.' and '-' are allowed"
+        )
+    if name in RESERVED_QUEUE_NAMES:
+        raise ValueError(
+            f"queue name {name!r} is reserved: its Redis keys would collide with "
+            "the failed lists of other queues"
+        )
+    return name

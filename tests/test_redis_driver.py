@@ -26,8 +26,17 @@ from config.settings import Settings
 from core import redis_connection
 from core.redis_connection import build_redis, get_redis
 from queues.drivers.base import QueueError
-from queues.drivers.redis import NOTIFY_CAP, RedisDriver, RedisFailedStore
-from queues.envelope import Envelope
+from queues.drivers.redis import (
+    NOTIFY_CAP,
+    POP_RECEIPT_TTL,
+    SCRIPTS_DIR,
+    RedisDriver,
+    RedisFailedStore,
+    blpop_timeout,
+    parse_version,
+    script_source,
+)
+from queues.envelope import Envelope, validate_queue_name
 from tests.conftest import REDIS_HOST, REDIS_PORT, REDIS_TEST_DB, need_service, port_open
 from tests.driver_race_child import read_handled, spawn
 
@@ -360,3 +369,190 @@ def test_get_redis_is_process_wide_until_reset() -> None:
         assert get_redis(settings) is not first
     finally:
         redis_connection.reset()
+
+
+def test_release_with_undo_attempt_rewrites_only_the_count_and_never_below_zero(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    env = envelope(items=[], big=123456789012345678901234567890)
+    env.attempts = 10
+    driver.push("default", env.to_json())
+    job = driver.pop(["default"])
+    assert job is not None and job.attempts == 11
+    assert driver.release(job, 30, undo_attempt=True)
+    assert client.zrange("routemq:queue:default:delayed", 0, -1) == [env.to_json().encode()]
+
+    client.delete("routemq:queue:default:delayed")
+    zero = envelope()
+    driver.push("default", zero.to_json())
+    job = driver.pop(["default"])
+    assert job is not None
+    # A reservation whose payload says 0 (hand-edited): the undo stops at 0.
+    assert driver.release(job, 0, undo_attempt=True)
+    again = driver.pop(["default"])
+    assert again is not None and again.attempts == 1
+    assert driver.release(again, 0, undo_attempt=True)
+    assert driver.release(driver.pop(["default"]), 0, undo_attempt=True)  # type: ignore[arg-type]
+    assert client.lrange("routemq:queue:default", 0, -1) == [zero.to_json().encode()]
+
+
+def test_transfer_reservation_has_its_own_token_and_the_reserved_list_keeps_the_payload(
+    client: redis.Redis,
+) -> None:
+    driver = RedisDriver(client, RedisFailedStore(client), retry_after=1)
+    env = envelope()
+    driver.push("default", env.to_json())
+    dead = driver.take_for_transfer("default", 10)[0]  # a migration that stalls
+    assert dead.token != dead.payload and dead.token.endswith(dead.payload)
+    assert client.lrange("routemq:queue:default:reserved", 0, -1) == [dead.payload.encode()]
+    assert client.hget("routemq:queue:default:reservations", env.id) == dead.token.encode()
+    time.sleep(1.2)
+    [taken] = driver.take_for_transfer("default", 10)
+    assert taken.token != dead.token, "a retaking migration must fence out the stalled one"
+    assert not driver.ack(dead) and not driver.extend(dead)
+    assert client.lrange("routemq:queue:default:reserved", 0, -1) == [taken.payload.encode()]
+    time.sleep(1.2)
+    assert client.llen("routemq:queue:default") == 0
+    job = driver.pop(["default"])  # the expired transfer lease requeues the bare payload
+    assert job is not None and job.id == env.id and job.attempts == 1
+    assert not driver.ack(taken)
+    assert driver.ack(job)
+    assert client.llen("routemq:queue:default:reserved") == 0
+    assert client.hlen("routemq:queue:default:transfer") == 0
+
+
+def test_failing_a_transfer_reservation_removes_its_reserved_entry(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    env = envelope()
+    driver.later("default", env.to_json(), 60)
+    [taken] = driver.take_for_transfer("default", 10)
+    assert client.hexists("routemq:queue:default:transfer", env.id)
+    assert driver.fail(taken, "RuntimeError: moved badly")
+    sizes = driver.sizes("default")
+    assert (sizes.pending, sizes.delayed, sizes.reserved, sizes.failed) == (0, 0, 0, 1)
+    assert client.hlen("routemq:queue:default:transfer") == 0
+
+
+def test_a_retried_pop_call_returns_its_first_reservation_instead_of_a_second_job(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    first_env, second_env = envelope(), envelope()
+    driver.push("default", first_env.to_json())
+    driver.push("default", second_env.to_json())
+    nonce = uuid.uuid4().hex
+    first, _ = driver.reserve_once(["default"], nonce)
+    resent, _ = driver.reserve_once(["default"], nonce)  # the reply was lost; redis-py re-sends
+    assert first is not None and resent == first
+    assert first.id == first_env.id and first.attempts == 1
+    assert client.llen("routemq:queue:default:reserved") == 1
+    assert client.llen("routemq:queue:default") == 1
+    ttl = client.ttl(driver.receipt_key(nonce))
+    assert 0 < ttl <= POP_RECEIPT_TTL
+
+    assert driver.ack(first)
+    after_ack, _ = driver.reserve_once(["default"], nonce)
+    assert after_ack is not None and after_ack.id == second_env.id, (
+        "a receipt whose reservation is settled must not stop the next pop"
+    )
+    other, _ = driver.reserve_once(["default"], uuid.uuid4().hex)
+    assert other is None
+
+
+def test_a_receipt_never_hands_out_a_later_reservation_of_the_same_job(
+    client: redis.Redis,
+) -> None:
+    driver = RedisDriver(client, RedisFailedStore(client), retry_after=1)
+    driver.push("default", envelope().to_json())
+    nonce = uuid.uuid4().hex
+    mine, _ = driver.reserve_once(["default"], nonce)
+    assert mine is not None
+    time.sleep(1.2)
+    owner = driver.pop(["default"])  # the lease expired: another worker owns the job now
+    assert owner is not None and owner.attempts == 2
+    resent, _ = driver.reserve_once(["default"], nonce)
+    assert resent is None
+    assert client.llen("routemq:queue:default:reserved") == 1
+
+
+def test_blpop_timeout_rounds_up_to_whole_seconds_before_redis_6() -> None:
+    assert blpop_timeout(0.25, (5, 0, 14)) == 1
+    assert blpop_timeout(1.2, (5, 0, 14)) == 2
+    assert blpop_timeout(2.0, (5,)) == 2
+    assert blpop_timeout(0.0, (0,)) == 1
+    assert isinstance(blpop_timeout(0.25, (5, 0, 14)), int)
+    assert blpop_timeout(0.25, (6, 0, 0)) == 0.25
+    assert blpop_timeout(0.0, (7, 2)) > 0
+    assert parse_version("7.2.4") == (7, 2, 4)
+    assert parse_version("5.0.14-rc1") == (5, 0, 14)
+
+
+def test_driver_reads_the_server_version_once(driver: RedisDriver) -> None:
+    version = driver.server_version()
+    assert version >= (6,), f"the test server is expected to be Redis 6+, got {version}"
+    assert driver.server_version() is version
+    assert driver.pop(["default"], block=0.3) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["failed:emails", "x:delayed", "failed", "with space", "", "q" * 201, "ü"]
+)
+def test_queue_names_that_could_collide_with_other_keys_are_refused(
+    driver: RedisDriver, client: redis.Redis, name: str
+) -> None:
+    payload = envelope().to_json()
+    calls = [
+        lambda: driver.push(name, payload),
+        lambda: driver.later(name, payload, 5),
+        lambda: driver.bulk([(name, payload, 0.0)]),
+        lambda: driver.pop(["default", name]),
+        lambda: driver.sizes(name),
+        lambda: driver.take_for_transfer(name, 5),
+        lambda: driver.clear(name),
+        lambda: driver.failed_store.add("redis", name, payload, "boom"),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="queue name"):
+            call()
+    assert client.dbsize() == 0
+    assert validate_queue_name("emails.high-priority_2") == "emails.high-priority_2"
+
+
+def test_malformed_entries_do_not_stop_a_migration_and_go_to_the_failed_store(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    good = [envelope() for _ in range(3)]
+    client.rpush("routemq:queue:default", good[0].to_json(), "hello from redis-cli")
+    client.rpush("routemq:queue:default", good[1].to_json())
+    client.zadd("routemq:queue:default:delayed", {"[1, 2]": time.time() + 60})
+    driver.later("default", good[2].to_json(), 120)
+    taken = driver.take_for_transfer("default", 10)
+    assert [job.id for job in taken] == [env.id for env in good]
+    assert all(driver.ack(job) for job in taken)
+    failed = driver.failed_store.all("default")
+    assert sorted(job.payload for job in failed) == ["[1, 2]", "hello from redis-cli"]
+    assert all("EnvelopeError" in job.exception for job in failed)
+    sizes = driver.sizes("default")
+    assert (sizes.pending, sizes.delayed, sizes.reserved) == (0, 0, 0)
+
+
+def test_a_duplicate_job_id_ends_a_transfer_batch_instead_of_double_reserving(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    env = envelope()
+    driver.push("default", env.to_json())
+    driver.push("default", env.to_json())  # a push re-sent after a lost reply
+    first = driver.take_for_transfer("default", 10)
+    assert [job.id for job in first] == [env.id]
+    assert driver.ack(first[0])
+    second = driver.take_for_transfer("default", 10)
+    assert [job.id for job in second] == [env.id]
+    assert driver.ack(second[0])
+    assert client.llen("routemq:queue:default:reserved") == 0
+
+
+def test_included_lua_functions_are_inlined_once_per_script() -> None:
+    source = script_source(SCRIPTS_DIR / "take_for_transfer.lua")
+    assert source.count("local function reserved_payload") == 1
+    assert source.count("local function requeue_due") == 1
+    assert "-- @include" not in source.replace("(`-- @include requeue_due.lua`)", "")

@@ -8,11 +8,16 @@ always tell the truth to `LLEN`, `ZCARD` and `LRANGE`):
 * `routemq:queue:{name}:reserved`     List of in-flight payloads (as reserved)
 * `routemq:queue:failed:{name}`       List of failed records (when no database)
 * `routemq:queue:{name}:leases`       Sorted Set job id -> lease expiry unix time
-* `routemq:queue:{name}:reservations` Hash job id -> payload as reserved (fencing token)
+* `routemq:queue:{name}:reservations` Hash job id -> fencing token (payload as reserved,
+                                      or `transfer:<nonce>:` + payload for a migration)
 * `routemq:queue:{name}:transfer`     Hash job id -> due time of a job leased by a migration
 * `routemq:queue:{name}:notify`       List of wake-up tokens for blocked workers (bounded)
+* `routemq:queue:pops:{nonce}`        String receipt of one pop call (expires, see pop.lua)
 * `routemq:queues`                    Set of queue names ever pushed to
 * `routemq:queues:failed`             Set of queue names with a failed list
+
+Queue names are checked by `validate_queue_name` (no ':', not "failed") so no
+queue's keys can be another queue's.
 
 Every state change is one Lua script from `redis_scripts/` (atomic on the
 server, timed by the server clock `TIME`, so all workers agree on "now").
@@ -21,6 +26,7 @@ server, timed by the server clock `TIME`, so all workers agree on "now").
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
@@ -43,6 +49,7 @@ from queues.drivers.base import (
     QueueSizes,
     ReservedJob,
 )
+from queues.envelope import validate_queue_name
 
 #: Folder of the Lua scripts, one atomic state change per file.
 SCRIPTS_DIR = Path(__file__).resolve().parent / "redis_scripts"
@@ -60,6 +67,16 @@ MAX_BLOCK_SLICE = 2.0
 MIN_BLOCK_SLICE = 0.005
 #: Seconds kept free between a BLPOP timeout and the client's socket timeout.
 SOCKET_TIMEOUT_MARGIN = 1.0
+#: Seconds a pop receipt (`routemq:queue:pops:{nonce}`) lives. It must outlast the
+#: client's worst retry window for one EVALSHA: CONNECTION_RETRIES (3) re-sends,
+#: each after up to SOCKET_TIMEOUT (10 s) plus a backoff of at most 0.5 s, about
+#: 32 s. Memory: one key of ~150 bytes per reserved job for this long, e.g.
+#: 1000 pops/s keep ~60000 receipts, about 9 MB; empty pops write none.
+POP_RECEIPT_TTL = 60
+#: First Redis major version whose BLPOP accepts a fractional timeout.
+FRACTIONAL_BLPOP_SINCE = 6
+#: Marker that starts a migration's fencing token (see include/transfer_token.lua).
+TRANSFER_TOKEN_TAG = "transfer:"
 
 _ENVELOPE_HEAD = re.compile(r'^\{"attempts":(\d+),"id":"([^"\\]+)"')
 
@@ -82,16 +99,43 @@ def _envelope_head(payload: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-def script_source(path: Path) -> str:
-    """A script's text with each `-- @include NAME` line replaced by include/NAME."""
+def script_source(path: Path, included: set[str] | None = None) -> str:
+    """A script's text with each `-- @include NAME` line replaced by include/NAME.
+
+    Includes may include others; each file is inlined once per script, at its
+    first include line (later ones are dropped), so shared functions are
+    defined once and before their users.
+    """
+    seen = set() if included is None else included
     lines = []
     for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
         if line.startswith(INCLUDE_DIRECTIVE):
             name = line[len(INCLUDE_DIRECTIVE) :].strip()
-            lines.append((SCRIPTS_DIR / "include" / name).read_text(encoding="utf-8"))
+            if name not in seen:
+                seen.add(name)
+                lines.append(script_source(SCRIPTS_DIR / "include" / name, seen))
         else:
             lines.append(line)
     return "".join(lines)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """`"7.2.4"` -> `(7, 2, 4)`; the leading numeric parts of a server version."""
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def blpop_timeout(wait: float, server_version: tuple[int, ...]) -> float:
+    """The BLPOP timeout to send for a wait of `wait` seconds.
+
+    At least MIN_BLOCK_SLICE (0 would block forever). Redis before 6.0 only
+    accepts whole seconds, so there the wait is rounded UP to an int (at least
+    1): a blocked worker may then wait up to a second past its slice, but is
+    never refused.
+    """
+    wait = max(wait, MIN_BLOCK_SLICE)
+    if server_version < (FRACTIONAL_BLPOP_SINCE,):
+        return max(math.ceil(wait), 1)
+    return wait
 
 
 def _load_scripts(client: redis.Redis) -> dict[str, Script]:
@@ -128,7 +172,7 @@ class RedisFailedStore(FailedStore):
         self._scripts = _load_scripts(client)
 
     def list_key(self, queue: str) -> str:
-        """The failed List of one queue."""
+        """The failed List of one queue (not validated: old names must stay readable)."""
         return f"{self.prefix}failed:{queue}"
 
     @staticmethod
@@ -151,7 +195,11 @@ class RedisFailedStore(FailedStore):
 
     @_redis_call
     def add(self, connection: str, queue: str, payload: str, exception: str) -> str:
-        """Append one record atomically (MULTI/EXEC); return its id."""
+        """Append one record atomically (MULTI/EXEC); return its id.
+
+        ValueError (nothing stored) if `queue` is not a valid queue name.
+        """
+        validate_queue_name(queue)
         failed_id, text = self.record(connection, queue, payload, exception)
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(self.list_key(queue), text)
@@ -271,8 +319,10 @@ class RedisDriver(QueueDriver):
     FIFO per queue (push at the tail, pop from the head), leases timed by the
     server clock, and fenced ack/release/extend/fail: the fencing token is the
     payload exactly as reserved, which carries the attempts count, so a later
-    reservation of the same job has a different token. Redis failures surface
-    as `QueueError` naming host:port.
+    pop of the same job has a different token; a migration's token is
+    `transfer:<nonce>:` + payload, new for every `take_for_transfer` call.
+    Every queue name is checked by `validate_queue_name` (ValueError naming
+    it). Redis failures surface as `QueueError` naming host:port.
     """
 
     name = "redis"
@@ -290,6 +340,7 @@ class RedisDriver(QueueDriver):
         self.queues_key = f"{prefix.rstrip(':')}s"
         self._keys: dict[str, _QueueKeys] = {}
         self._scripts = _load_scripts(client)
+        self._server_version: tuple[int, ...] | None = None
         socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         self._block_slice = MAX_BLOCK_SLICE
         if socket_timeout:
@@ -297,13 +348,34 @@ class RedisDriver(QueueDriver):
             self._block_slice = min(MAX_BLOCK_SLICE, limit)
 
     def keys(self, queue: str) -> _QueueKeys:
-        """The keys of `queue` (cached)."""
+        """The keys of `queue` (cached); ValueError naming it if the name is not valid.
+
+        Every entry point builds its keys here, so no command ever touches the
+        keys of an invalid name (`failed:emails` would be the failed list of
+        `emails`, `x:delayed` the delayed set of `x`).
+        """
         keys = self._keys.get(queue)
         if keys is None:
-            if not queue:
-                raise ValueError("queue name must not be empty")
-            keys = self._keys[queue] = _QueueKeys(self.prefix, queue)
+            keys = self._keys[validate_queue_name(queue)] = _QueueKeys(self.prefix, queue)
         return keys
+
+    def receipt_key(self, nonce: str) -> str:
+        """The receipt key of one pop call (see pop.lua)."""
+        return f"{self.prefix}pops:{nonce}"
+
+    def server_version(self) -> tuple[int, ...]:
+        """The Redis server version, read once (INFO server) on first use.
+
+        If INFO is refused (renamed on a managed server), (0,) is assumed: the
+        driver then uses whole-second BLPOP timeouts, which every version accepts.
+        """
+        if self._server_version is None:
+            try:
+                info = self.client.info("server")
+                self._server_version = parse_version(_text(info.get("redis_version", "0")))
+            except redis.exceptions.ResponseError:
+                self._server_version = (0,)
+        return self._server_version
 
     # -- adding jobs -----------------------------------------------------------------
 
@@ -358,30 +430,48 @@ class RedisDriver(QueueDriver):
         """
         if not queues:
             raise ValueError("pop needs at least one queue name")
-        all_keys = [self.keys(q) for q in queues]
-        keys = [key for k in all_keys for key in k.all()]
-        args: list[Any] = [self.retry_after, MIGRATE_BATCH, *queues]
+        notify = [self.keys(q).notify for q in queues]
+        nonce = uuid.uuid4().hex
         deadline = time.monotonic() + block
-        script = self._scripts["pop"]
         while True:
-            queue, value, *reserved_id = script(keys=keys, args=args)
-            queue = _text(queue)
-            if queue:
-                payload = _text(value)
-                try:
-                    attempts, job_id = _envelope_head(payload)
-                except ValueError:
-                    # Not an envelope: the worker fails it with the parse error.
-                    attempts, job_id = 1, _text(reserved_id[0])
-                return ReservedJob(job_id, queue, payload, attempts, payload)
+            job, next_due = self.reserve_once(queues, nonce)
+            if job is not None:
+                return job
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             wait = min(remaining, self._block_slice)
+            if next_due is not None:
+                wait = min(wait, next_due)
+            self.client.blpop(notify, timeout=blpop_timeout(wait, self.server_version()))
+
+    @_redis_call
+    def reserve_once(
+        self, queues: Sequence[str], nonce: str
+    ) -> tuple[ReservedJob | None, float | None]:
+        """One run of pop.lua for the pop call `nonce`: `(job, None)` or `(None, next due)`.
+
+        Idempotent per nonce: run again with the same nonce (as the client's
+        retry after a lost reply does) while the reservation is live, it
+        returns that same reservation instead of reserving a second job.
+        `next due` is the seconds until the earliest delayed job or lease of
+        these queues comes due (None if there is none).
+        """
+        keys = [key for q in queues for key in self.keys(q).all()]
+        keys.append(self.receipt_key(nonce))
+        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, *queues]
+        queue, value, *reserved_id = self._scripts["pop"](keys=keys, args=args)
+        queue = _text(queue)
+        if not queue:
             next_due = _text(value)
-            if next_due:
-                wait = min(wait, float(next_due))
-            self.client.blpop([k.notify for k in all_keys], timeout=max(wait, MIN_BLOCK_SLICE))
+            return None, float(next_due) if next_due else None
+        payload = _text(value)
+        try:
+            attempts, job_id = _envelope_head(payload)
+        except ValueError:
+            # Not an envelope: the worker fails it with the parse error.
+            attempts, job_id = 1, _text(reserved_id[0])
+        return ReservedJob(job_id, queue, payload, attempts, payload), None
 
     @_redis_call
     def ack(self, job: ReservedJob) -> bool:
@@ -393,11 +483,16 @@ class RedisDriver(QueueDriver):
         return bool(result)
 
     @_redis_call
-    def release(self, job: ReservedJob, delay: float = 0.0) -> bool:
-        """Give the job back (pending, or delayed by `delay` s) in one fenced script."""
+    def release(self, job: ReservedJob, delay: float = 0.0, *, undo_attempt: bool = False) -> bool:
+        """Give the job back (pending, or delayed by `delay` s) in one fenced script.
+
+        With `undo_attempt` its attempts count goes back down by one (never
+        below 0), rewritten in the stored payload by release.lua.
+        """
         k = self.keys(job.queue)
+        undo = "1" if undo_attempt else "0"
         result = self._scripts["release"](
-            keys=k.all(), args=[job.id, job.token, repr(float(delay)), NOTIFY_CAP]
+            keys=k.all(), args=[job.id, job.token, repr(float(delay)), NOTIFY_CAP, undo]
         )
         return bool(result)
 
@@ -477,7 +572,8 @@ class RedisDriver(QueueDriver):
         names = sorted(_text(n) for n in self.client.smembers(self.queues_key))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            k = self.keys(name)
+            # Not validated: a name stored before validation existed stays visible.
+            k = _QueueKeys(self.prefix, name)
             pipe.llen(k.pending)
             pipe.zcard(k.delayed)
             pipe.llen(k.reserved)
@@ -486,21 +582,39 @@ class RedisDriver(QueueDriver):
 
     @_redis_call
     def take_for_transfer(self, queue: str, limit: int) -> list[ReservedJob]:
-        """Lease up to `limit` pending then delayed jobs without counting an attempt."""
+        """Lease up to `limit` pending then delayed jobs without counting an attempt.
+
+        Each job is reserved under a token new to this call (see
+        take_for_transfer.lua), so the worker or migration whose expired lease
+        was requeued by this call is fenced out. A stored payload that is not
+        a job envelope is moved to the failed store here (EnvelopeError, like a
+        worker would) and not returned, so it neither blocks the migration nor
+        reaches the target. Fewer than `limit` jobs may come back while more
+        remain if a job's id is already reserved (a duplicate copy); an empty
+        list means nothing could be taken.
+        """
         if limit <= 0:
             return []
         k = self.keys(queue)
+        prefix = f"{TRANSFER_TOKEN_TAG}{uuid.uuid4().hex}:"
         flat = self._scripts["take_for_transfer"](
             keys=[k.pending, k.delayed, k.reserved, k.leases, k.reservations, k.transfer],
-            args=[limit, self.retry_after],
+            args=[limit, self.retry_after, prefix],
         )
         jobs: list[ReservedJob] = []
-        for i in range(0, len(flat), 2):
-            payload = _text(flat[i])
-            attempts, job_id = _envelope_head(payload)
-            jobs.append(
-                ReservedJob(job_id, queue, payload, attempts, payload, float(_text(flat[i + 1])))
-            )
+        for i in range(0, len(flat), 3):
+            payload, due, job_id = _text(flat[i]), float(_text(flat[i + 1])), _text(flat[i + 2])
+            try:
+                attempts, _ = _envelope_head(payload)
+            except ValueError as exc:
+                malformed = ReservedJob(job_id, queue, payload, 0, prefix + payload, due)
+                self.fail(
+                    malformed,
+                    f"EnvelopeError: {exc} (found by a queue migration of {queue!r})"
+                    f"\n\npayload: {payload[:2000]}",
+                )
+                continue
+            jobs.append(ReservedJob(job_id, queue, payload, attempts, prefix + payload, due))
         return jobs
 
     @_redis_call

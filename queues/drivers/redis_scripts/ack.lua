@@ -5,7 +5,8 @@
 -- KEYS[3] reservations hash   routemq:queue:{name}:reservations
 -- KEYS[4] transfer hash       routemq:queue:{name}:transfer
 -- ARGV[1] job id
--- ARGV[2] token               the payload as reserved (fencing token)
+-- ARGV[2] token               the reservation's fencing token (the payload as reserved,
+--                             or 'transfer:<nonce>:' .. payload for a migration)
 --
 -- Guarantees: if reservations[id] == token and the lease has not expired
 -- (server clock), the job leaves reserved, leases, reservations and transfer,

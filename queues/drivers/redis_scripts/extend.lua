@@ -3,7 +3,8 @@
 -- KEYS[1] leases zset         routemq:queue:{name}:leases
 -- KEYS[2] reservations hash   routemq:queue:{name}:reservations
 -- ARGV[1] job id
--- ARGV[2] token               the payload as reserved (fencing token)
+-- ARGV[2] token               the reservation's fencing token (the payload as reserved,
+--                             or 'transfer:<nonce>:' .. payload for a migration)
 -- ARGV[3] retry_after         lease length in seconds
 --
 -- Guarantees: fenced like ack.lua; on success the lease expires at

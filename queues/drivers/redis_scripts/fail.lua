@@ -7,7 +7,8 @@
 -- KEYS[5] failed list         routemq:queue:failed:{name}
 -- KEYS[6] failed queues set   routemq:queues:failed (names with a failed list)
 -- ARGV[1] job id
--- ARGV[2] token               the payload as reserved (fencing token)
+-- ARGV[2] token               the reservation's fencing token (the payload as reserved,
+--                             or 'transfer:<nonce>:' .. payload for a migration)
 -- ARGV[3] failed record       JSON {"id":..., "connection", "queue", "payload",
 --                             "exception", "failed_at"} built by the caller
 -- ARGV[4] queue name

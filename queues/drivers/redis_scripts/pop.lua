@@ -5,14 +5,20 @@
 --   k=2 delayed zset        routemq:queue:{name}:delayed      (score = due time)
 --   k=3 reserved list       routemq:queue:{name}:reserved     (in-flight payloads)
 --   k=4 leases zset         routemq:queue:{name}:leases       (job id -> lease expiry)
---   k=5 reservations hash   routemq:queue:{name}:reservations (job id -> reserved payload)
+--   k=5 reservations hash   routemq:queue:{name}:reservations (job id -> token)
 --   k=6 notify list         routemq:queue:{name}:notify       (wake-up tokens)
 --   k=7 transfer hash       routemq:queue:{name}:transfer     (job id -> due time, migrations)
+-- then KEYS[#KEYS]         receipt string routemq:queue:pops:{nonce} (one per pop call)
 -- ARGV[1] retry_after     lease length in seconds
 -- ARGV[2] batch           most delayed/expired jobs moved per queue per call
--- ARGV[3 ..]              queue names, same order as the keys
+-- ARGV[3] receipt ttl     seconds the receipt is kept
+-- ARGV[4 ..]              queue names, same order as the keys
 --
 -- Guarantees, all in one atomic step on the server clock:
+-- * idempotent per call nonce: if the receipt exists and the reservation it
+--   names is still live (same token, lease not expired), that same reservation
+--   is returned and nothing changes. So when the client re-sends this script
+--   after a lost reply (redis-py retry_on_error), no second job is reserved;
 -- * due delayed jobs move to the tail of pending in due order;
 -- * reserved jobs whose lease expired move back to pending with their attempts
 --   already counted (a migration's delayed job goes back to delayed);
@@ -20,7 +26,8 @@
 --   attempts count is rewritten by string matching on the envelope prefix
 --   {"attempts":N,"id":"..." (user data is never decoded), the new payload is
 --   appended to reserved, leased until now + retry_after and recorded in
---   reservations (the payload is the fencing token).
+--   reservations (the payload is the fencing token); the receipt is set to
+--   "<queue index>\n<job id>\n<sha1 of the token>" with the receipt ttl.
 -- Returns {queue name, payload, job id} or, when nothing is available,
 -- {'', seconds until the earliest delayed job or lease comes due ('' if none)}.
 -- A head payload that is not an envelope is reserved unchanged under the id
@@ -31,7 +38,22 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local now_s = string.format('%.6f', now)
 local retry_after = tonumber(ARGV[1])
 local batch = tonumber(ARGV[2])
-local nqueues = #KEYS / 7
+local nqueues = (#KEYS - 1) / 7
+local receipt_key = KEYS[#KEYS]
+
+local receipt = redis.call('GET', receipt_key)
+if receipt then
+  local index, receipt_id, digest = string.match(receipt, '^(%d+)\n(.*)\n(%x+)$')
+  local q = tonumber(index)
+  if q and q >= 1 and q <= nqueues then
+    local b = 7 * (q - 1)
+    local token = redis.call('HGET', KEYS[b + 5], receipt_id)
+    local lease = redis.call('ZSCORE', KEYS[b + 4], receipt_id)
+    if token and lease and tonumber(lease) >= now and redis.sha1hex(token) == digest then
+      return {ARGV[3 + q], token, receipt_id}
+    end
+  end
+end
 
 for q = 1, nqueues do
   local b = 7 * (q - 1)
@@ -62,11 +84,13 @@ for q = 1, nqueues do
     redis.call('RPUSH', KEYS[b + 3], reserved_payload)
     redis.call('ZADD', KEYS[b + 4], string.format('%.6f', now + retry_after), id)
     redis.call('HSET', KEYS[b + 5], id, reserved_payload)
+    redis.call('SET', receipt_key, q .. '\n' .. id .. '\n' .. redis.sha1hex(reserved_payload),
+      'EX', ARGV[3])
     if redis.call('LLEN', pending) == 0 then
       -- Tokens only stand for jobs that are gone: keep the list from growing.
       redis.call('DEL', KEYS[b + 6])
     end
-    return {ARGV[2 + q], reserved_payload, id}
+    return {ARGV[3 + q], reserved_payload, id}
   end
 end
 

@@ -8,25 +8,37 @@
 -- KEYS[6] notify list         routemq:queue:{name}:notify
 -- KEYS[7] transfer hash       routemq:queue:{name}:transfer
 -- ARGV[1] job id
--- ARGV[2] token               the payload as reserved (fencing token)
+-- ARGV[2] token               the reservation's fencing token (the payload as reserved,
+--                             or 'transfer:<nonce>:' .. payload for a migration)
 -- ARGV[3] delay               seconds before the job is available again
 -- ARGV[4] notify cap
+-- ARGV[5] undo attempt        '1' to take back the attempt this reservation counted
 --
 -- Guarantees: fenced like ack.lua. On success, in one step, the reservation is
--- removed and the payload (attempts as counted by its pop) goes to the tail of
--- pending (delay <= 0) or to delayed scored now + delay; a blocked worker is
--- woken. Returns 1, or 0 with no change when the reservation is not live.
+-- removed and the payload (attempts as counted by its pop, or one less, never
+-- below 0, with undo attempt) goes to the tail of pending (delay <= 0) or to
+-- delayed scored now + delay; a blocked worker is woken. The attempts count is
+-- rewritten by string matching on the envelope prefix, like pop.lua (user data
+-- is never decoded). Returns 1, or 0 with no change when the reservation is not
+-- live.
 -- @include reservation.lua
 local now = server_now()
 if not holds_lease(KEYS[4], KEYS[5], ARGV[1], ARGV[2], now) then
   return 0
 end
-drop_reservation(KEYS[3], KEYS[4], KEYS[5], KEYS[7], ARGV[1], ARGV[2])
+local payload = drop_reservation(KEYS[3], KEYS[4], KEYS[5], KEYS[7], ARGV[1], ARGV[2])
+if ARGV[5] == '1' then
+  local digits = string.match(payload, '^{"attempts":(%d+),"id":"')
+  if digits then
+    payload = '{"attempts":' .. string.format('%d', math.max(tonumber(digits) - 1, 0))
+      .. string.sub(payload, 13 + #digits)
+  end
+end
 local delay = tonumber(ARGV[3])
 if delay > 0 then
-  redis.call('ZADD', KEYS[2], string.format('%.6f', now + delay), ARGV[2])
+  redis.call('ZADD', KEYS[2], string.format('%.6f', now + delay), payload)
 else
-  redis.call('RPUSH', KEYS[1], ARGV[2])
+  redis.call('RPUSH', KEYS[1], payload)
 end
 if redis.call('RPUSH', KEYS[6], '1') > tonumber(ARGV[4]) then
   redis.call('LTRIM', KEYS[6], -tonumber(ARGV[4]), -1)

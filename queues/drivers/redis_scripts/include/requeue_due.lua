@@ -4,7 +4,9 @@
 -- moves, for one queue, at most `batch` due delayed jobs to the tail of pending
 -- in due order, and at most `batch` reserved jobs whose lease expired back to
 -- pending with their attempts already counted (a migration's delayed job goes
--- back to delayed). It runs inside the including script, so it is atomic with it.
+-- back to delayed). What goes back is always the bare payload, never a
+-- migration's token. It runs inside the including script, so it is atomic with it.
+-- @include transfer_token.lua
 local function requeue_due(pending, delayed, reserved, leases, reservations, transfer, now, batch)
   local now_s = string.format('%.6f', now)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_s, 'LIMIT', 0, batch)
@@ -15,20 +17,19 @@ local function requeue_due(pending, delayed, reserved, leases, reservations, tra
 
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', '(' .. now_s, 'LIMIT', 0, batch)
   for _, id in ipairs(expired) do
-    local payload = redis.call('HGET', reservations, id)
+    local token = redis.call('HGET', reservations, id)
     redis.call('ZREM', leases, id)
     redis.call('HDEL', reservations, id)
-    if payload then
+    if token then
+      local payload = reserved_payload(transfer, id, token)
       redis.call('LREM', reserved, 1, payload)
       local due_at = redis.call('HGET', transfer, id)
-      if due_at then
-        redis.call('HDEL', transfer, id)
-      end
       if due_at and tonumber(due_at) > now then
         redis.call('ZADD', delayed, due_at, payload)
       else
         redis.call('RPUSH', pending, payload)
       end
     end
+    redis.call('HDEL', transfer, id)
   end
 end
