@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from queues.backoff import validate_backoff
 from queues.drivers.base import QueueDriver
-from queues.envelope import Envelope
+from queues.envelope import Envelope, validate_queue_name
 from queues.job import Job, JobDataError
 from queues.registry import JobRegistry, get_registry
 
@@ -46,11 +46,15 @@ def build_envelope(
         validate_backoff(cls.backoff, f"{name}.backoff")
     except ValueError as exc:
         raise JobDataError(str(exc)) from None
+    try:
+        target_queue = validate_queue_name(queue or cls.queue)
+    except ValueError as exc:
+        raise JobDataError(f"{name}: {exc}") from None
     created = time.time() if now is None else now
     return Envelope(
         job=name,
         data=data,
-        queue=queue or cls.queue,
+        queue=target_queue,
         max_tries=cls.max_tries,
         timeout=None if cls.timeout is None else float(cls.timeout),
         backoff=list(cls.backoff) if isinstance(cls.backoff, tuple) else cls.backoff,

@@ -82,3 +82,11 @@ def test_dispatch_uses_queue_connection_by_default(tmp_path, monkeypatch):
         assert driver.contains("default", job_id)
     finally:
         connections.reset()
+
+
+@pytest.mark.parametrize("bad", ["failed:emails", "x:delayed", "failed", "a b"])
+def test_a_queue_name_that_could_collide_with_other_keys_is_refused_at_dispatch(bad):
+    from queues.dispatcher import build_envelope
+
+    with pytest.raises(JobDataError, match="queue name"):
+        build_envelope(jobs.RecordJob(path="/tmp/x", value="v"), queue=bad, registry=registry())
