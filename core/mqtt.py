@@ -341,6 +341,9 @@ class MqttRuntime:
 
         A reconnect resubscribes every route; without RetainHandling=1 the broker
         would resend every retained message and handlers would run for them again.
+        This only helps a persistent session: a clean session starts without
+        subscriptions, so after each reconnect the retained messages come again
+        (MQTT semantics; handlers of retained topics should be idempotent).
         """
         if not self._v5:
             return list(self.subscriptions)
