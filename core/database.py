@@ -7,7 +7,9 @@
 * otherwise the embedded SQLite file `SQLITE_PATH`, whose tables are created on
   first use (no server, no migration step).
 
-Tables are otherwise created only by `python main.py --migrate`. Worker processes
+Tables are otherwise created only by `python main.py --migrate`, which also
+upgrades tables an earlier version created (`upgrade_tables`: it adds the
+`queue_jobs.reservations` fencing column when missing). Worker processes
 call `reset()` after fork so no connection is shared between processes.
 
 MySQL/MariaDB must run in UTC (or a fixed offset without daylight saving time):
@@ -29,9 +31,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect
+from sqlalchemy import URL, Column, Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateColumn
 
 from config.settings import Settings
 from queues.drivers.base import QueueError
@@ -271,6 +274,41 @@ def create_tables(engine: Engine) -> list[str]:
     return [name for name in Base.metadata.tables if name not in existing]
 
 
+#: Columns a later version added to tables an earlier `--migrate` may have made.
+UPGRADE_COLUMNS: tuple[Column[Any], ...] = (Base.metadata.tables["queue_jobs"].c.reservations,)
+
+
+def upgrade_tables(engine: Engine) -> list[str]:
+    """Add the columns of `UPGRADE_COLUMNS` missing from existing tables; return them.
+
+    The one upgrade step so far: `queue_jobs.reservations` (the fencing
+    counter, NOT NULL DEFAULT 0) came after the first release, and a table
+    made without it gets it by `ALTER TABLE ... ADD COLUMN`; existing rows get
+    0. Stop workers and migrations for the upgrade: a reservation taken by the
+    old code fenced on `attempts`, so its holder's ack may be refused and the
+    job then runs again once its lease expires (at least once, as for any lost
+    lease). Only `--migrate` runs this; a missing table is left to
+    `create_tables`.
+    """
+    added: list[str] = []
+    try:
+        with engine.begin() as connection:
+            inspector = inspect(connection)
+            tables = set(inspector.get_table_names())
+            for column in UPGRADE_COLUMNS:
+                table = column.table.name
+                if table not in tables:
+                    continue
+                if column.name in {c["name"] for c in inspector.get_columns(table)}:
+                    continue
+                definition = CreateColumn(column).compile(dialect=engine.dialect)
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {definition}"))
+                added.append(f"{table}.{column.name}")
+    except DBAPIError as exc:
+        raise connection_error(engine, exc) from None
+    return added
+
+
 def drop_tables(engine: Engine) -> None:
     """Drop the queue tables (tests only: this deletes every job)."""
     Base.metadata.drop_all(engine, checkfirst=True)
@@ -283,7 +321,7 @@ def connection_error(engine: Engine, exc: Exception) -> QueueError:
 
 
 def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
-    """`main.py --migrate`: create the queue tables; print what was created and where.
+    """`main.py --migrate`: create or upgrade the queue tables; print what changed and where.
 
     Exit code 0 on success (also when nothing was missing), 1 when the database
     failed; the message names the server, never its password.
@@ -293,14 +331,17 @@ def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
     engine = engine_from_url(settings_url(settings), pool_size=1, create_sqlite_tables=False)
     target = masked(engine)
     try:
+        added = upgrade_tables(engine)
         created = create_tables(engine)
     except QueueError as exc:
         print(f"migrate failed for {target}: {exc}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
+    if added:
+        print(f"added columns {', '.join(added)} in {target}")
     if created:
         print(f"created tables {', '.join(created)} in {target}")
-    else:
+    if not added and not created:
         print(f"tables already present in {target}: nothing to do")
     return 0

@@ -5,12 +5,18 @@ spec's monitoring and cleanup SQL runs on them unchanged. Where a type is wider
 than the spec's, the reason is written beside it; every type stays in the spec's
 family (an integer key, TEXT payloads, DATETIME times).
 
-No column is added for leases: a reservation is fenced by `(id, attempts)`
-because `attempts` grows at every reservation of a job (a worker's claim, and a
-migration's take-over of an expired lease), a heartbeat moves `reserved_at`
-forward, and a reservation has expired when `reserved_at` is older than the
-driver's `retry_after`. `attempts` starts at the count the pushed envelope
-carries (a job moved from another driver keeps what it spent there).
+One column is added beyond the spec's, because leases need it: `reservations`
+(INT NOT NULL DEFAULT 0, last, so the spec's INSERT and `SELECT *` still work)
+counts every reservation of the row, a worker's claim and a migration's take
+alike, and never goes down. A reservation is fenced by `(id, reservations)`.
+`attempts` cannot fence: `release(undo_attempt=True)` lowers it, so an old
+reservation's count can come back and its stale holder would match a later
+reservation. `attempts` is purely the attempt count: it starts at the count the
+pushed envelope carries (a job moved from another driver keeps what it spent
+there) and each worker claim adds one. A heartbeat moves `reserved_at` forward,
+and a reservation has expired when `reserved_at` is older than the driver's
+`retry_after`. Tables made by an earlier `--migrate` without the column get it
+from the next `--migrate` (core/database.py: `upgrade_tables`).
 
 Times on MySQL/MariaDB are DATETIME in the session time zone, which must be UTC
 or a fixed offset (see queues/drivers/database.py: a DST jump moves every lease).
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -72,6 +78,13 @@ class QueueJob(Base):
     reserved_at: Mapped[datetime | None] = mapped_column(_TIME, nullable=True)
     available_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
     created_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+    # Not in the spec: the fencing counter (see the module docstring). Every
+    # reservation adds one and nothing lowers it, unlike `attempts`, which a
+    # stopped worker's release gives back. The server default keeps the spec's
+    # own INSERT (which names only the spec's columns) valid.
+    reservations: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
 
 
 class QueueFailedJob(Base):
