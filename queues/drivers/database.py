@@ -4,7 +4,8 @@ Claiming a job is one transaction on the server's row locks, never a
 read-then-write race:
 
 * MySQL 8 / MariaDB 10.6+: `SELECT ... ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`
-  then `UPDATE ... SET reserved_at = NOW(6), attempts = attempts + 1`, committed
+  then `UPDATE ... SET reserved_at = NOW(6), attempts = attempts + 1,
+  reservations = reservations + 1`, committed
   together; concurrent workers skip each other's locked rows instead of waiting.
 * SQLite (>= 3.35): one `UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING`
   under `BEGIN IMMEDIATE`, so processes take turns on the database write lock.
@@ -23,17 +24,23 @@ delayed jobs and expired leases an extra hour. The session zone is left as the
 server's on purpose, so the spec's monitoring queries typed by an operator agree
 with the driver; `core.database` logs a warning when the zone may observe DST.
 
-Fencing: a reservation's token is `"{id}:{attempts}"`; `attempts` grows at every
-reservation, so a later reservation of the same row has another token. `ack`,
-`release`, `extend` and `fail` match on `(id, attempts)` and on a lease that has
-not expired (`reserved_at > now - retry_after`); anything else changes nothing.
-`release(undo_attempt=True)` lowers `attempts` again; the row is then pending,
-so no live reservation can carry the lowered count's old token (see
-`take_for_transfer` for the one exception).
+Fencing: every reservation of a row, a worker's claim and a migration's take
+alike, adds one to its `reservations` column, which nothing ever lowers (the
+one column beyond the spec's; see sql_models). A reservation's token is
+`"{id}:{reservations}"` (`":transfer"` appended for a migration's), so every
+later reservation of the same row has another token, forever. `ack`,
+`release`, `extend` and `fail` match on `(id, reservations)` and on a lease
+that has not expired (`reserved_at > now - retry_after`); anything else
+changes nothing. `attempts` cannot serve as the fence: `release(undo_attempt=
+True)` lowers it, so an old count (and its stale holder's token) could come
+back while a migration holds the row.
 
 Attempts: the `attempts` column starts at the count in the pushed envelope's
 `{"attempts":N,` prefix (a job moved from Redis keeps the attempts it spent
-there) and each claim adds one. A claimed job's payload is the stored envelope
+there), each worker claim adds one (also the claim of an expired lease: the
+dead holder's attempt was counted when it claimed), a migration's take adds
+none, and `release(undo_attempt=True)` of a worker's reservation takes its one
+back. A claimed job's payload is the stored envelope
 with that prefix set to the column (the row itself keeps the payload as pushed:
 the column is the truth, and large payloads are not rewritten per claim).
 
@@ -90,6 +97,9 @@ BULK_ROWS_PER_STATEMENT = 500
 
 #: Name written into `queue_failed_jobs.connection` for this driver's failures.
 CONNECTION_NAME = "database"
+
+#: Ending of a migration's token (`take_for_transfer`): its reservation counted no attempt.
+TRANSFER_SUFFIX = ":transfer"
 
 _ENVELOPE_ID = re.compile(r'^\{"attempts":-?\d+,"id":"((?:[^"\\]|\\.)*)"')
 _ATTEMPTS_PREFIX = re.compile(r'^\{"attempts":(-?\d+),')
@@ -367,7 +377,7 @@ class DatabaseDriver(QueueDriver):
             isinstance(failed_store, DatabaseFailedStore) and failed_store.engine is engine
         )
         now, expiry = clock.now, clock.at("expiry")
-        live = f"id = :id AND attempts = :attempts AND reserved_at > {expiry}"
+        live = f"id = :id AND reservations = :reservations AND reserved_at > {expiry}"
         # FIFO by id, not by available_at: a job pushed earlier stays ahead even
         # when a later one came due first (the spec's `ORDER BY id`); a job
         # released with a delay keeps its id, so once due it is ahead of newer jobs.
@@ -376,11 +386,11 @@ class DatabaseDriver(QueueDriver):
         # reserved and delayed jobs); `reserved_at IS NULL` is one range of
         # idx_queue_reserved already in id order, and expired leases are few.
         pending = (
-            "SELECT id, attempts, payload FROM queue_jobs WHERE queue = :queue "
+            "SELECT id, attempts, reservations, payload FROM queue_jobs WHERE queue = :queue "
             f"AND reserved_at IS NULL AND available_at <= {now} ORDER BY id LIMIT 1"
         )
         expired = (
-            "SELECT id, attempts, payload FROM queue_jobs WHERE queue = :queue "
+            "SELECT id, attempts, reservations, payload FROM queue_jobs WHERE queue = :queue "
             f"AND reserved_at <= {expiry} AND available_at <= {now} ORDER BY id LIMIT 1"
         )
         # The expired half checks available_at too: a delayed job leased by a
@@ -404,36 +414,34 @@ class DatabaseDriver(QueueDriver):
                 f"({pending} FOR UPDATE SKIP LOCKED) UNION ALL ({expired} FOR UPDATE SKIP LOCKED)"
             )
             self._mark = text(
-                f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1 WHERE id = :id"
+                f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1, "
+                "reservations = reservations + 1 WHERE id = :id"
             )
         else:
             # BEGIN IMMEDIATE holds the write lock, so the row chosen is still free.
             self._claim = text(
-                f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1 "
+                f"UPDATE queue_jobs SET reserved_at = {now}, attempts = attempts + 1, "
+                "reservations = reservations + 1 "
                 "WHERE id = (SELECT MIN(id) FROM ("
                 f"SELECT id FROM ({pending}) UNION ALL SELECT id FROM ({expired}))) "
-                "RETURNING id, attempts, payload"
+                "RETURNING id, attempts, reservations, payload"
             )
         # The transfer reads, then marks, inside one transaction: on MySQL the
         # rows are locked (SKIP LOCKED), on SQLite BEGIN IMMEDIATE holds the write
-        # lock. Read first because the reported attempts are the PRE-bump count.
+        # lock, so each read `reservations` + 1 is what the mark writes.
         self._transfer_select = text(
-            f"SELECT id, attempts, payload, {clock.unix('available_at')}, "
-            "CASE WHEN reserved_at IS NULL THEN 0 ELSE 1 END FROM queue_jobs "
-            f"WHERE queue = :queue AND {transferable} ORDER BY id LIMIT :limit"
+            f"SELECT id, attempts, reservations, payload, {clock.unix('available_at')} "
+            f"FROM queue_jobs WHERE queue = :queue AND {transferable} ORDER BY id LIMIT :limit"
             + (" FOR UPDATE SKIP LOCKED" if self._mysql else "")
         )
-        # attempts is assigned before reserved_at: MySQL evaluates SET left to
-        # right, so the CASE must still see the old reserved_at.
+        # No attempt is counted for a move: only the fencing counter grows.
         self._transfer_mark = text(
-            "UPDATE queue_jobs SET "
-            "attempts = attempts + CASE WHEN reserved_at IS NULL THEN 0 ELSE 1 END, "
+            "UPDATE queue_jobs SET reservations = reservations + 1, "
             f"reserved_at = {now} WHERE id IN :ids"
         ).bindparams(bindparam("ids", expanding=True))
         self._ack = text(f"DELETE FROM queue_jobs WHERE {live}")
         release = f"UPDATE queue_jobs SET reserved_at = NULL, available_at = {clock.at('delay')}"
         self._release = text(f"{release} WHERE {live}")
-        # The WHERE sees the row before the SET, so the fence uses the counted attempts.
         self._release_undo = text(
             f"{release}, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
             f"WHERE {live}"
@@ -540,16 +548,18 @@ class DatabaseDriver(QueueDriver):
                 if not rows:
                     continue
                 row = min(rows, key=lambda r: int(r[0]))
-                job_id, attempts, payload = int(row[0]), int(row[1]), str(row[2])
+                job_id, attempts, reservations = int(row[0]), int(row[1]), int(row[2])
+                payload = str(row[3])
                 if self._mysql:  # the SELECT locked the row; now mark it reserved
                     self._hot(connection, self._mark, {"id": job_id})
                     attempts += 1
+                    reservations += 1
                 return ReservedJob(
                     id=envelope_id(payload),
                     queue=queue,
                     payload=with_attempts(payload, attempts),
                     attempts=attempts,
-                    token=f"{job_id}:{attempts}",
+                    token=f"{job_id}:{reservations}",
                 )
             return None
 
@@ -563,7 +573,7 @@ class DatabaseDriver(QueueDriver):
             return False
         params = {
             "id": fence[0],
-            "attempts": fence[1],
+            "reservations": fence[1],
             "expiry": self._clock.offset(-self.retry_after),
             **extra,
         }
@@ -578,9 +588,11 @@ class DatabaseDriver(QueueDriver):
         """Make the job available again after `delay` seconds; fenced like `ack`.
 
         With `undo_attempt` the same fenced UPDATE also takes back the attempt
-        this reservation counted (never below 0).
+        this reservation counted (never below 0); a migration's reservation
+        counted none, so its release gives nothing back.
         """
-        statement = self._release_undo if undo_attempt else self._release
+        undo = undo_attempt and not job.token.endswith(TRANSFER_SUFFIX)
+        statement = self._release_undo if undo else self._release
         return self._fenced(statement, job, delay=self._clock.offset(max(delay, 0.0)))
 
     def extend(self, job: ReservedJob) -> bool:
@@ -600,7 +612,7 @@ class DatabaseDriver(QueueDriver):
             return False
         params = {
             "id": fence[0],
-            "attempts": fence[1],
+            "reservations": fence[1],
             "expiry": self._clock.offset(-self.retry_after),
         }
         if self._atomic_fail:
@@ -643,21 +655,15 @@ class DatabaseDriver(QueueDriver):
     def take_for_transfer(self, queue: str, limit: int) -> list[ReservedJob]:
         """Reserve up to `limit` pending, delayed and lease-expired jobs, oldest first.
 
-        Each job is reported with the attempts it should carry into the target
-        (no attempt is counted for the move). A row taken from an expired
-        reservation gets `attempts + 1` in the same UPDATE, exactly like a
-        worker's claim of it: that fences out the old holder (a worker cut off
-        from the database, not dead, can no longer ack, release, extend or fail
-        it). The job is still reported with the PRE-bump count (the old holder's
-        attempt happened; the move counts none), while its token
-        `"{id}:{attempts}:transfer"` carries the post-bump count the row holds, so
-        the migration's own `ack` matches. A pending or delayed row keeps its
-        attempts: nothing else holds it. After the transfer lease expires, a
-        worker's claim counts an attempt and so fences the transfer out.
-
-        Edge: a row a dead migration had taken is bumped when a second migration
-        re-takes it, so the source row counts one attempt too many while it stays
-        there (the target still gets the right count, and an ack removes the row).
+        Each job is reported with the row's attempts as they are, the count it
+        should carry into the target: the move counts none, and an expired
+        holder's attempt was counted when it claimed. The take adds one to the
+        row's `reservations`, like any reservation, so its token
+        `"{id}:{reservations}:transfer"` differs from every earlier one: a
+        worker cut off past its lease (not dead) can no longer ack, release,
+        extend or fail the row, whatever `release(undo_attempt=True)` did to
+        `attempts` meanwhile. After the transfer lease expires, a worker's claim
+        or a re-run's take adds one again and so fences out the dead migration.
         """
         if limit <= 0:
             return []
@@ -680,10 +686,10 @@ class DatabaseDriver(QueueDriver):
                 queue=queue,
                 payload=with_attempts(str(payload), int(attempts)),
                 attempts=int(attempts),
-                token=f"{int(job_id)}:{int(attempts) + int(was_leased)}:transfer",
+                token=f"{int(job_id)}:{int(reservations) + 1}{TRANSFER_SUFFIX}",
                 available_at=float(available_at),
             )
-            for job_id, attempts, payload, available_at, was_leased in rows
+            for job_id, attempts, reservations, payload, available_at in rows
         ]
 
     def contains(self, queue: str, job_id: str) -> bool:
