@@ -262,8 +262,10 @@ def test_migrate_creates_the_seed_tables_with_their_columns_and_indexes(
         "reserved_at",
         "available_at",
         "created_at",
+        "reservations",  # the fencing counter, the one column beyond the spec's
     ]
     types = {name: str(column["type"]).upper() for name, column in jobs.items()}
+    assert types["reservations"].startswith("INT") and not jobs["reservations"]["nullable"]
     assert types["queue"].startswith("VARCHAR(255)")
     assert "TEXT" in types["payload"] and types["attempts"].startswith("INT")
     for name in ("reserved_at", "available_at", "created_at"):
@@ -288,6 +290,51 @@ def test_migrate_on_the_embedded_sqlite_creates_the_file_and_tables(tmp_path: Pa
     engine = engine_from_url(f"sqlite:///{path}", create_sqlite_tables=False)
     assert set(inspect(engine).get_table_names()) == {"queue_jobs", "queue_failed_jobs"}
     engine.dispose()
+
+
+_OLD_QUEUE_JOBS = {  # queue_jobs as an earlier --migrate made it: no reservations column
+    "mariadb": "CREATE TABLE queue_jobs (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+    "queue VARCHAR(255) NOT NULL, payload LONGTEXT NOT NULL, attempts INT NOT NULL, "
+    "reserved_at DATETIME(6) NULL, available_at DATETIME(6) NOT NULL, "
+    "created_at DATETIME(6) NOT NULL, INDEX idx_queue_reserved (queue, reserved_at), "
+    "INDEX idx_available (available_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "sqlite": "CREATE TABLE queue_jobs (id INTEGER NOT NULL PRIMARY KEY, "
+    "queue VARCHAR(255) NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL, "
+    "reserved_at DATETIME, available_at DATETIME NOT NULL, created_at DATETIME NOT NULL)",
+}
+
+
+def test_migrate_adds_the_fencing_column_to_a_queue_jobs_table_made_without_it(
+    backend: tuple[str, Engine],
+) -> None:
+    url, engine = backend
+    kind = _driver_name(url)
+    env = Envelope(job="tests.noop", data={})
+    drop_tables(engine)
+    with engine.begin() as connection:
+        connection.execute(text(_OLD_QUEUE_JOBS[kind]))
+        connection.execute(
+            text(
+                "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) "
+                "VALUES ('default', :payload, 0, '2020-01-01', '2020-01-01')"
+            ),
+            {"payload": env.to_json()},
+        )
+    environment = MARIADB_ENV if kind == "mariadb" else {"SQLITE_PATH": url[len("sqlite:///") :]}
+    result = _main("--migrate", **environment)
+    assert result.returncode == 0, result.stderr
+    assert "added columns queue_jobs.reservations" in result.stdout
+    assert "created tables queue_failed_jobs" in result.stdout
+    columns = {c["name"]: c for c in inspect(engine).get_columns("queue_jobs")}
+    assert "reservations" in columns and not columns["reservations"]["nullable"]
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT reservations FROM queue_jobs")).all() == [(0,)]
+    driver = _driver(engine)
+    job = driver.pop(["default"])
+    assert job is not None and job.id == env.id and job.attempts == 1
+    assert driver.ack(job)
+    again = _main("--migrate", **environment)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
 
 
 def _free_port() -> int:
@@ -381,7 +428,13 @@ def _attempts_column(engine: Engine) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
-def test_release_undoing_the_attempt_is_fenced_and_never_goes_below_zero(
+def _reservations_column(engine: Engine) -> list[int]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT reservations FROM queue_jobs ORDER BY id")).all()
+    return [int(row[0]) for row in rows]
+
+
+def test_release_undoing_the_attempt_is_fenced_and_gives_back_only_a_workers_attempt(
     backend: tuple[str, Engine],
 ) -> None:
     _, engine = backend
@@ -396,16 +449,18 @@ def test_release_undoing_the_attempt_is_fenced_and_never_goes_below_zero(
     assert _attempts_column(engine) == [2]
     assert driver.release(second, undo_attempt=True)
     assert _attempts_column(engine) == [1]
-    [moving] = driver.take_for_transfer("default", 10)  # a lease holding 1 attempt
+    [moving] = driver.take_for_transfer("default", 10)
+    assert moving.attempts == 1
     assert driver.release(moving, undo_attempt=True)
-    assert _attempts_column(engine) == [0]
-    [moving] = driver.take_for_transfer("default", 10)  # a lease holding 0 attempts
-    assert moving.attempts == 0
-    assert driver.release(moving, undo_attempt=True)
-    assert _attempts_column(engine) == [0]
+    assert _attempts_column(engine) == [1], "a migration's take counted no attempt to undo"
+    third = driver.pop(["default"])
+    assert third is not None and third.attempts == 2
+    assert driver.release(third, undo_attempt=True)
+    assert _attempts_column(engine) == [1]
+    assert _reservations_column(engine) == [4], "every reservation counts; nothing undoes one"
 
 
-def test_transfer_of_an_expired_reservation_bumps_the_row_but_reports_the_old_count(
+def test_transfer_of_an_expired_reservation_counts_no_attempt_but_fences_out_its_holder(
     backend: tuple[str, Engine],
 ) -> None:
     _, engine = backend
@@ -420,10 +475,60 @@ def test_transfer_of_an_expired_reservation_bumps_the_row_but_reports_the_old_co
     assert [job.id for job in taken] == [leased.id, pending.id]
     assert [job.attempts for job in taken] == [1, 0]
     assert [Envelope.from_json(job.payload).attempts for job in taken] == [1, 0]
-    assert _attempts_column(engine) == [2, 0], "only the expired reservation is fenced"
+    assert _attempts_column(engine) == [1, 0], "a move counts no attempt"
+    assert _reservations_column(engine) == [2, 1]
     assert not driver.ack(stale)
     assert all(driver.ack(job) for job in taken)
     assert driver.queues() == []
+
+
+def test_stale_worker_is_fenced_out_after_an_undo_and_a_migrations_take(
+    backend: tuple[str, Engine],
+) -> None:
+    """A's attempt count comes back through B's undo; A's token must not."""
+    _, engine = backend
+    driver = _driver(engine, retry_after=1)
+    env = Envelope(job="tests.noop", data={})
+    driver.push("default", env.to_json())
+    a = driver.pop(["default"])  # worker A, then cut off past its lease
+    assert a is not None and a.attempts == 1
+    time.sleep(1.3)
+    b = driver.pop(["default"])  # worker B takes the expired row, is stopped, undoes
+    assert b is not None and b.attempts == 2
+    assert driver.release(b, undo_attempt=True)
+    assert _attempts_column(engine) == [1], "attempts are back at A's count"
+    [moving] = driver.take_for_transfer("default", 10)  # a migration takes the pending row
+    assert moving.attempts == 1
+    assert not driver.release(a), "A's late release must not hit the migration's lease"
+    assert not driver.extend(a)
+    assert not driver.fail(a, "late")
+    assert not driver.ack(a)
+    assert not driver.release(b, undo_attempt=True)
+    assert driver.failed_store.counts() == {}
+    assert driver.ack(moving), "the migration's own ack must be accepted"
+    assert not driver.contains("default", env.id)
+
+
+def test_dead_worker_then_dead_migration_leave_one_attempt_for_the_next_claim(
+    backend: tuple[str, Engine],
+) -> None:
+    _, engine = backend
+    driver = _driver(engine, retry_after=1)
+    env = Envelope(job="tests.noop", data={})
+    driver.push("default", env.to_json())
+    dead_worker = driver.pop(["default"])
+    assert dead_worker is not None
+    time.sleep(1.3)
+    [dead_move] = driver.take_for_transfer("default", 10)
+    assert dead_move.attempts == 1
+    time.sleep(1.3)
+    job = driver.pop(["default"])
+    assert job is not None and job.id == env.id
+    assert job.attempts == 2, "a max_tries=2 job still gets its second real try"
+    assert Envelope.from_json(job.payload).attempts == 2
+    assert _attempts_column(engine) == [2]
+    assert not driver.ack(dead_worker) and not driver.ack(dead_move)
+    assert driver.ack(job)
 
 
 def test_delayed_job_of_a_dead_migration_does_not_run_before_it_is_due(

@@ -47,6 +47,11 @@ WHERE reserved_at < DATE_SUB(NOW(), INTERVAL 1 HOUR);"""
 CLEAN_OLD_FAILED = """DELETE FROM queue_failed_jobs
 WHERE failed_at < DATE_SUB(NOW(), INTERVAL 30 DAY);"""
 
+#: The spec's "Pushing a job" INSERT, with its `?` placeholders as named parameters.
+SPEC_PUSH = """INSERT INTO queue_jobs
+(queue, payload, attempts, available_at, created_at)
+VALUES (:queue, :payload, 0, :available_at, NOW())"""
+
 BACKDATE_FAILURE = (
     "UPDATE queue_failed_jobs SET failed_at = NOW(6) - INTERVAL :d DAY WHERE id = :id"
 )
@@ -167,3 +172,19 @@ def test_thirty_day_cleanup_deletes_only_failures_older_than_thirty_days(
     assert [f.id for f in driver.failed_store.all()] == [recent.id, borderline.id]
     assert driver.failed_store.flush(older_than_days=28) == 1
     assert [f.id for f in driver.failed_store.all()] == [recent.id]
+
+
+def test_the_specs_own_insert_makes_a_job_the_driver_runs_and_fences(engine: Engine) -> None:
+    env = Envelope(job="tests.noop", data={})
+    with engine.begin() as connection:
+        now = connection.execute(text("SELECT NOW(6)")).scalar_one()
+        connection.execute(
+            text(SPEC_PUSH), {"queue": "default", "payload": env.to_json(), "available_at": now}
+        )
+    driver = DatabaseDriver(engine, DatabaseFailedStore(engine))
+    first = _pop(driver, "default")
+    assert (first.id, first.attempts) == (env.id, 1)
+    assert driver.release(first)
+    second = _pop(driver, "default")
+    assert not driver.ack(first), "the fence counts reservations of rows the spec's INSERT made"
+    assert driver.ack(second)
