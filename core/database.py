@@ -230,7 +230,9 @@ def _sqlite_engine(url: URL, pool_size: int, create_tables_now: bool) -> Engine:
         connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
     if create_tables_now:
+        # The embedded default has no --migrate step: create and upgrade here.
         create_tables(engine)
+        upgrade_tables(engine)
     return engine
 
 

@@ -605,3 +605,28 @@ def test_engine_warns_about_the_time_zone_exactly_when_it_may_observe_dst(
         engine.dispose()
     warned = [r for r in caplog.records if "daylight saving" in r.getMessage()]
     assert database.time_zone_is_dst_free(str(zone[0]), str(zone[1])) == (warned == [])
+
+
+def test_the_embedded_sqlite_database_is_upgraded_on_first_use(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE queue_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, queue VARCHAR(255) "
+        "NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL, reserved_at TEXT, "
+        "available_at TEXT NOT NULL, created_at TEXT NOT NULL)"
+    )
+    old.commit()
+    old.close()
+    database.reset()
+    try:
+        engine = database.get_engine(Settings(sqlite_path=str(path)))
+        columns = {c["name"] for c in inspect(engine).get_columns("queue_jobs")}
+        assert "reservations" in columns
+        driver = DatabaseDriver(engine, DatabaseFailedStore(engine))
+        driver.push("default", Envelope(job="tests.noop", data={}).to_json())
+        job = driver.pop(["default"])
+        assert job is not None and driver.ack(job)
+    finally:
+        database.reset()
