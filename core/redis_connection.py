@@ -46,9 +46,11 @@ def build_redis(settings: Settings) -> redis.Redis:
     A command whose connection broke is retried on a fresh connection up to
     `CONNECTION_RETRIES` times. A retried write whose reply was lost may run
     twice (a pushed job duplicated): jobs are at-least-once, never lost. A
-    retried pop does not reserve a second job: pop.lua keeps a receipt per
-    call (see `queues.drivers.redis.POP_RECEIPT_TTL`, which must outlast
-    CONNECTION_RETRIES x (SOCKET_TIMEOUT + RETRY_BACKOFF_CAP)).
+    retried pop does not reserve a second job, and a retried ack, release,
+    extend or fail reports its first run's success instead of False: their
+    scripts keep a receipt per call (see `queues.drivers.redis.POP_RECEIPT_TTL`
+    and `SETTLE_RECEIPT_TTL`, which must outlast CONNECTION_RETRIES x
+    (SOCKET_TIMEOUT + RETRY_BACKOFF_CAP)).
     """
     retry = Retry(
         ExponentialBackoff(cap=RETRY_BACKOFF_CAP, base=RETRY_BACKOFF_BASE), CONNECTION_RETRIES

@@ -8,16 +8,21 @@ always tell the truth to `LLEN`, `ZCARD` and `LRANGE`):
 * `routemq:queue:{name}:reserved`     List of in-flight payloads (as reserved)
 * `routemq:queue:failed:{name}`       List of failed records (when no database)
 * `routemq:queue:{name}:leases`       Sorted Set job id -> lease expiry unix time
-* `routemq:queue:{name}:reservations` Hash job id -> fencing token (payload as reserved,
-                                      or `transfer:<nonce>:` + payload for a migration)
+* `routemq:queue:{name}:reservations` Hash job id -> fencing token (`<nonce>:` + payload
+                                      for a pop, `transfer:<nonce>:` + payload for a migration)
 * `routemq:queue:{name}:transfer`     Hash job id -> due time of a job leased by a migration
 * `routemq:queue:{name}:notify`       List of wake-up tokens for blocked workers (bounded)
 * `routemq:queue:pops:{nonce}`        String receipt of one pop call (expires, see pop.lua)
+* `routemq:queue:settles:{nonce}`     String receipt of one successful ack/release/extend/fail
+                                      call (expires, see include/reservation.lua)
 * `routemq:queues`                    Set of queue names ever pushed to
 * `routemq:queues:failed`             Set of queue names with a failed list
 
-Queue names are checked by `validate_queue_name` (no ':', not "failed") so no
-queue's keys can be another queue's.
+Names of queues that get NEW jobs (push, later, bulk) are checked by
+`validate_queue_name` (no ':', not "failed"), so no new queue's keys can be
+another queue's. Every other path (pop, settle, sizes, migration, failed store)
+takes any name, so queues created before validation existed stay readable and
+drainable; `clear` refuses only names whose keys would be another queue's.
 
 Every state change is one Lua script from `redis_scripts/` (atomic on the
 server, timed by the server clock `TIME`, so all workers agree on "now").
@@ -75,10 +80,21 @@ SOCKET_TIMEOUT_MARGIN = 1.0
 POP_RECEIPT_TTL = 60
 #: First Redis major version whose BLPOP accepts a fractional timeout.
 FRACTIONAL_BLPOP_SINCE = 6
-#: Marker that starts a migration's fencing token (see include/transfer_token.lua).
+#: Seconds a settle receipt (`routemq:queue:settles:{nonce}`) lives: the same
+#: retry window as a pop receipt. Only successful calls write one: a key of ~105
+#: bytes (MEMORY USAGE) per ack, release, extend or fail for this long, e.g.
+#: 1000 jobs/s (one ack each) keep ~60000 receipts, about 6 MB.
+SETTLE_RECEIPT_TTL = POP_RECEIPT_TTL
+#: Marker that starts a migration's fencing token (see include/token.lua).
 TRANSFER_TOKEN_TAG = "transfer:"
+#: Most pending (and most delayed) entries one take_for_transfer call steps
+#: over because their job id is already reserved (duplicate copies).
+TRANSFER_MAX_SKIP = 1000
+#: Queue name characters that would let its keys be another queue's keys.
+_COLLIDING_NAMES = re.compile(r"^failed$|:")
 
-_ENVELOPE_HEAD = re.compile(r'^\{"attempts":(\d+),"id":"([^"\\]+)"')
+# [0-9], not \d: Lua's %d matches ASCII digits only, and both must agree.
+_ENVELOPE_HEAD = re.compile(r'^\{"attempts":([0-9]+),"id":"([^"\\]+)"')
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -197,9 +213,9 @@ class RedisFailedStore(FailedStore):
     def add(self, connection: str, queue: str, payload: str, exception: str) -> str:
         """Append one record atomically (MULTI/EXEC); return its id.
 
-        ValueError (nothing stored) if `queue` is not a valid queue name.
+        Any queue name is accepted (not validated): a job of a queue created
+        before names were validated must still be failable.
         """
-        validate_queue_name(queue)
         failed_id, text = self.record(connection, queue, payload, exception)
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(self.list_key(queue), text)
@@ -317,12 +333,15 @@ class RedisDriver(QueueDriver):
     """Queue driver on Redis Lists and Sorted Sets, one atomic Lua script per state change.
 
     FIFO per queue (push at the tail, pop from the head), leases timed by the
-    server clock, and fenced ack/release/extend/fail: the fencing token is the
-    payload exactly as reserved, which carries the attempts count, so a later
-    pop of the same job has a different token; a migration's token is
-    `transfer:<nonce>:` + payload, new for every `take_for_transfer` call.
-    Every queue name is checked by `validate_queue_name` (ValueError naming
-    it). Redis failures surface as `QueueError` naming host:port.
+    server clock, and fenced ack/release/extend/fail: the fencing token is
+    `<nonce>:` + payload for a pop (the pop call's nonce) and
+    `transfer:<nonce>:` + payload for a migration, so every reservation's
+    token is unique, even when a job comes back byte-identical (a release
+    that undid its attempt). Each ack/release/extend/fail call carries its own
+    receipt, so the client's re-send of a call whose reply was lost reports
+    the success of the first run instead of False. Names of queues that get
+    new jobs are checked by `validate_queue_name` (ValueError naming it).
+    Redis failures surface as `QueueError` naming host:port.
     """
 
     name = "redis"
@@ -348,20 +367,33 @@ class RedisDriver(QueueDriver):
             self._block_slice = min(MAX_BLOCK_SLICE, limit)
 
     def keys(self, queue: str) -> _QueueKeys:
-        """The keys of `queue` (cached); ValueError naming it if the name is not valid.
+        """The keys of `queue` (cached), for any name: not validated.
 
-        Every entry point builds its keys here, so no command ever touches the
-        keys of an invalid name (`failed:emails` would be the failed list of
-        `emails`, `x:delayed` the delayed set of `x`).
+        Reads, settles and drains must work for queues created before names
+        were validated (`reports/daily`); the writes of new jobs validate the
+        name themselves (`_new_job_keys`).
         """
         keys = self._keys.get(queue)
         if keys is None:
-            keys = self._keys[validate_queue_name(queue)] = _QueueKeys(self.prefix, queue)
+            keys = self._keys[queue] = _QueueKeys(self.prefix, queue)
         return keys
+
+    def _new_job_keys(self, queue: str) -> _QueueKeys:
+        """The keys of `queue` for adding a job; ValueError naming it if the name is not valid.
+
+        So no new job ever lands in keys that belong to another queue
+        (`failed:emails` would be the failed list of `emails`, `x:delayed` the
+        delayed set of `x`).
+        """
+        return self.keys(validate_queue_name(queue))
 
     def receipt_key(self, nonce: str) -> str:
         """The receipt key of one pop call (see pop.lua)."""
         return f"{self.prefix}pops:{nonce}"
+
+    def settle_key(self, nonce: str) -> str:
+        """The receipt key of one ack/release/extend/fail call (see include/reservation.lua)."""
+        return f"{self.prefix}settles:{nonce}"
 
     def server_version(self) -> tuple[int, ...]:
         """The Redis server version, read once (INFO server) on first use.
@@ -383,7 +415,7 @@ class RedisDriver(QueueDriver):
     def push(self, queue: str, payload: str) -> None:
         """Append at the tail of `queue`, available now; wakes one blocked worker."""
         _envelope_head(payload)
-        k = self.keys(queue)
+        k = self._new_job_keys(queue)
         self._scripts["push"](
             keys=[k.pending, k.notify, self.queues_key], args=[payload, queue, NOTIFY_CAP]
         )
@@ -395,7 +427,7 @@ class RedisDriver(QueueDriver):
             self.push(queue, payload)
             return
         _envelope_head(payload)
-        k = self.keys(queue)
+        k = self._new_job_keys(queue)
         self._scripts["later"](
             keys=[k.delayed, k.notify, self.queues_key],
             args=[payload, repr(float(delay)), queue, NOTIFY_CAP],
@@ -414,7 +446,7 @@ class RedisDriver(QueueDriver):
             args.extend((position, repr(float(max(delay, 0.0))), payload))
         keys: list[str] = [self.queues_key]
         for queue in index:
-            k = self.keys(queue)
+            k = self._new_job_keys(queue)
             keys.extend((k.pending, k.delayed, k.notify))
         self._scripts["bulk"](keys=keys, args=[NOTIFY_CAP, len(index), *index, *args])
 
@@ -453,13 +485,15 @@ class RedisDriver(QueueDriver):
 
         Idempotent per nonce: run again with the same nonce (as the client's
         retry after a lost reply does) while the reservation is live, it
-        returns that same reservation instead of reserving a second job.
-        `next due` is the seconds until the earliest delayed job or lease of
-        these queues comes due (None if there is none).
+        returns that same reservation instead of reserving a second job. The
+        reservation's token is `<nonce>:` + payload, unique to it. `next due`
+        is the seconds until the earliest delayed job or lease of these queues
+        comes due (None if there is none).
         """
         keys = [key for q in queues for key in self.keys(q).all()]
         keys.append(self.receipt_key(nonce))
-        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, *queues]
+        prefix = f"{nonce}:"
+        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, prefix, *queues]
         queue, value, *reserved_id = self._scripts["pop"](keys=keys, args=args)
         queue = _text(queue)
         if not queue:
@@ -467,77 +501,102 @@ class RedisDriver(QueueDriver):
             return None, float(next_due) if next_due else None
         payload = _text(value)
         try:
-            attempts, job_id = _envelope_head(payload)
+            attempts, _ = _envelope_head(payload)
         except ValueError:
-            # Not an envelope: the worker fails it with the parse error.
-            attempts, job_id = 1, _text(reserved_id[0])
-        return ReservedJob(job_id, queue, payload, attempts, payload), None
+            attempts = 1  # not an envelope: the worker fails it with the parse error
+        # The script's id, never a re-parse: the fence is keyed by the id Lua read.
+        job_id = _text(reserved_id[0])
+        return ReservedJob(job_id, queue, payload, attempts, prefix + payload), None
 
-    @_redis_call
-    def ack(self, job: ReservedJob) -> bool:
-        """Delete a finished job; fenced (False and no change if the lease is not live)."""
-        k = self.keys(job.queue)
-        result = self._scripts["ack"](
-            keys=[k.reserved, k.leases, k.reservations, k.transfer], args=[job.id, job.token]
+    def _settle(
+        self,
+        script: str,
+        keys: list[str],
+        args: Sequence[Any],
+        receipt: str | None,
+    ) -> bool:
+        """Run one fenced settle script with a settle receipt appended to its keys and args."""
+        nonce = uuid.uuid4().hex if receipt is None else receipt
+        result = self._scripts[script](
+            keys=[*keys, self.settle_key(nonce)], args=[*args, SETTLE_RECEIPT_TTL]
         )
         return bool(result)
 
     @_redis_call
-    def release(self, job: ReservedJob, delay: float = 0.0, *, undo_attempt: bool = False) -> bool:
+    def ack(self, job: ReservedJob, *, receipt: str | None = None) -> bool:
+        """Delete a finished job; fenced (False and no change if the lease is not live).
+
+        `receipt` is the call's settle nonce (a new one when None): the same
+        call re-sent after it succeeded returns True and changes nothing, as
+        the client's retry after a lost reply does.
+        """
+        k = self.keys(job.queue)
+        return self._settle(
+            "ack", [k.reserved, k.leases, k.reservations, k.transfer], [job.id, job.token], receipt
+        )
+
+    @_redis_call
+    def release(
+        self,
+        job: ReservedJob,
+        delay: float = 0.0,
+        *,
+        undo_attempt: bool = False,
+        receipt: str | None = None,
+    ) -> bool:
         """Give the job back (pending, or delayed by `delay` s) in one fenced script.
 
         With `undo_attempt` its attempts count goes back down by one (never
-        below 0), rewritten in the stored payload by release.lua.
+        below 0), rewritten in the stored payload by release.lua; the next
+        reservation still gets a new token. `receipt` as for `ack`: a re-sent
+        release never gives the job back twice.
         """
         k = self.keys(job.queue)
         undo = "1" if undo_attempt else "0"
-        result = self._scripts["release"](
-            keys=k.all(), args=[job.id, job.token, repr(float(delay)), NOTIFY_CAP, undo]
-        )
-        return bool(result)
+        args = [job.id, job.token, repr(float(delay)), NOTIFY_CAP, undo]
+        return self._settle("release", k.all(), args, receipt)
 
     @_redis_call
-    def extend(self, job: ReservedJob) -> bool:
-        """Renew the lease to `retry_after` s from now (server clock); fenced."""
+    def extend(self, job: ReservedJob, *, receipt: str | None = None) -> bool:
+        """Renew the lease to `retry_after` s from now (server clock); fenced.
+
+        `receipt` as for `ack`: a re-sent extend reports its first success.
+        """
         k = self.keys(job.queue)
-        result = self._scripts["extend"](
-            keys=[k.leases, k.reservations], args=[job.id, job.token, self.retry_after]
-        )
-        return bool(result)
+        args = [job.id, job.token, self.retry_after]
+        return self._settle("extend", [k.leases, k.reservations], args, receipt)
 
     @_redis_call
-    def fail(self, job: ReservedJob, exception: str) -> bool:
-        """Move the job to the failed store with `exception`; fenced.
+    def fail(self, job: ReservedJob, exception: str, *, receipt: str | None = None) -> bool:
+        """Move the job to the failed store with `exception`; fenced. `receipt` as for `ack`.
 
         With this client's own `RedisFailedStore`, removal and the failed
         record happen in one script. With any other store (the database one,
         seed "Monitor Both") the record is added FIRST, then the reservation is
-        removed by the fenced ack script; if that is refused (the lease was
-        lost) the record is forgotten again and False returned. A crash between
-        the two steps leaves the job both failed and reserved: its lease
-        expires, a worker sees attempts > max_tries and fails it again (a
-        duplicate failed record), but the job is never lost. Removing first
-        would lose the job on such a crash.
+        removed by the fenced ack script (with the receipt, so a re-send of it
+        after a lost reply reports success and the record is kept); if that is
+        refused (the lease was lost) the record is forgotten again and False
+        returned. A crash between the two steps leaves the job both failed and
+        reserved: its lease expires, a worker sees attempts > max_tries and
+        fails it again (a duplicate failed record), but the job is never lost.
+        Removing first would lose the job on such a crash.
         """
         store = self.failed_store
         k = self.keys(job.queue)
         if isinstance(store, RedisFailedStore) and store.client is self.client:
             _, record = store.record(self.name, job.queue, job.payload, exception)
-            result = self._scripts["fail"](
-                keys=[
-                    k.reserved,
-                    k.leases,
-                    k.reservations,
-                    k.transfer,
-                    store.list_key(job.queue),
-                    store.names_key,
-                ],
-                args=[job.id, job.token, record, job.queue],
-            )
-            return bool(result)
+            keys = [
+                k.reserved,
+                k.leases,
+                k.reservations,
+                k.transfer,
+                store.list_key(job.queue),
+                store.names_key,
+            ]
+            return self._settle("fail", keys, [job.id, job.token, record, job.queue], receipt)
         failed_id = store.add(self.name, job.queue, job.payload, exception)
-        removed = self._scripts["ack"](
-            keys=[k.reserved, k.leases, k.reservations, k.transfer], args=[job.id, job.token]
+        removed = self._settle(
+            "ack", [k.reserved, k.leases, k.reservations, k.transfer], [job.id, job.token], receipt
         )
         if not removed:
             store.forget(failed_id)
@@ -572,8 +631,7 @@ class RedisDriver(QueueDriver):
         names = sorted(_text(n) for n in self.client.smembers(self.queues_key))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            # Not validated: a name stored before validation existed stays visible.
-            k = _QueueKeys(self.prefix, name)
+            k = self.keys(name)
             pipe.llen(k.pending)
             pipe.zcard(k.delayed)
             pipe.llen(k.reserved)
@@ -589,9 +647,10 @@ class RedisDriver(QueueDriver):
         was requeued by this call is fenced out. A stored payload that is not
         a job envelope is moved to the failed store here (EnvelopeError, like a
         worker would) and not returned, so it neither blocks the migration nor
-        reaches the target. Fewer than `limit` jobs may come back while more
-        remain if a job's id is already reserved (a duplicate copy); an empty
-        list means nothing could be taken.
+        reaches the target. An entry whose job id is already reserved (a
+        duplicate copy) is skipped and stays pending; the scan goes on past it
+        (up to TRANSFER_MAX_SKIP of them). An empty list means nothing could be
+        taken.
         """
         if limit <= 0:
             return []
@@ -599,7 +658,7 @@ class RedisDriver(QueueDriver):
         prefix = f"{TRANSFER_TOKEN_TAG}{uuid.uuid4().hex}:"
         flat = self._scripts["take_for_transfer"](
             keys=[k.pending, k.delayed, k.reserved, k.leases, k.reservations, k.transfer],
-            args=[limit, self.retry_after, prefix],
+            args=[limit, self.retry_after, prefix, TRANSFER_MAX_SKIP],
         )
         jobs: list[ReservedJob] = []
         for i in range(0, len(flat), 3):
@@ -628,7 +687,17 @@ class RedisDriver(QueueDriver):
 
     @_redis_call
     def clear(self, queue: str) -> int:
-        """Delete all pending, delayed and reserved jobs of `queue` atomically."""
+        """Delete all pending, delayed and reserved jobs of `queue` atomically.
+
+        Any name of a queue that exists may be cleared, except one whose keys
+        would be another queue's (`failed`, or with ':'): ValueError naming it,
+        nothing deleted (`failed:emails` would delete the failed list of `emails`).
+        """
+        if _COLLIDING_NAMES.search(queue):
+            raise ValueError(
+                f"queue name {queue!r} is refused by clear: its keys would be those of "
+                "another queue (names must not contain ':' or be 'failed')"
+            )
         k = self.keys(queue)
         return int(self._scripts["clear"](keys=k.all()))
 

@@ -12,7 +12,8 @@
 -- ARGV[1] retry_after     lease length in seconds
 -- ARGV[2] batch           most delayed/expired jobs moved per queue per call
 -- ARGV[3] receipt ttl     seconds the receipt is kept
--- ARGV[4 ..]              queue names, same order as the keys
+-- ARGV[4] token prefix    '<nonce>:' with the pop call's 32-hex-digit nonce
+-- ARGV[5 ..]              queue names, same order as the keys
 --
 -- Guarantees, all in one atomic step on the server clock:
 -- * idempotent per call nonce: if the receipt exists and the reservation it
@@ -26,7 +27,9 @@
 --   attempts count is rewritten by string matching on the envelope prefix
 --   {"attempts":N,"id":"..." (user data is never decoded), the new payload is
 --   appended to reserved, leased until now + retry_after and recorded in
---   reservations (the payload is the fencing token); the receipt is set to
+--   reservations under the fencing token ARGV[4] .. payload, unique to this
+--   reservation (see token.lua: a later pop of the same job has another
+--   nonce, even if its payload is byte-identical); the receipt is set to
 --   "<queue index>\n<job id>\n<sha1 of the token>" with the receipt ttl.
 -- Returns {queue name, payload, job id} or, when nothing is available,
 -- {'', seconds until the earliest delayed job or lease comes due ('' if none)}.
@@ -50,7 +53,7 @@ if receipt then
     local token = redis.call('HGET', KEYS[b + 5], receipt_id)
     local lease = redis.call('ZSCORE', KEYS[b + 4], receipt_id)
     if token and lease and tonumber(lease) >= now and redis.sha1hex(token) == digest then
-      return {ARGV[3 + q], token, receipt_id}
+      return {ARGV[4 + q], token_payload(token), receipt_id}
     end
   end
 end
@@ -83,14 +86,14 @@ for q = 1, nqueues do
     redis.call('LPOP', pending)
     redis.call('RPUSH', KEYS[b + 3], reserved_payload)
     redis.call('ZADD', KEYS[b + 4], string.format('%.6f', now + retry_after), id)
-    redis.call('HSET', KEYS[b + 5], id, reserved_payload)
-    redis.call('SET', receipt_key, q .. '\n' .. id .. '\n' .. redis.sha1hex(reserved_payload),
-      'EX', ARGV[3])
+    local token = ARGV[4] .. reserved_payload
+    redis.call('HSET', KEYS[b + 5], id, token)
+    redis.call('SET', receipt_key, q .. '\n' .. id .. '\n' .. redis.sha1hex(token), 'EX', ARGV[3])
     if redis.call('LLEN', pending) == 0 then
       -- Tokens only stand for jobs that are gone: keep the list from growing.
       redis.call('DEL', KEYS[b + 6])
     end
-    return {ARGV[3 + q], reserved_payload, id}
+    return {ARGV[4 + q], reserved_payload, id}
   end
 end
 

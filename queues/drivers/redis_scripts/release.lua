@@ -7,21 +7,29 @@
 -- KEYS[5] reservations hash   routemq:queue:{name}:reservations
 -- KEYS[6] notify list         routemq:queue:{name}:notify
 -- KEYS[7] transfer hash       routemq:queue:{name}:transfer
+-- KEYS[8] settle receipt      routemq:queue:settles:{nonce} (one per release call)
 -- ARGV[1] job id
--- ARGV[2] token               the reservation's fencing token (the payload as reserved,
---                             or 'transfer:<nonce>:' .. payload for a migration)
+-- ARGV[2] token               the reservation's fencing token ('<nonce>:' .. payload
+--                             for a pop, 'transfer:<nonce>:' .. payload for a migration)
 -- ARGV[3] delay               seconds before the job is available again
 -- ARGV[4] notify cap
 -- ARGV[5] undo attempt        '1' to take back the attempt this reservation counted
+-- ARGV[6] receipt ttl         seconds the settle receipt is kept
 --
 -- Guarantees: fenced like ack.lua. On success, in one step, the reservation is
 -- removed and the payload (attempts as counted by its pop, or one less, never
 -- below 0, with undo attempt) goes to the tail of pending (delay <= 0) or to
 -- delayed scored now + delay; a blocked worker is woken. The attempts count is
 -- rewritten by string matching on the envelope prefix, like pop.lua (user data
--- is never decoded). Returns 1, or 0 with no change when the reservation is not
--- live.
+-- is never decoded). Returns 1 (receipt set), or 0 with no change when the
+-- reservation is not live. A call re-sent after its first run succeeded finds
+-- its receipt and returns 1 without giving the job back a second time. The
+-- next reservation of the job has a new token even if its payload is
+-- byte-identical (undo attempt), so this caller is fenced out of it.
 -- @include reservation.lua
+if settled(KEYS[8]) then
+  return 1
+end
 local now = server_now()
 if not holds_lease(KEYS[4], KEYS[5], ARGV[1], ARGV[2], now) then
   return 0
@@ -43,4 +51,5 @@ end
 if redis.call('RPUSH', KEYS[6], '1') > tonumber(ARGV[4]) then
   redis.call('LTRIM', KEYS[6], -tonumber(ARGV[4]), -1)
 end
+mark_settled(KEYS[8], ARGV[6])
 return 1

@@ -8,7 +8,9 @@
 -- KEYS[6] transfer hash       routemq:queue:{name}:transfer
 -- ARGV[1] limit               most jobs taken
 -- ARGV[2] retry_after         lease length in seconds
--- ARGV[3] token prefix        'transfer:<hex nonce>:', new for every call
+-- ARGV[3] token prefix        'transfer:<32 hex digits>:', new for every call
+-- ARGV[4] max skip            most entries stepped over because their job id is
+--                             already reserved (bounds the script's run time)
 --
 -- Guarantees, in one atomic step: due delayed jobs and expired leases are first
 -- requeued as pop.lua does (so the jobs of a migration that died are taken again
@@ -19,14 +21,17 @@
 -- to the token of the worker or migration whose expired lease was just
 -- requeued, so that one can no longer ack, release, extend or fail the job.
 -- transfer[id] holds the job's due time (now for a pending job): it marks the
--- token as a transfer token (transfer_token.lua) and, if the migration dies and
--- its lease expires, pop.lua puts a delayed job back into delayed rather than
--- running it early.
+-- reservation as a migration's and, if the migration dies and its lease
+-- expires, pop.lua puts a delayed job back into delayed rather than running it
+-- early.
 -- A payload that is not a job envelope is reserved the same way under the id
 -- 'malformed-<sha1>' (as pop.lua does) and returned with that id: the caller
 -- moves it to the failed store, so it neither blocks the migration nor is lost.
--- A job whose id already has a reservation (a duplicate copy) ends the batch:
--- reserving it twice would leave one :reserved entry no settle could remove.
+-- An entry whose id already has a reservation (a duplicate copy, e.g. a push
+-- re-sent after a lost reply) is skipped and left where it is: reserving it
+-- twice would leave one :reserved entry no settle could remove. The scan goes
+-- on past it, so the rest of the queue is still taken; at most ARGV[4] such
+-- entries are stepped over per call (pending and delayed each).
 -- Returns a flat list {payload, due time, job id, ...}; due time is now for
 -- pending jobs.
 -- @include requeue_due.lua
@@ -35,6 +40,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local now_s = string.format('%.6f', now)
 local limit = tonumber(ARGV[1])
 local lease = string.format('%.6f', now + tonumber(ARGV[2]))
+local max_skip = tonumber(ARGV[4])
 local out = {}
 
 requeue_due(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], now, limit)
@@ -60,26 +66,38 @@ local function reserve(payload, due)
   return true
 end
 
-while #out < 3 * limit do
-  local payload = redis.call('LINDEX', KEYS[1], 0)
+-- Skipped entries stay in place, so `index` counts them: the next candidate is
+-- always at index `skipped`. A taken entry at index > 0 is removed by LREM of
+-- its exact bytes: every entry before it was skipped because its id is
+-- reserved, so none of them has the same bytes (same bytes, same id, and this
+-- id was not reserved), and LREM's first match is this entry.
+local skipped = 0
+while #out < 3 * limit and skipped < max_skip do
+  local payload = redis.call('LINDEX', KEYS[1], skipped)
   if not payload then
     break
   end
-  if not reserve(payload, now_s) then
-    return out
+  if reserve(payload, now_s) then
+    if skipped == 0 then
+      redis.call('LPOP', KEYS[1])
+    else
+      redis.call('LREM', KEYS[1], 1, payload)
+    end
+  else
+    skipped = skipped + 1
   end
-  redis.call('LPOP', KEYS[1])
 end
 
-local remaining = limit - #out / 3
-if remaining > 0 then
-  local delayed = redis.call('ZRANGE', KEYS[2], 0, remaining - 1, 'WITHSCORES')
-  for i = 1, #delayed, 2 do
-    local payload, due = delayed[i], delayed[i + 1]
-    if not reserve(payload, due) then
-      break
-    end
-    redis.call('ZREM', KEYS[2], payload)
+skipped = 0
+while #out < 3 * limit and skipped < max_skip do
+  local entry = redis.call('ZRANGE', KEYS[2], skipped, skipped, 'WITHSCORES')
+  if not entry[1] then
+    break
+  end
+  if reserve(entry[1], entry[2]) then
+    redis.call('ZREM', KEYS[2], entry[1])
+  else
+    skipped = skipped + 1
   end
 end
 return out

@@ -4,9 +4,9 @@
 -- moves, for one queue, at most `batch` due delayed jobs to the tail of pending
 -- in due order, and at most `batch` reserved jobs whose lease expired back to
 -- pending with their attempts already counted (a migration's delayed job goes
--- back to delayed). What goes back is always the bare payload, never a
--- migration's token. It runs inside the including script, so it is atomic with it.
--- @include transfer_token.lua
+-- back to delayed). What goes back is always the bare payload (token_payload),
+-- never a token. It runs inside the including script, so it is atomic with it.
+-- @include token.lua
 local function requeue_due(pending, delayed, reserved, leases, reservations, transfer, now, batch)
   local now_s = string.format('%.6f', now)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_s, 'LIMIT', 0, batch)
@@ -21,7 +21,7 @@ local function requeue_due(pending, delayed, reserved, leases, reservations, tra
     redis.call('ZREM', leases, id)
     redis.call('HDEL', reservations, id)
     if token then
-      local payload = reserved_payload(transfer, id, token)
+      local payload = token_payload(token)
       redis.call('LREM', reserved, 1, payload)
       local due_at = redis.call('HGET', transfer, id)
       if due_at and tonumber(due_at) > now then

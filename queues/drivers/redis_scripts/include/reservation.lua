@@ -2,13 +2,17 @@
 --
 -- server_now() is the server clock in seconds (float): the same for every worker.
 -- holds_lease(leases, reservations, id, token, now) is the fence: true only if
--- reservations[id] is exactly `token` (the payload as reserved, which carries
--- the attempt count, so a later pop of the same job differs; a migration's
--- token is 'transfer:<nonce>:' .. payload, see transfer_token.lua) and the
--- lease has not expired. drop_reservation(reserved, leases, reservations,
--- transfer, id, token) removes every trace of the reservation and returns the
--- bare payload (as in the :reserved list).
--- @include transfer_token.lua
+-- reservations[id] is exactly `token` (unique to one reservation, see
+-- token.lua) and the lease has not expired. drop_reservation(reserved, leases,
+-- reservations, transfer, id, token) removes every trace of the reservation and
+-- returns the bare payload (as in the :reserved list).
+--
+-- Settle receipts make a settle idempotent per call: the client re-sends a
+-- script whose reply was lost (redis-py retry_on_error), and the re-sent call
+-- must not report 0 for the change the first one made. settled(receipt) is
+-- true if this call already succeeded; mark_settled(receipt, ttl) records the
+-- success for `ttl` seconds (key routemq:queue:settles:{nonce}).
+-- @include token.lua
 local function server_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -23,10 +27,18 @@ local function holds_lease(leases, reservations, id, token, now)
 end
 
 local function drop_reservation(reserved, leases, reservations, transfer, id, token)
-  local payload = reserved_payload(transfer, id, token)
+  local payload = token_payload(token)
   redis.call('LREM', reserved, 1, payload)
   redis.call('ZREM', leases, id)
   redis.call('HDEL', reservations, id)
   redis.call('HDEL', transfer, id)
   return payload
+end
+
+local function settled(receipt)
+  return redis.call('EXISTS', receipt) == 1
+end
+
+local function mark_settled(receipt, ttl)
+  redis.call('SET', receipt, '1', 'EX', ttl)
 end
