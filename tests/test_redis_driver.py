@@ -30,6 +30,7 @@ from queues.drivers.redis import (
     NOTIFY_CAP,
     POP_RECEIPT_TTL,
     SCRIPTS_DIR,
+    SETTLE_RECEIPT_TTL,
     RedisDriver,
     RedisFailedStore,
     blpop_timeout,
@@ -159,7 +160,7 @@ def test_stale_ack_keeps_the_new_owners_reserved_entry(client: redis.Redis) -> N
     assert not driver.ack(stale)
     assert not driver.release(stale)
     assert client.lrange("routemq:queue:default:reserved", 0, -1) == [owner.payload.encode()]
-    assert client.hget("routemq:queue:default:reservations", owner.id) == owner.payload.encode()
+    assert client.hget("routemq:queue:default:reservations", owner.id) == owner.token.encode()
     assert client.llen("routemq:queue:default") == 0
 
 
@@ -497,25 +498,75 @@ def test_driver_reads_the_server_version_once(driver: RedisDriver) -> None:
 @pytest.mark.parametrize(
     "name", ["failed:emails", "x:delayed", "failed", "with space", "", "q" * 201, "ü"]
 )
-def test_queue_names_that_could_collide_with_other_keys_are_refused(
+def test_new_jobs_are_refused_for_queue_names_that_could_collide_with_other_keys(
     driver: RedisDriver, client: redis.Redis, name: str
 ) -> None:
     payload = envelope().to_json()
     calls = [
         lambda: driver.push(name, payload),
         lambda: driver.later(name, payload, 5),
-        lambda: driver.bulk([(name, payload, 0.0)]),
-        lambda: driver.pop(["default", name]),
-        lambda: driver.sizes(name),
-        lambda: driver.take_for_transfer(name, 5),
-        lambda: driver.clear(name),
-        lambda: driver.failed_store.add("redis", name, payload, "boom"),
+        lambda: driver.bulk([("default", payload, 0.0), (name, payload, 0.0)]),
     ]
     for call in calls:
         with pytest.raises(ValueError, match="queue name"):
             call()
     assert client.dbsize() == 0
     assert validate_queue_name("emails.high-priority_2") == "emails.high-priority_2"
+
+
+@pytest.mark.parametrize("name", ["failed:emails", "emails:delayed", "failed"])
+def test_clear_refuses_a_name_whose_keys_are_another_queues(
+    driver: RedisDriver, client: redis.Redis, name: str
+) -> None:
+    driver.push("emails", envelope().to_json())
+    job = driver.pop(["emails"])
+    assert job is not None and driver.fail(job, "boom")
+    driver.later("emails", envelope().to_json(), 60)
+    with pytest.raises(ValueError, match="queue name"):
+        driver.clear(name)
+    sizes = driver.sizes("emails")
+    assert (sizes.delayed, sizes.failed) == (1, 1)
+
+
+def test_a_queue_created_before_name_validation_can_be_read_popped_drained_and_failed(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    legacy = "reports/daily"
+    first, second = envelope(queue=legacy), envelope(queue=legacy)
+    client.rpush(f"routemq:queue:{legacy}", first.to_json(), second.to_json())
+    client.sadd("routemq:queues", legacy)
+    sizes = driver.sizes(legacy)
+    assert (sizes.pending, sizes.delayed, sizes.reserved, sizes.failed) == (2, 0, 0, 0)
+    assert legacy in driver.queues()
+    assert driver.contains(legacy, first.id)
+
+    job = driver.pop([legacy])
+    assert job is not None and job.id == first.id
+    assert driver.fail(job, "RuntimeError: broken")
+    [record] = driver.failed_store.all(legacy)
+    assert record.queue == legacy and json.loads(record.payload)["id"] == first.id
+
+    [taken] = driver.take_for_transfer(legacy, 10)  # a migration drains it
+    assert taken.id == second.id and driver.ack(taken)
+    sizes = driver.sizes(legacy)
+    assert (sizes.pending, sizes.delayed, sizes.reserved, sizes.failed) == (0, 0, 0, 1)
+    with pytest.raises(ValueError, match="queue name"):
+        driver.push(legacy, envelope().to_json())  # but it gets no new jobs
+
+
+def test_a_legacy_queue_job_fails_into_a_redis_store_on_another_client(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    other = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+    try:
+        two_step = RedisDriver(client, RedisFailedStore(other), retry_after=90)
+        client.rpush("routemq:queue:reports/daily", envelope().to_json())
+        job = two_step.pop(["reports/daily"])
+        assert job is not None and two_step.fail(job, "boom")
+        assert two_step.sizes("reports/daily").failed == 1
+        assert two_step.sizes("reports/daily").reserved == 0
+    finally:
+        other.close()
 
 
 def test_malformed_entries_do_not_stop_a_migration_and_go_to_the_failed_store(
@@ -536,7 +587,7 @@ def test_malformed_entries_do_not_stop_a_migration_and_go_to_the_failed_store(
     assert (sizes.pending, sizes.delayed, sizes.reserved) == (0, 0, 0)
 
 
-def test_a_duplicate_job_id_ends_a_transfer_batch_instead_of_double_reserving(
+def test_a_duplicate_job_id_is_never_reserved_twice_by_a_transfer(
     driver: RedisDriver, client: redis.Redis
 ) -> None:
     env = envelope()
@@ -544,6 +595,7 @@ def test_a_duplicate_job_id_ends_a_transfer_batch_instead_of_double_reserving(
     driver.push("default", env.to_json())  # a push re-sent after a lost reply
     first = driver.take_for_transfer("default", 10)
     assert [job.id for job in first] == [env.id]
+    assert client.lrange("routemq:queue:default", 0, -1) == [env.to_json().encode()]
     assert driver.ack(first[0])
     second = driver.take_for_transfer("default", 10)
     assert [job.id for job in second] == [env.id]
@@ -551,8 +603,131 @@ def test_a_duplicate_job_id_ends_a_transfer_batch_instead_of_double_reserving(
     assert client.llen("routemq:queue:default:reserved") == 0
 
 
+def test_a_transfer_skips_entries_whose_job_is_reserved_and_takes_the_rest(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    dup = envelope()
+    rest = [envelope() for _ in range(5)]
+    client.rpush(
+        "routemq:queue:default", dup.to_json(), dup.to_json(), *(e.to_json() for e in rest)
+    )
+    later_copy = envelope()
+    later_copy.id, later_copy.attempts = dup.id, 5  # same id, other bytes
+    driver.later("default", later_copy.to_json(), 60)
+    delayed = envelope()
+    driver.later("default", delayed.to_json(), 120)
+    worker = driver.pop(["default"])  # reserves the first copy of dup
+    assert worker is not None and worker.id == dup.id
+
+    taken = driver.take_for_transfer("default", 10)
+    assert [job.id for job in taken] == [e.id for e in rest] + [delayed.id]
+    assert [job.payload for job in taken[:5]] == [e.to_json() for e in rest]
+    assert client.lrange("routemq:queue:default", 0, -1) == [dup.to_json().encode()]
+    assert client.zrange("routemq:queue:default:delayed", 0, -1) == [later_copy.to_json().encode()]
+    assert all(driver.ack(job) for job in taken)
+    assert driver.ack(worker)
+    assert client.llen("routemq:queue:default:reserved") == 0
+
+
+def test_a_release_that_undid_its_attempt_cannot_settle_the_next_reservation(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    env = envelope()
+    driver.push("default", env.to_json())
+    stale = driver.pop(["default"])
+    assert stale is not None and driver.release(stale, undo_attempt=True)
+    owner = driver.pop(["default"])
+    assert owner is not None and owner.id == env.id
+    assert owner.payload == stale.payload, "same attempts: the payload is byte-identical"
+    assert owner.token != stale.token and owner.token.endswith(owner.payload)
+    # A stale holder's calls (e.g. redis-py re-sending a release) are fenced out.
+    assert not driver.release(stale, undo_attempt=True)
+    assert not driver.ack(stale) and not driver.extend(stale)
+    assert not driver.fail(stale, "boom")
+    assert client.hget("routemq:queue:default:reservations", env.id) == owner.token.encode()
+    assert client.lrange("routemq:queue:default:reserved", 0, -1) == [owner.payload.encode()]
+    assert client.llen("routemq:queue:default") == 0
+    assert driver.ack(owner)
+    assert driver.sizes("default").failed == 0
+
+
+def test_a_resent_settle_reports_its_first_success_and_changes_nothing(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    for queue in ("acks", "releases", "extends", "fails"):
+        driver.push(queue, envelope(queue=queue).to_json())
+
+    acked = driver.pop(["acks"])
+    receipt = uuid.uuid4().hex
+    assert acked is not None and driver.ack(acked, receipt=receipt)
+    assert driver.ack(acked, receipt=receipt)  # re-sent after a lost reply
+    assert 0 < client.ttl(driver.settle_key(receipt)) <= SETTLE_RECEIPT_TTL
+    assert not driver.ack(acked), "a new call is fenced as before"
+
+    released = driver.pop(["releases"])
+    receipt = uuid.uuid4().hex
+    assert released is not None
+    assert driver.release(released, undo_attempt=True, receipt=receipt)
+    owner = driver.pop(["releases"])  # another worker takes the job meanwhile
+    assert owner is not None and owner.payload == released.payload
+    assert driver.release(released, undo_attempt=True, receipt=receipt)
+    assert client.llen("routemq:queue:releases") == 0, "the job was not given back twice"
+    assert client.hget("routemq:queue:releases:reservations", owner.id) == owner.token.encode()
+    assert client.lrange("routemq:queue:releases:reserved", 0, -1) == [owner.payload.encode()]
+    assert driver.ack(owner)
+
+    extended = driver.pop(["extends"])
+    receipt = uuid.uuid4().hex
+    assert extended is not None and driver.extend(extended, receipt=receipt)
+    lease = client.zscore("routemq:queue:extends:leases", extended.id)
+    assert driver.extend(extended, receipt=receipt)
+    assert client.zscore("routemq:queue:extends:leases", extended.id) == lease
+
+    failed = driver.pop(["fails"])
+    receipt = uuid.uuid4().hex
+    assert failed is not None and driver.fail(failed, "boom", receipt=receipt)
+    assert driver.fail(failed, "boom", receipt=receipt)
+    assert len(driver.failed_store.all("fails")) == 1
+
+
+def test_a_resent_removal_step_of_a_two_step_fail_keeps_the_failed_record(
+    client: redis.Redis,
+) -> None:
+    other = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+    try:
+        driver = RedisDriver(client, RedisFailedStore(other), retry_after=90)
+        driver.push("default", envelope().to_json())
+        job = driver.pop(["default"])
+        assert job is not None
+        receipt = uuid.uuid4().hex
+        # fail() adds the record, then runs ack.lua with its receipt. Here that
+        # first run succeeds but its reply is lost, so the client re-sends it:
+        assert driver.ack(job, receipt=receipt)
+        assert driver.fail(job, "boom", receipt=receipt)
+        [record] = driver.failed_store.all("default")
+        assert record.payload == job.payload, "the job is in the failed store, not lost"
+        assert driver.sizes("default").reserved == 0
+        assert not driver.fail(job, "boom")  # without the receipt: fenced, record forgotten
+        assert len(driver.failed_store.all("default")) == 1
+    finally:
+        other.close()
+
+
+def test_python_and_lua_agree_that_non_ascii_digits_are_not_an_attempts_count(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    odd = '{"attempts":\u0661,"id":"abc","job":"tests.noop","data":{}}'  # ARABIC-INDIC ONE
+    with pytest.raises(ValueError, match="not a job envelope"):
+        driver.push("default", odd)
+    client.rpush("routemq:queue:default", odd.encode())
+    job = driver.pop(["default"])
+    assert job is not None and job.id.startswith("malformed-"), "the id the script fenced"
+    assert driver.fail(job, "EnvelopeError: bad attempts")
+    assert driver.sizes("default").reserved == 0
+
+
 def test_included_lua_functions_are_inlined_once_per_script() -> None:
     source = script_source(SCRIPTS_DIR / "take_for_transfer.lua")
-    assert source.count("local function reserved_payload") == 1
+    assert source.count("local function token_payload") == 1
     assert source.count("local function requeue_due") == 1
     assert "-- @include" not in source.replace("(`-- @include requeue_due.lua`)", "")
