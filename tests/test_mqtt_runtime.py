@@ -22,6 +22,7 @@ from config.settings import ConfigError
 from core.message import Message
 from core.mqtt import MqttRuntime
 from core.router import Router, Subscription
+from tests.conftest import services_required
 from tests.mqtt_helpers import (
     WAIT_TIMEOUT,
     SecureMosquitto,
@@ -247,7 +248,10 @@ def test_persistent_session_without_client_id_refuses_to_start() -> None:
 def secure_broker(tmp_path: Path) -> Iterator[SecureMosquitto]:
     """A private mosquitto demanding TLS and a password."""
     if shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
-        pytest.skip("needs the openssl and mosquitto_passwd binaries")
+        reason = "needs the openssl and mosquitto_passwd binaries"
+        if services_required():
+            pytest.fail(f"{reason} (REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
     broker = SecureMosquitto(tmp_path)
     yield broker
     broker.stop()
