@@ -434,7 +434,7 @@ class Router:
         found = self._find(message.topic)
         if found is None:
             self.unmatched += 1
-            logger.debug("no route matches topic %r; message dropped", message.topic)
+            logger.debug("no route matches topic %r", message.topic)
             return False
         route, levels = found
         message.route = route

@@ -17,12 +17,10 @@
 -- out can never delete the job of its new owner. A call re-sent after its
 -- first run succeeded finds its receipt and returns 1 without changing anything.
 -- @include reservation.lua
-if settled(KEYS[5]) then
-  return 1
-end
 local now = server_now()
-if not holds_lease(KEYS[2], KEYS[3], ARGV[1], ARGV[2], now) then
-  return 0
+local verdict = settle_verdict(KEYS[5], KEYS[2], KEYS[3], ARGV[1], ARGV[2], now)
+if verdict ~= nil then
+  return verdict
 end
 drop_reservation(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
 mark_settled(KEYS[5], ARGV[3])

@@ -14,12 +14,10 @@
 -- otherwise 0 and no change. A call re-sent after its first run succeeded
 -- finds its receipt and returns 1 without changing anything.
 -- @include reservation.lua
-if settled(KEYS[3]) then
-  return 1
-end
 local now = server_now()
-if not holds_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], now) then
-  return 0
+local verdict = settle_verdict(KEYS[3], KEYS[1], KEYS[2], ARGV[1], ARGV[2], now)
+if verdict ~= nil then
+  return verdict
 end
 redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(ARGV[3])), ARGV[1])
 mark_settled(KEYS[3], ARGV[4])

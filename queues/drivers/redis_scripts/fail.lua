@@ -21,12 +21,10 @@
 -- Otherwise 0, no change. A call re-sent after its first run succeeded finds
 -- its receipt and returns 1 without adding a second record.
 -- @include reservation.lua
-if settled(KEYS[7]) then
-  return 1
-end
 local now = server_now()
-if not holds_lease(KEYS[2], KEYS[3], ARGV[1], ARGV[2], now) then
-  return 0
+local verdict = settle_verdict(KEYS[7], KEYS[2], KEYS[3], ARGV[1], ARGV[2], now)
+if verdict ~= nil then
+  return verdict
 end
 drop_reservation(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[5], ARGV[3])

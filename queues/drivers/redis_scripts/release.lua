@@ -27,12 +27,10 @@
 -- next reservation of the job has a new token even if its payload is
 -- byte-identical (undo attempt), so this caller is fenced out of it.
 -- @include reservation.lua
-if settled(KEYS[8]) then
-  return 1
-end
 local now = server_now()
-if not holds_lease(KEYS[4], KEYS[5], ARGV[1], ARGV[2], now) then
-  return 0
+local verdict = settle_verdict(KEYS[8], KEYS[4], KEYS[5], ARGV[1], ARGV[2], now)
+if verdict ~= nil then
+  return verdict
 end
 local payload = drop_reservation(KEYS[3], KEYS[4], KEYS[5], KEYS[7], ARGV[1], ARGV[2])
 if ARGV[5] == '1' then

@@ -42,3 +42,16 @@ end
 local function mark_settled(receipt, ttl)
   redis.call('SET', receipt, '1', 'EX', ttl)
 end
+
+-- settle_verdict(receipt, leases, reservations, id, token, now) is the common
+-- start of every settle script: 1 if this call already succeeded (its receipt
+-- exists), 0 if the reservation is not live, nil to go on with the change.
+local function settle_verdict(receipt, leases, reservations, id, token, now)
+  if settled(receipt) then
+    return 1
+  end
+  if not holds_lease(leases, reservations, id, token, now) then
+    return 0
+  end
+  return nil
+end
