@@ -13,10 +13,19 @@ from collections.abc import Iterator
 import pytest
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-#: Redis database reserved for the test suite; flushed by the fixtures.
-REDIS_TEST_DB = 9
-MARIADB_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+#: Redis database reserved for the test suite; flushed by the fixtures. TEST_REDIS_DB
+#: lets two checkouts run their suites at once without flushing each other's state.
+REDIS_TEST_DB = int(os.environ.get("TEST_REDIS_DB", "9"))
+#: MariaDB database of the suite (TEST_MARIADB_DATABASE; created when missing).
+MARIADB_DATABASE = os.environ.get("TEST_MARIADB_DATABASE", "test")
+MARIADB_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306"
+MARIADB_URL = f"{MARIADB_SERVER_URL}/{MARIADB_DATABASE}"
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+
+
+def private_database_name(name: str) -> str:
+    """A database of one test module, distinct per TEST_MARIADB_DATABASE."""
+    return name if MARIADB_DATABASE == "test" else f"{name}_{MARIADB_DATABASE}"
 
 
 def services_required() -> bool:
@@ -41,6 +50,21 @@ def need_service(name: str, host: str, port: int) -> None:
     if services_required():
         pytest.fail(f"{reason} (REQUIRE_SERVICES=1)")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_database() -> None:
+    """Create the suite's MariaDB database when TEST_MARIADB_DATABASE names a new one."""
+    if MARIADB_DATABASE == "test" or not port_open("127.0.0.1", 3306):
+        return
+    import pymysql
+
+    connection = pymysql.connect(host="127.0.0.1", port=3306, user="root")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{MARIADB_DATABASE}`")
+    finally:
+        connection.close()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from core.database import (
 from queues.drivers.base import QueueError
 from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 from queues.envelope import Envelope
-from tests.conftest import MARIADB_URL, need_service
+from tests.conftest import MARIADB_URL, need_service, private_database_name
 from tests.driver_race_child import read_handled, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ CHILD_TIMEOUT = 60.0
 
 #: Private database of this module on the shared MariaDB: other suites drop and
 #: recreate the queue tables of `test`, which must not happen mid-race.
-PRIVATE_DATABASE = "test_database_driver"
+PRIVATE_DATABASE = private_database_name("test_database_driver")
 PRIVATE_URL = MARIADB_URL.rsplit("/", 1)[0] + "/" + PRIVATE_DATABASE
 
 

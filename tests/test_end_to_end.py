@@ -55,6 +55,9 @@ def _base_env(tmp_path: Path) -> dict[str, str]:
         MQTT_HOST=MQTT_HOST,
         MQTT_PORT=str(MQTT_PORT),
         MQTT_CLIENT_ID=f"e2e-{uuid.uuid4().hex[:8]}",
+        # Its own $share group: another checkout's suite on the same broker must not
+        # take a share of these messages.
+        MQTT_GROUP_NAME=f"e2e{uuid.uuid4().hex[:8]}",
         MQTT_MAX_INFLIGHT="20",
         ENABLE_REDIS="true",
         REDIS_HOST=REDIS_HOST,

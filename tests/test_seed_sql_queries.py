@@ -18,7 +18,7 @@ from core.database import create_tables, drop_tables, engine_from_url
 from queues.drivers.base import ReservedJob
 from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 from queues.envelope import Envelope
-from tests.conftest import MARIADB_URL, need_service
+from tests.conftest import MARIADB_URL, need_service, private_database_name
 
 PENDING_BY_QUEUE = """SELECT queue, COUNT(*) as pending_jobs
 FROM queue_jobs
@@ -57,7 +57,7 @@ BACKDATE_FAILURE = (
 )
 
 #: Private database on the shared server: other suites recreate the tables of `test`.
-PRIVATE_DATABASE = "test_seed_sql_queries"
+PRIVATE_DATABASE = private_database_name("test_seed_sql_queries")
 
 
 @pytest.fixture
