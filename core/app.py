@@ -31,7 +31,7 @@ from typing import Any
 from config.settings import ConfigError, Settings, load_settings
 from core.broker import BrokerStartError, EmbeddedBroker, start_embedded_broker
 from core.logging_setup import configure_logging
-from core.mqtt import MqttRuntime, SubscriptionSpec, check_session_settings, generated_client_id
+from core.mqtt import MqttRuntime, SubscriptionSpec, default_client_id
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,6 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     if workers < 1:
         print(f"error: --workers must be at least 1, got {workers}", file=sys.stderr)
         return 2
-    try:
-        check_session_settings(settings)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
     broker: EmbeddedBroker | None = None
     if settings.uses_embedded_broker:
         try:
@@ -124,7 +119,7 @@ def serve(
             workers,
         )
         workers = 1
-    base_id = settings.mqtt_client_id or generated_client_id()
+    base_id = default_client_id(settings)
 
     def spec(index: int) -> WorkerSpec:
         return WorkerSpec(
@@ -154,6 +149,7 @@ def run_worker(settings: Settings, spec: WorkerSpec, stop: threading.Event) -> i
 
     connections.configure(settings)
     router = load_routes(spec.routes_package)
+    router.default_max_payload = settings.mqtt_max_payload
     subscriptions = worker_subscriptions(
         router.subscriptions(settings.mqtt_group_name), spec.index, spec.shared_supported
     )

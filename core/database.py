@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
 
 from config.settings import Settings
-from queues.drivers.base import QueueError
+from queues.drivers.base import QueueError, QueueUnavailable
 from queues.drivers.sql_models import MYSQL_DIALECTS, Base
 
 #: Milliseconds a SQLite connection waits for another process's write lock.
@@ -54,6 +54,15 @@ POOL_RECYCLE_SECONDS = 3600
 
 #: Seconds PyMySQL waits for a TCP connection before naming the server unreachable.
 CONNECT_TIMEOUT_SECONDS = 5
+
+#: MySQL/MariaDB error codes of a server that cannot take work now: can't connect
+#: (2002, 2003), gone or lost (2006, 2013, 2055), too many connections (1040),
+#: shutting down (1053), access denied (1045), lock wait / deadlock still failing
+#: after the driver's retries (1205, 1213), connection killed (1927), read-only
+#: (1290, 1792), no such table (1146: run --migrate).
+MYSQL_OUTAGE_CODES = frozenset(
+    {1040, 1045, 1053, 1146, 1205, 1213, 1290, 1792, 1927, 2002, 2003, 2006, 2013, 2055}
+)
 
 #: Key in a pooled connection's info: True while it is known to have no open transaction.
 _CLEAN = "queue_clean"
@@ -317,9 +326,30 @@ def drop_tables(engine: Engine) -> None:
 
 
 def connection_error(engine: Engine, exc: Exception) -> QueueError:
-    """A QueueError naming the server (host:port, never the password) and the cause."""
+    """A QueueError naming the server (host:port, never the password) and the cause.
+
+    `QueueUnavailable` when the database cannot take work now (see `is_outage`).
+    """
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    return QueueError(f"database {server_name(engine)} failed: {cause}")
+    error = QueueUnavailable if is_outage(exc) else QueueError
+    return error(f"database {server_name(engine)} failed: {cause}")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when a database error is the server's condition, not the statement's.
+
+    A lost or refused connection, a lock that stayed taken, a server shutting
+    down or out of connections, missing tables (run --migrate), a read-only
+    server; on SQLite any OperationalError (locked, unopenable, disk full).
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, sqlite3.OperationalError):
+        return True
+    args: tuple[object, ...] = tuple(getattr(cause, "args", ()))
+    code = args[0] if args else None
+    return isinstance(code, int) and code in MYSQL_OUTAGE_CODES
 
 
 def migrate_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -22,7 +22,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from config.settings import Settings
-from queues.drivers.base import QueueError
+from queues.drivers.base import QueueError, QueueUnavailable
 
 #: Seconds to wait for the TCP (and TLS) connection to Redis before giving up.
 CONNECT_TIMEOUT = 2.0
@@ -32,6 +32,10 @@ SOCKET_TIMEOUT = 10.0
 HEALTH_CHECK_INTERVAL = 15
 #: Times a command is retried after a connection error (Redis restarting).
 CONNECTION_RETRIES = 3
+#: Error replies of a server that cannot take writes for now (out of memory, a failing
+#: snapshot, a replica, loading, a busy script, a cluster in failover): outages, not bugs.
+UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
+                       "CLUSTERDOWN", "NOREPLICAS")  # fmt: skip
 #: Backoff between those retries: first wait and cap, in seconds.
 RETRY_BACKOFF_BASE = 0.05
 RETRY_BACKOFF_CAP = 0.5
@@ -97,14 +101,23 @@ def address(client: redis.Redis) -> str:
 
 @contextmanager
 def redis_errors(client: redis.Redis) -> Iterator[None]:
-    """Re-raise Redis failures inside the block as `QueueError` naming the server."""
+    """Re-raise Redis failures inside the block as `QueueError` naming the server.
+
+    A server that cannot be reached, times out, refuses our credentials or
+    cannot take writes for now raises `QueueUnavailable` (an outage: retry
+    later); any other error reply raises a plain `QueueError`.
+    """
     try:
         yield
     except redis.exceptions.AuthenticationError:
-        raise QueueError(
+        raise QueueUnavailable(
             f"Redis at {address(client)} rejected the credentials: check REDIS_PASSWORD"
         ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise QueueError(f"Redis at {address(client)} is unreachable: {exc}") from exc
+        raise QueueUnavailable(f"Redis at {address(client)} is unreachable: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith(UNAVAILABLE_REPLIES):
+            raise QueueUnavailable(f"Redis at {address(client)} refused: {exc}") from exc
+        raise QueueError(f"Redis at {address(client)} failed: {exc}") from exc
     except redis.exceptions.RedisError as exc:
         raise QueueError(f"Redis at {address(client)} failed: {exc}") from exc

@@ -79,19 +79,17 @@ def dispatch(
     *,
     registry: JobRegistry | None = None,
 ) -> str:
-    """Queue one job and return its id (a uuid string).
+    """Queue one job and return its id (a uuid string) once it is durably stored.
 
     `delay` (seconds) defaults to the class's `delay`; `queue` to its `queue`;
     `connection` ("redis", "database" or a driver) to QUEUE_CONNECTION. Raises
-    `JobDataError` / `UnregisteredJobError` before queueing anything.
+    `JobDataError` / `UnregisteredJobError` before queueing anything, and
+    `QueueUnavailable` when the backend cannot be reached. Concurrent dispatches
+    (the MQTT intake's handler threads) are group-committed: one backend round
+    trip for the jobs that arrive together (see `QueueDriver.enqueue`).
     """
     envelope = build_envelope(job, queue, registry)
-    wait = _delay(job, delay)
-    driver = _driver(connection)
-    if wait > 0:
-        driver.later(envelope.queue, envelope.to_json(), wait)
-    else:
-        driver.push(envelope.queue, envelope.to_json())
+    _driver(connection).enqueue(envelope.queue, envelope.to_json(), _delay(job, delay))
     return envelope.id
 
 

@@ -44,8 +44,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_TIMEOUT) -> 
 
 
 def make_settings(host: str, port: int, **overrides: Any) -> Settings:
-    """Settings pointing at host:port, with fast test-friendly defaults, plus `overrides`."""
-    values: dict[str, Any] = {"mqtt_host": host, "mqtt_port": port, "mqtt_keepalive": 10}
+    """Settings pointing at host:port, with fast test-friendly defaults, plus `overrides`.
+
+    Clean sessions unless overridden: a test's persistent session would stay on the
+    shared broker (queueing messages) after the test, and the derived client id
+    would be the same for every test on this host.
+    """
+    values: dict[str, Any] = {
+        "mqtt_host": host,
+        "mqtt_port": port,
+        "mqtt_keepalive": 10,
+        "mqtt_persistent_session": False,
+    }
     values.update(overrides)
     return Settings(**values)
 

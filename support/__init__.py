@@ -1,0 +1,1 @@
+"""Generic helpers every layer may use: errors shared across layers, backoff."""
