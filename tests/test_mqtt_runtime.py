@@ -242,9 +242,7 @@ def test_runtime_reconnects_and_resubscribes_after_its_client_id_is_taken_over(
 
 
 def test_persistent_session_without_client_id_uses_a_stable_id_of_app_and_host() -> None:
-    settings = make_settings(
-        "127.0.0.1", 1883, mqtt_persistent_session=True, app_name="fleet app"
-    )
+    settings = make_settings("127.0.0.1", 1883, mqtt_persistent_session=True, app_name="fleet app")
     first = MqttRuntime(settings, Router(), []).client_id
     again = MqttRuntime(settings, Router(), []).client_id
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-")
