@@ -162,6 +162,13 @@ class PrivateMosquitto:
         """Start (or restart) mosquitto on the same port and storage."""
         self.broker = MosquittoBroker("mosquitto", self.port, self.storage, self.max_inflight)
 
+    def kill(self) -> None:
+        """SIGKILL mosquitto: a crash; it keeps only what it had saved."""
+        if self.broker is not None:
+            self.broker.kill()
+            self.broker.stop()  # reaps nothing more; removes the temp config
+            self.broker = None
+
     def stop(self) -> None:
         """Stop mosquitto (SIGTERM); clients lose their connections."""
         if self.broker is not None:
