@@ -143,6 +143,8 @@ class Settings:
     mqtt_handler_concurrency: int = DEFAULT_HANDLER_CONCURRENCY  #: handler threads
     mqtt_max_payload: int = DEFAULT_MAX_PAYLOAD  #: bytes; per-route `max_payload` overrides
     mqtt_dead_letter_topic: str = "deadletter"
+    #: Most bytes of a dead letter (topic + body): keep it under the broker's max_packet_size.
+    mqtt_dead_letter_max_bytes: int = 60_000
 
     # Logging
     log_level: str = "INFO"
@@ -202,6 +204,10 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     ),
     "MQTT_MAX_PAYLOAD": ("mqtt_max_payload", lambda n, r: _parse_int(n, r, 1, 268_435_455)),
     "MQTT_DEAD_LETTER_TOPIC": ("mqtt_dead_letter_topic", lambda n, r: r.strip()),
+    "MQTT_DEAD_LETTER_MAX_BYTES": (
+        "mqtt_dead_letter_max_bytes",
+        lambda n, r: _parse_int(n, r, 1024, 268_435_455),
+    ),
     "LOG_LEVEL": ("log_level", lambda n, r: _parse_choice(n, r, LOG_LEVELS, upper=True)),
 }
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from core.acks import AckSequencer, Ticket
-from core.dead_letter import dead_letter_body, dead_letter_topic
+from core.dead_letter import build_dead_letter
 from core.lanes import LanePool
 from core.message import Message, PayloadError, PublishFunction
 from support.backoff import full_jitter
@@ -134,13 +134,17 @@ class Intake:
         concurrency: int,
         attempts: int,
         dead_letter_prefix: str,
-        on_dead_letter: Callable[[str, str], None] | None = None,
+        dead_letter_max_bytes: int,
+        on_dead_letter: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._publish = publish
         self._sequencer = sequencer
         self._attempts = attempts
         self._dead_letter_prefix = dead_letter_prefix
+        #: Most bytes of a dead letter's topic plus body (the runtime lowers it to the
+        #: broker's Maximum Packet Size when an MQTT 5 broker announces one).
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self._halt = threading.Event()
         self._outage = _Outage()
         self._last_drop_warning = 0.0
@@ -276,9 +280,10 @@ class Intake:
             # A route on the dead-letter topics failed too: re-publishing would loop.
             log.error("dead letter on %r failed again; dropping it", message.topic)
             return
-        target = dead_letter_topic(self._dead_letter_prefix, message.topic)
+        target = "-"
         try:
-            body = dead_letter_body(
+            target, body = build_dead_letter(
+                self._dead_letter_prefix,
                 message.topic,
                 route_pattern(message),
                 error_text(exc),
@@ -286,6 +291,7 @@ class Intake:
                 message.qos,
                 message.retain,
                 message.payload,
+                self.dead_letter_max_bytes,
             )
             self._publish_dead_letter(target, body)
         except Exception as publish_error:
@@ -301,7 +307,7 @@ class Intake:
         self.stats.dead_lettered += 1
         log.warning("dead-lettered message from %r to %r", message.topic[:200], target[:200])
 
-    def _publish_qos1(self, topic: str, body: str) -> None:
+    def _publish_qos1(self, topic: str, body: bytes) -> None:
         self._publish(topic, body, DEAD_LETTER_QOS, False)
 
 

@@ -235,6 +235,7 @@ class MqttRuntime:
             concurrency=settings.mqtt_handler_concurrency,
             attempts=settings.mqtt_handler_retries,
             dead_letter_prefix=settings.mqtt_dead_letter_topic.rstrip("/") + "/",
+            dead_letter_max_bytes=settings.mqtt_dead_letter_max_bytes,
         )
 
     # -- counters (see IntakeStats) ----------------------------------------------
@@ -333,6 +334,11 @@ class MqttRuntime:
             return
         self.connections += 1
         self._connected = True
+        broker_limit = getattr(properties, "MaximumPacketSize", None)
+        if isinstance(broker_limit, int) and broker_limit > 0:
+            self.intake.dead_letter_max_bytes = min(
+                self.settings.mqtt_dead_letter_max_bytes, broker_limit
+            )
         log.info(
             "connected to MQTT broker as %s (session present: %s)",
             self.describe,
