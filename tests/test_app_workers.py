@@ -60,7 +60,7 @@ RUNNER = """
 import sys
 from config.settings import load_settings
 from core.app import serve
-from core.logging_setup import configure_logging
+from support.logging_setup import configure_logging
 
 settings = load_settings()
 configure_logging(settings.log_level)

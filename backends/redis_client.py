@@ -1,4 +1,4 @@
-"""The process-wide Redis client, and the translation of Redis failures to `QueueError`.
+"""The process-wide Redis client, and the translation of Redis failures to `BackendError`.
 
 `get_redis(settings)` builds one client per process from REDIS_HOST/PORT/DB/
 PASSWORD/TLS. The client checks a pooled connection's health before reuse and
@@ -7,7 +7,7 @@ working after a Redis restart without being restarted itself. `reset()` drops
 the cached client (call it in a child after fork so no socket is shared).
 
 `redis_errors(client)` turns a dead or refusing server into one
-`QueueError("Redis at host:port is unreachable: ...")`; the password never
+`BackendError("Redis at host:port is unreachable: ...")`; the password never
 appears in any message.
 """
 
@@ -21,8 +21,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from backends.errors import BackendError
 from config.settings import Settings
-from queues.drivers.base import QueueError
 
 #: Seconds to wait for the TCP (and TLS) connection to Redis before giving up.
 CONNECT_TIMEOUT = 2.0
@@ -97,14 +97,14 @@ def address(client: redis.Redis) -> str:
 
 @contextmanager
 def redis_errors(client: redis.Redis) -> Iterator[None]:
-    """Re-raise Redis failures inside the block as `QueueError` naming the server."""
+    """Re-raise Redis failures inside the block as `BackendError` naming the server."""
     try:
         yield
     except redis.exceptions.AuthenticationError:
-        raise QueueError(
+        raise BackendError(
             f"Redis at {address(client)} rejected the credentials: check REDIS_PASSWORD"
         ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise QueueError(f"Redis at {address(client)} is unreachable: {exc}") from exc
+        raise BackendError(f"Redis at {address(client)} is unreachable: {exc}") from exc
     except redis.exceptions.RedisError as exc:
-        raise QueueError(f"Redis at {address(client)} failed: {exc}") from exc
+        raise BackendError(f"Redis at {address(client)} failed: {exc}") from exc
