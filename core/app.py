@@ -173,14 +173,13 @@ def _run_child(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, spec: WorkerSpec, stop: threading.Event) -> int:
-    """Initialise this process (queue connections, routes) and route messages until `stop`.
+    """Load the routes and route messages until `stop`.
 
     Returns 0 after `stop`, 1 if the MQTT network loop died (the supervisor restarts us).
+    The queues `dispatch()` uses are configured by the command line (cli.py).
     """
     from core.discovery import load_routes
-    from queues import connections
 
-    connections.configure(settings)
     router = load_routes(spec.routes_package)
     subscriptions = worker_subscriptions(
         router.subscriptions(settings.mqtt_group_name), spec.index, spec.shared_supported
