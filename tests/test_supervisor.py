@@ -103,7 +103,7 @@ def test_supervisor_restarts_a_killed_worker_and_stops_all_on_sigterm(tmp_path, 
     driver.close()
 
 
-def test_workers_that_exit_after_max_jobs_are_restarted(tmp_path, queue):
+def test_workers_that_exit_after_max_jobs_are_restarted_and_logged_at_info_by_name(tmp_path, queue):
     driver = make_driver("sqlite", tmp_path)
     out = tmp_path / "out"
     for value in range(3):
@@ -124,47 +124,17 @@ def test_workers_that_exit_after_max_jobs_are_restarted(tmp_path, queue):
             supervisor.kill()
     _, stderr = supervisor.communicate()
     assert "processed 1 jobs (--max-jobs 1)" in stderr
+    # A planned exit is INFO, and every line names the process that wrote it.
+    planned = re.findall(r" (\w+) main support\.supervisor: queue-worker-\d .*planned exit", stderr)
+    assert planned and set(planned) == {"INFO"}, stderr
     assert "restarting" in stderr
+    for name in ("queue-worker-0", "queue-worker-1"):
+        assert re.search(rf" INFO {name} queues\.worker: worker \d+ started", stderr), stderr
+    assert "MainProcess" not in stderr and " WARNING " not in stderr, stderr
     driver.close()
 
 
-def test_child_log_lines_name_the_worker_and_a_planned_exit_is_info(tmp_path, queue):
-    args = ["--queue-work", "--workers", "2", "--max-time", "0.5", "--sleep", "0.2"]
-    args += ["--queue", queue]
-    supervisor = start_main(args, main_env("database", tmp_path))
-    try:
-        wait_for(lambda: len(children_of(supervisor.pid)) == 2, "two workers")
-        first = children_of(supervisor.pid)
-        wait_for(
-            lambda: len(children_of(supervisor.pid) - first) == 2,
-            "both workers to run out their --max-time and be replaced",
-        )
-        supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(timeout=PATIENCE) == 0
-    finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-    _, stderr = supervisor.communicate()
-    for name in ("queue-worker-0", "queue-worker-1"):
-        assert re.search(rf" INFO {name} queues\.worker: worker \d+ started", stderr), stderr
-    planned = re.findall(r" (\w+) main support\.supervisor: queue-worker-\d .*planned exit", stderr)
-    assert planned and set(planned) == {"INFO"}, stderr
-    assert "MainProcess" not in stderr and " WARNING " not in stderr, stderr
-
-
 # -- the restart policy, on throwaway child scripts ---------------------------------
-
-
-def run_supervisor_until(sup: Supervisor, predicate, what: str) -> None:
-    """Run `sup` in a thread until `predicate()` holds, then stop it."""
-    thread = threading.Thread(target=sup.run)
-    thread.start()
-    try:
-        wait_for(predicate, what)
-    finally:
-        sup.stop()
-        thread.join(PATIENCE)
-    assert not thread.is_alive()
 
 
 @pytest.fixture
@@ -174,24 +144,29 @@ def quick_restarts(monkeypatch):
     monkeypatch.setattr(supervisor_module, "RESTART_DELAY_CAP", 0.2)
 
 
-def child_script(tmp_path: Path, body: str) -> Path:
+def supervise_script(tmp_path, caplog, body: str, logged: str, times: int) -> Supervisor:
+    """Supervise one child running `body` until the supervisor logged `logged` `times` times."""
     script = tmp_path / "child.py"
     script.write_text(body)
-    return script
+    sup = Supervisor([Child("child-0", ())], stop_timeout=5, script=script)
+    thread = threading.Thread(target=sup.run)
+    with caplog.at_level("INFO", logger="support.supervisor"):
+        thread.start()
+        try:
+            wait_for(lambda: caplog.text.count(logged) >= times, f"{times} x {logged!r}")
+        finally:
+            sup.stop()
+            thread.join(PATIENCE)
+    assert not thread.is_alive()
+    return sup
 
 
 def test_a_crashing_child_is_restarted_after_jittered_pauses_under_the_cap(
     tmp_path, quick_restarts, caplog
 ):
-    script = child_script(tmp_path, "import sys\nsys.exit(3)\n")
-    sup = Supervisor([Child("crasher-0", ())], stop_timeout=5, script=script)
-    with caplog.at_level("INFO", logger="support.supervisor"):
-        run_supervisor_until(sup, lambda: sup.slots[0].backoff.failures >= 6, "six crashes")
+    supervise_script(tmp_path, caplog, "import sys\nsys.exit(3)\n", "exited with code 3", 6)
     pauses = [
-        float(pause)
-        for pause in re.findall(
-            r"crasher-0 \(pid \d+\) exited with code 3 .*in ([\d.]+) s", caplog.text
-        )
+        float(p) for p in re.findall(r"code 3 after .* restarting in ([\d.]+) s", caplog.text)
     ]
     assert len(pauses) >= 6
     assert all(0 <= pause <= 0.2 for pause in pauses), pauses
@@ -203,12 +178,7 @@ def test_a_crashing_child_is_restarted_after_jittered_pauses_under_the_cap(
 def test_a_planned_exit_is_restarted_at_once_without_growing_the_backoff(
     tmp_path, quick_restarts, caplog
 ):
-    script = child_script(tmp_path, "import time\ntime.sleep(0.05)\n")
-    sup = Supervisor([Child("planned-0", ())], stop_timeout=5, script=script)
-    with caplog.at_level("INFO", logger="support.supervisor"):
-        run_supervisor_until(
-            sup, lambda: caplog.text.count("planned exit") >= 3, "three planned exits"
-        )
+    sup = supervise_script(tmp_path, caplog, "import time\ntime.sleep(0.05)\n", "planned exit", 3)
     assert sup.slots[0].backoff.failures == 0
     planned = [r for r in caplog.records if "planned exit" in r.getMessage()]
     assert {r.levelname for r in planned} == {"INFO"}
@@ -218,12 +188,8 @@ def test_a_child_that_lived_a_healthy_uptime_crashes_as_if_for_the_first_time(
     tmp_path, quick_restarts, monkeypatch, caplog
 ):
     monkeypatch.setattr(supervisor_module, "HEALTHY_UPTIME", 0.1)
-    script = child_script(tmp_path, "import sys, time\ntime.sleep(0.3)\nsys.exit(3)\n")
-    sup = Supervisor([Child("slow-crasher-0", ())], stop_timeout=5, script=script)
-    with caplog.at_level("INFO", logger="support.supervisor"):
-        run_supervisor_until(
-            sup, lambda: caplog.text.count("exited with code 3") >= 3, "three crashes"
-        )
+    body = "import sys, time\ntime.sleep(0.3)\nsys.exit(3)\n"
+    sup = supervise_script(tmp_path, caplog, body, "exited with code 3", 3)
     assert sup.slots[0].backoff.failures == 1
 
 
