@@ -7,8 +7,8 @@ until something succeeds (a supervisor restarting a child, a worker that cannot
 reach its backend) and starts over after `reset()`.
 
 Users: the job retry policy `"exponential"` (queues/backoff.py), deadlock
-retries of the database driver, MQTT handler retries, a worker's pause after a
-failed pop, and the supervisor's restarts.
+retries of the database driver, Redis connection retries, MQTT handler retries,
+a worker's pause after a failed pop, and the supervisor's restarts.
 """
 
 from __future__ import annotations
