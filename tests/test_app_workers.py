@@ -1,4 +1,4 @@
-"""`--run --workers N`: N spawned MQTT clients sharing `$share` routes, supervised.
+"""`--run --workers N`: N `main.py --run` child processes sharing `$share` routes, supervised.
 
 The app runs as a real process tree against the shared Mosquitto; handlers append
 `pid:message` lines to a file (O_APPEND writes of one line are atomic), so the
