@@ -49,6 +49,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from config.settings import ConfigError, Settings
 from core.message import Message, PayloadError
 from core.topics import validate_publish_topic
+from support.backoff import full_jitter
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,11 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN_DELAY = 1
 #: Seconds between reconnect attempts at most.
 RECONNECT_MAX_DELAY = 30
-#: Seconds before the second attempt of a failing handler; doubles per attempt.
+#: Seconds: ceiling of the jittered wait before a failing handler's second attempt;
+#: doubles per attempt up to HANDLER_RETRY_CAP.
 HANDLER_RETRY_DELAY = 0.05
+#: Seconds: the longest wait between two attempts of a failing handler.
+HANDLER_RETRY_CAP = 2.0
 #: Highest QoS we subscribe with. paho answers a QoS 2 PUBLISH with PUBREC before
 #: the handler runs and, with manual acks, ignores a redelivered PUBREL it does not
 #: know: a crash mid-handler would lose the message and leak a broker in-flight
@@ -443,7 +447,7 @@ class MqttRuntime:
                         self._attempts,
                         _error_text(exc),
                     )
-                    time.sleep(HANDLER_RETRY_DELAY * 2 ** (attempt - 1))
+                    time.sleep(full_jitter(attempt, HANDLER_RETRY_DELAY, HANDLER_RETRY_CAP))
                     attempt += 1
                     continue
                 log.error(

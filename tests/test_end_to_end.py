@@ -91,7 +91,7 @@ def _reset_state(driver: str, tmp_path: Path) -> None:
     import redis
 
     from app.models import AppBase
-    from core.database import create_tables, drop_tables
+    from backends.sql_tables import create_tables, drop_tables
 
     if driver == "redis":
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB).flushdb()

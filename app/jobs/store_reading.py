@@ -8,7 +8,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 
 from app.models import DeviceReading, create_app_tables
-from core.database import get_engine
+from backends.sql_engine import get_engine
 from queues import Job
 from queues.connections import current_settings
 

@@ -22,12 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from backends.errors import BackendError
+
 #: Seconds a reservation lasts without a heartbeat before another worker may take it.
 DEFAULT_RETRY_AFTER = 90
 
 
-class QueueError(RuntimeError):
-    """A queue backend failed or is unreachable; the message names the backend."""
+#: A queue backend failed or is unreachable; the message names the backend. The
+#: same class as `BackendError`, which the connections in `backends/` raise.
+QueueError = BackendError
 
 
 @dataclass(frozen=True)

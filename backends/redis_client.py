@@ -1,4 +1,4 @@
-"""The process-wide Redis client, and the translation of Redis failures to `QueueError`.
+"""The process-wide Redis client, and the translation of Redis failures to `BackendError`.
 
 `get_redis(settings)` builds one client per process from REDIS_HOST/PORT/DB/
 PASSWORD/TLS. The client checks a pooled connection's health before reuse and
@@ -7,7 +7,7 @@ working after a Redis restart without being restarted itself. `reset()` drops
 the cached client (call it in a child after fork so no socket is shared).
 
 `redis_errors(client)` turns a dead or refusing server into one
-`QueueError("Redis at host:port is unreachable: ...")`; the password never
+`BackendError("Redis at host:port is unreachable: ...")`; the password never
 appears in any message.
 """
 
@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import AbstractBackoff
 from redis.retry import Retry
 
+from backends.errors import BackendError
 from config.settings import Settings
-from queues.drivers.base import QueueError
+from support.backoff import full_jitter
 
 #: Seconds to wait for the TCP (and TLS) connection to Redis before giving up.
 CONNECT_TIMEOUT = 2.0
@@ -32,8 +33,9 @@ SOCKET_TIMEOUT = 10.0
 HEALTH_CHECK_INTERVAL = 15
 #: Times a command is retried after a connection error (Redis restarting).
 CONNECTION_RETRIES = 3
-#: Backoff between those retries: first wait and cap, in seconds.
-RETRY_BACKOFF_BASE = 0.05
+#: Seconds: ceiling of the jittered pause before the first of those retries (doubles per retry).
+RETRY_BACKOFF_BASE = 0.1
+#: Seconds: the longest pause between two of those retries.
 RETRY_BACKOFF_CAP = 0.5
 
 _lock = threading.Lock()
@@ -52,9 +54,7 @@ def build_redis(settings: Settings) -> redis.Redis:
     and `SETTLE_RECEIPT_TTL`, which must outlast CONNECTION_RETRIES x
     (SOCKET_TIMEOUT + RETRY_BACKOFF_CAP)).
     """
-    retry = Retry(
-        ExponentialBackoff(cap=RETRY_BACKOFF_CAP, base=RETRY_BACKOFF_BASE), CONNECTION_RETRIES
-    )
+    retry = Retry(JitteredBackoff(), CONNECTION_RETRIES)
     return redis.Redis(
         host=settings.redis_host,
         port=settings.redis_port,
@@ -69,6 +69,14 @@ def build_redis(settings: Settings) -> redis.Redis:
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         decode_responses=True,
     )
+
+
+class JitteredBackoff(AbstractBackoff):
+    """redis-py's pause between connection retries, drawn by support/backoff.py (full jitter)."""
+
+    def compute(self, failures: int) -> float:
+        """Seconds before retry number `failures` (1-based), under `RETRY_BACKOFF_CAP`."""
+        return full_jitter(failures, RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP)
 
 
 def get_redis(settings: Settings) -> redis.Redis:
@@ -97,14 +105,14 @@ def address(client: redis.Redis) -> str:
 
 @contextmanager
 def redis_errors(client: redis.Redis) -> Iterator[None]:
-    """Re-raise Redis failures inside the block as `QueueError` naming the server."""
+    """Re-raise Redis failures inside the block as `BackendError` naming the server."""
     try:
         yield
     except redis.exceptions.AuthenticationError:
-        raise QueueError(
+        raise BackendError(
             f"Redis at {address(client)} rejected the credentials: check REDIS_PASSWORD"
         ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise QueueError(f"Redis at {address(client)} is unreachable: {exc}") from exc
+        raise BackendError(f"Redis at {address(client)} is unreachable: {exc}") from exc
     except redis.exceptions.RedisError as exc:
-        raise QueueError(f"Redis at {address(client)} failed: {exc}") from exc
+        raise BackendError(f"Redis at {address(client)} failed: {exc}") from exc
