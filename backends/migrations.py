@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from backends.errors import BackendError
-from backends.sql_engine import engine_from_url, masked, settings_url
+from backends.sql_engine import engine_from_url, masked, settings_url, tls_connect_args
 from backends.sql_tables import create_tables, upgrade_tables
 from config.settings import Settings
 
@@ -23,7 +23,12 @@ def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
     """
     del args
     # Not get_engine(): for SQLite that would create the tables before we look.
-    engine = engine_from_url(settings_url(settings), pool_size=1, create_sqlite_tables=False)
+    engine = engine_from_url(
+        settings_url(settings),
+        pool_size=1,
+        create_sqlite_tables=False,
+        connect_args=tls_connect_args(settings),
+    )
     target = masked(engine)
     try:
         added = upgrade_tables(engine)

@@ -1,7 +1,8 @@
 """The process-wide Redis client, and the translation of Redis failures to `BackendError`.
 
-`get_redis(settings)` builds one client per process from REDIS_HOST/PORT/DB/
-PASSWORD/TLS. The client checks a pooled connection's health before reuse and
+`get_redis(settings)` builds one client per process from REDIS_HOST/PORT/DB,
+the credentials (REDIS_USERNAME for an ACL user, REDIS_PASSWORD) and TLS
+(`tls_options`). The client checks a pooled connection's health before reuse and
 retries a command on connection errors with a short backoff, so a worker keeps
 working after a Redis restart without being restarted itself. `reset()` drops
 the cached client (call it in a child after fork so no socket is shared).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 from redis.backoff import AbstractBackoff
@@ -59,8 +61,9 @@ def build_redis(settings: Settings) -> redis.Redis:
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
+        username=settings.redis_username,
         password=settings.redis_password,
-        ssl=settings.redis_tls,
+        **tls_options(settings),
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_keepalive=True,
@@ -77,6 +80,24 @@ class JitteredBackoff(AbstractBackoff):
     def compute(self, failures: int) -> float:
         """Seconds before retry number `failures` (1-based), under `RETRY_BACKOFF_CAP`."""
         return full_jitter(failures, RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP)
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py keyword arguments for TLS: none when it is off.
+
+    With TLS on, the server's certificate must chain to the system's CAs or to
+    REDIS_TLS_CA and name REDIS_HOST; REDIS_TLS_CERT/KEY add a client certificate.
+    """
+    if not settings.redis_tls_enabled:
+        return {}
+    return {
+        "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "ssl_ca_certs": settings.redis_tls_ca,
+        "ssl_certfile": settings.redis_tls_cert,
+        "ssl_keyfile": settings.redis_tls_key,
+    }
 
 
 def get_redis(settings: Settings) -> redis.Redis:
@@ -110,7 +131,8 @@ def redis_errors(client: redis.Redis) -> Iterator[None]:
         yield
     except redis.exceptions.AuthenticationError:
         raise BackendError(
-            f"Redis at {address(client)} rejected the credentials: check REDIS_PASSWORD"
+            f"Redis at {address(client)} rejected the credentials: "
+            "check REDIS_USERNAME and REDIS_PASSWORD"
         ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise BackendError(f"Redis at {address(client)} is unreachable: {exc}") from exc

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
@@ -94,17 +95,33 @@ def masked(url: URL | Engine) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def tls_connect_args(settings: Settings) -> dict[str, Any]:
+    """PyMySQL connect arguments for TLS from DB_SSL_*: none when they are unset.
+
+    The server's certificate must chain to the system's CAs or to DB_SSL_CA and
+    name DB_HOST; DB_SSL_CERT/KEY add a client certificate (for `REQUIRE X509`).
+    """
+    if not settings.db_ssl_enabled:
+        return {}
+    context = ssl.create_default_context(cafile=settings.db_ssl_ca)
+    if settings.db_ssl_cert:
+        context.load_cert_chain(settings.db_ssl_cert, settings.db_ssl_key)
+    return {"ssl": context}
+
+
 def engine_from_url(
     url: str | URL,
     pool_size: int = 5,
     pool_pre_ping: bool = True,
     create_sqlite_tables: bool = True,
+    connect_args: dict[str, Any] | None = None,
 ) -> Engine:
     """A new engine for `url`, tuned for the queue.
 
     MySQL/MariaDB: READ COMMITTED (locking reads take no gap locks, which is what
     makes SKIP LOCKED claims deadlock-light), pool of `pool_size`, pre-ping and
-    recycling. SQLite: WAL journal, a busy timeout, and `BEGIN IMMEDIATE` for
+    recycling; `connect_args` (such as `tls_connect_args`) go to PyMySQL. SQLite:
+    WAL journal, a busy timeout, and `BEGIN IMMEDIATE` for
     every transaction so concurrent processes serialise on the write lock instead
     of failing on a lock upgrade; its tables are created when missing unless
     `create_sqlite_tables` is False.
@@ -121,7 +138,10 @@ def engine_from_url(
     if backend in MYSQL_DIALECTS:
         options["isolation_level"] = "READ COMMITTED"
         if url.get_driver_name() == "pymysql":
-            options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+            options["connect_args"] = {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                **(connect_args or {}),
+            }
     # The pool's default reset sends a ROLLBACK at every check-in, even right
     # after a COMMIT: one wasted round trip per queue operation. The reset
     # below skips it only for connections `mark_clean` vouched for.
@@ -236,6 +256,7 @@ def get_engine(settings: Settings) -> Engine:
                 settings_url(settings),
                 pool_size=settings.db_pool_size,
                 pool_pre_ping=settings.db_pool_pre_ping,
+                connect_args=tls_connect_args(settings),
             )
         return _engine
 
