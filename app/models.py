@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Double, Integer, String, func
+from sqlalchemy import DateTime, Double, Integer, String, UniqueConstraint, func
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -20,14 +20,17 @@ class AppBase(DeclarativeBase):
 class DeviceReading(AppBase):
     """One telemetry reading stored by the `StoreReading` job.
 
-    `reading_id` is unique so a job that runs twice (at-least-once delivery after
-    a crash) stores its reading once.
+    `(device_id, reading_id)` is unique so a job that runs twice (at-least-once
+    delivery after a crash) stores its reading once. The key is scoped by device
+    because a device chooses its reading ids: a global key would let device A
+    send B's future ids first and have B's real readings counted as repeats.
     """
 
     __tablename__ = "device_readings"
+    __table_args__ = (UniqueConstraint("device_id", "reading_id", name="uq_device_reading"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    reading_id: Mapped[str] = mapped_column(String(64), unique=True)
+    reading_id: Mapped[str] = mapped_column(String(64))
     device_id: Mapped[str] = mapped_column(String(255), index=True)
     value: Mapped[float] = mapped_column(Double)
     published_at: Mapped[float | None] = mapped_column(Double, nullable=True)

@@ -29,6 +29,8 @@ DEFAULT_SQLITE_PATH = PROJECT_ROOT / "storage" / "queue.db"
 DEFAULT_HANDLER_CONCURRENCY = min(32, 8 * (os.cpu_count() or 1))
 #: Largest payload (bytes) a route accepts unless it sets its own `max_payload`.
 DEFAULT_MAX_PAYLOAD = 256 * 1024
+#: Group of the `$share` subscriptions when MQTT_GROUP_NAME is unset or empty.
+DEFAULT_GROUP_NAME = "mqtt_framework_group"
 
 QUEUE_CONNECTIONS = ("redis", "database")
 MQTT_PROTOCOLS = ("3.1.1", "5")
@@ -134,7 +136,7 @@ class Settings:
     mqtt_tls_cert: str | None = None
     mqtt_tls_key: str | None = None
     mqtt_tls_insecure: bool = False
-    mqtt_group_name: str = "mqtt_framework_group"
+    mqtt_group_name: str = DEFAULT_GROUP_NAME
     mqtt_persistent_session: bool = True
     mqtt_session_expiry: int = 3600  #: seconds the broker keeps a persistent MQTT 5 session
     mqtt_keepalive: int = 60
@@ -149,10 +151,33 @@ class Settings:
     # Logging
     log_level: str = "INFO"
 
+    # TLS and credentials of the backing services. A CA file adds a private CA
+    # to the system's trust store; a certificate and key are a client certificate.
+    mqtt_tls: bool = False  #: TLS to the broker even with no other MQTT_TLS_* set
+    redis_username: str | None = None  #: Redis ACL user (Redis 6+); None is `default`
+    redis_tls_ca: str | None = None
+    redis_tls_cert: str | None = None
+    redis_tls_key: str | None = None
+    db_ssl_ca: str | None = None
+    db_ssl_cert: str | None = None
+    db_ssl_key: str | None = None
+
     @property
     def mqtt_tls_enabled(self) -> bool:
-        """True when any TLS option is set: the MQTT connection then uses TLS."""
-        return bool(self.mqtt_tls_ca or self.mqtt_tls_cert or self.mqtt_tls_insecure)
+        """True when MQTT_TLS or any TLS option is set: the MQTT connection then uses TLS."""
+        return bool(
+            self.mqtt_tls or self.mqtt_tls_ca or self.mqtt_tls_cert or self.mqtt_tls_insecure
+        )
+
+    @property
+    def redis_tls_enabled(self) -> bool:
+        """True when REDIS_TLS or any REDIS_TLS_* file is set: Redis is then reached over TLS."""
+        return bool(self.redis_tls or self.redis_tls_ca or self.redis_tls_cert)
+
+    @property
+    def db_ssl_enabled(self) -> bool:
+        """True when any DB_SSL_* file is set: MySQL/MariaDB is then reached over TLS."""
+        return bool(self.db_ssl_ca or self.db_ssl_cert)
 
     @property
     def uses_embedded_broker(self) -> bool:
@@ -192,7 +217,7 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "MQTT_TLS_CERT": ("mqtt_tls_cert", lambda n, r: _optional(r)),
     "MQTT_TLS_KEY": ("mqtt_tls_key", lambda n, r: _optional(r)),
     "MQTT_TLS_INSECURE": ("mqtt_tls_insecure", _parse_bool),
-    "MQTT_GROUP_NAME": ("mqtt_group_name", lambda n, r: r.strip()),
+    "MQTT_GROUP_NAME": ("mqtt_group_name", lambda n, r: r.strip() or DEFAULT_GROUP_NAME),
     "MQTT_PERSISTENT_SESSION": ("mqtt_persistent_session", _parse_bool),
     "MQTT_SESSION_EXPIRY": ("mqtt_session_expiry", lambda n, r: _parse_int(n, r, 0)),
     "MQTT_KEEPALIVE": ("mqtt_keepalive", lambda n, r: _parse_int(n, r, 1)),
@@ -209,6 +234,15 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
         lambda n, r: _parse_int(n, r, 1024, 268_435_455),
     ),
     "LOG_LEVEL": ("log_level", lambda n, r: _parse_choice(n, r, LOG_LEVELS, upper=True)),
+    # TLS and credentials of the backing services
+    "MQTT_TLS": ("mqtt_tls", _parse_bool),
+    "REDIS_USERNAME": ("redis_username", lambda n, r: _optional(r)),
+    "REDIS_TLS_CA": ("redis_tls_ca", lambda n, r: _optional(r)),
+    "REDIS_TLS_CERT": ("redis_tls_cert", lambda n, r: _optional(r)),
+    "REDIS_TLS_KEY": ("redis_tls_key", lambda n, r: _optional(r)),
+    "DB_SSL_CA": ("db_ssl_ca", lambda n, r: _optional(r)),
+    "DB_SSL_CERT": ("db_ssl_cert", lambda n, r: _optional(r)),
+    "DB_SSL_KEY": ("db_ssl_key", lambda n, r: _optional(r)),
 }
 
 #: Variables whose values are secrets: never shown in errors or logs.
@@ -250,8 +284,7 @@ def load_settings(
 
 
 def _check_consistency(settings: Settings) -> None:
-    if bool(settings.mqtt_tls_cert) != bool(settings.mqtt_tls_key):
-        raise ConfigError("MQTT_TLS_CERT and MQTT_TLS_KEY must be set together")
+    _check_tls_files(settings)
     if settings.queue_connection == "redis" and not settings.enable_redis:
         raise ConfigError("QUEUE_CONNECTION=redis needs ENABLE_REDIS=true")
     if not settings.app_name:
@@ -260,6 +293,43 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError(
             f"MQTT_GROUP_NAME must be a non-empty name without '/', "
             f"got {settings.mqtt_group_name!r}"
+        )
+
+
+#: The (certificate, key) variables of each client certificate: set both or neither.
+_CLIENT_CERTIFICATES = (
+    ("MQTT_TLS_CERT", "MQTT_TLS_KEY"),
+    ("REDIS_TLS_CERT", "REDIS_TLS_KEY"),
+    ("DB_SSL_CERT", "DB_SSL_KEY"),
+)
+
+#: Variables naming a CA, certificate or key file, which must exist when set.
+_TLS_FILES = (
+    "MQTT_TLS_CA",
+    "REDIS_TLS_CA",
+    "DB_SSL_CA",
+    *(name for pair in _CLIENT_CERTIFICATES for name in pair),
+)
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """One line for a certificate without its key, a missing file, or DB_SSL_* without MySQL."""
+
+    def value(name: str) -> object:
+        return getattr(settings, _VARIABLES[name][0])
+
+    for cert_name, key_name in _CLIENT_CERTIFICATES:
+        if bool(value(cert_name)) != bool(value(key_name)):
+            raise ConfigError(f"{cert_name} and {key_name} must be set together")
+    for name in _TLS_FILES:
+        path = value(name)
+        if isinstance(path, str) and not Path(path).is_file():
+            raise ConfigError(f"{name} names a file that does not exist: {path}")
+    mysql_url = (settings.db_url or "").lower().startswith(("mysql", "mariadb"))
+    if settings.db_ssl_enabled and not (settings.enable_mysql or mysql_url):
+        raise ConfigError(
+            "DB_SSL_CA, DB_SSL_CERT and DB_SSL_KEY need a MySQL/MariaDB server: "
+            "set ENABLE_MYSQL=true or a mysql DB_URL"
         )
 
 

@@ -114,6 +114,9 @@ def default_client_id(settings: Settings) -> str:
 def new_paho_client(settings: Settings, client_id: str, persistent: bool) -> paho.Client:
     """A paho 2.x client with the protocol, credentials, TLS and limits of `settings`.
 
+    TLS (`Settings.mqtt_tls_enabled`) checks the broker's certificate against
+    MQTT_TLS_CA, or the system's CAs when only MQTT_TLS=true is set, and its
+    name against MQTT_HOST; MQTT_TLS_INSECURE=true turns both checks off.
     Messages are acknowledged manually (`client.ack`), after their handler.
     """
     v5 = settings.mqtt_protocol == "5"
@@ -135,6 +138,10 @@ def new_paho_client(settings: Settings, client_id: str, persistent: bool) -> pah
         )
         if settings.mqtt_tls_insecure:
             client.tls_insecure_set(True)
+            log.warning(
+                "MQTT_TLS_INSECURE=true: the broker's certificate is not checked, "
+                "so anyone on the path can read and forge messages"
+            )
     client.max_inflight_messages_set(settings.mqtt_max_inflight)
     client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)  # type: ignore[arg-type]
     return client
@@ -425,8 +432,6 @@ class MqttRuntime:
 
     @_guarded
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        if self._stopping:
-            return  # not acked: redelivered to the next session
         try:
             topic = msg.topic
         except UnicodeDecodeError:

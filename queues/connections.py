@@ -56,11 +56,11 @@ def get_failed_store(settings: Settings | None = None) -> FailedStore:
 
 def _build_failed_store(settings: Settings) -> FailedStore:
     if database_enabled(settings) or not settings.enable_redis:
-        from core.database import get_engine
+        from backends.sql_engine import get_engine
         from queues.drivers.database import DatabaseFailedStore
 
         return DatabaseFailedStore(get_engine(settings))
-    from core.redis_connection import get_redis
+    from backends.redis_client import get_redis
     from queues.drivers.redis import RedisFailedStore
 
     return RedisFailedStore(get_redis(settings))
@@ -86,11 +86,11 @@ def _build_driver(name: str, settings: Settings, failed_store: FailedStore) -> Q
     if name == "redis":
         if not settings.enable_redis:
             raise ValueError("the redis queue connection needs ENABLE_REDIS=true")
-        from core.redis_connection import get_redis
+        from backends.redis_client import get_redis
         from queues.drivers.redis import RedisDriver
 
         return RedisDriver(get_redis(settings), failed_store, settings.queue_retry_after)
-    from core.database import get_engine
+    from backends.sql_engine import get_engine
     from queues.drivers.database import DatabaseDriver
 
     return DatabaseDriver(get_engine(settings), failed_store, settings.queue_retry_after)
@@ -104,7 +104,7 @@ def reset() -> None:
             driver.close()
         _drivers.clear()
         _failed_store = None
-    from core import database, redis_connection
+    from backends import redis_client, sql_engine
 
-    database.reset()
-    redis_connection.reset()
+    sql_engine.reset()
+    redis_client.reset()

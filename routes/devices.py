@@ -23,7 +23,11 @@ telemetry_schema = JsonValidation(
 
 @router.on("devices/{device_id}/telemetry", qos=1, shared=True, middleware=[telemetry_schema])
 def telemetry(message: Message) -> None:
-    """Queue the reading for storage; `id` makes a redelivered message store once."""
+    """Queue the reading for storage; `id` makes a redelivered message store once.
+
+    The id is the device's own: it is unique per device (the topic's `device_id`,
+    which the broker's ACL ties to the device's login), never across devices.
+    """
     body = message.json()
     reading_id = body.get("id") or f"{message.params['device_id']}-{time.time_ns()}"
     dispatch(

@@ -1,1 +1,4 @@
-"""Generic helpers every layer may use: errors shared across layers, backoff."""
+"""Generic helpers with no knowledge of MQTT or queues: backoff, supervisor, logging setup.
+
+Imports only `config/`.
+"""

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from config.settings import Settings
 from core.broker import MosquittoBroker, free_port, port_is_free
 from core.mqtt import MqttRuntime, SubscriptionSpec
+from tests.tls_helpers import make_certificates
 
 #: Seconds a test waits for a connection, subscription or message before failing.
 WAIT_TIMEOUT = 10.0
@@ -215,8 +216,7 @@ class SecureMosquitto:
     def __init__(self, folder: Path) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
-        self.ca = folder / "ca.crt"
-        self._make_certificates(folder)
+        self.ca = Path(make_certificates(folder).ca)
         passwords = folder / "passwords"
         subprocess.run(
             ["mosquitto_passwd", "-b", "-c", str(passwords), self.username, self.password],
@@ -247,20 +247,6 @@ class SecureMosquitto:
         if not wait_until(lambda: not port_is_free(self.port), WAIT_TIMEOUT):
             self.stop()
             raise RuntimeError(f"TLS mosquitto did not start: {folder / 'mosquitto.log'}")
-
-    @staticmethod
-    def _make_certificates(folder: Path) -> None:
-        def openssl(*args: str) -> None:
-            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
-
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-                "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")  # fmt: skip
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-                "-out", "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
-        (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "server.crt", "-days", "1",
-                "-extfile", "san.ext")  # fmt: skip
 
     def stop(self) -> None:
         """Stop mosquitto."""

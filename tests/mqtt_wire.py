@@ -29,7 +29,7 @@ class WireLog:
 
 def _frames(buffer: bytearray) -> list[tuple[int, bytes]]:
     """Cut complete MQTT frames `(first byte, body)` off the front of `buffer`."""
-    frames = []
+    frames: list[tuple[int, bytes]] = []
     while len(buffer) >= 2:
         multiplier, length, index = 1, 0, 1
         while True:

@@ -63,3 +63,36 @@ def test_webhook_job_fails_first_then_succeeds_on_retry(
     assert "alert for d7 delivered: too hot" in caplog.text
     sizes = sqlite_driver.sizes("default")
     assert (sizes.pending, sizes.delayed, sizes.reserved, sizes.failed) == (0, 0, 0, 0)
+
+
+def test_a_device_cannot_mark_another_devices_reading_as_a_repeat(
+    sqlite_driver: QueueDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import select
+
+    from app.jobs import store_reading
+    from app.models import DeviceReading
+    from backends.sql_engine import get_engine
+    from queues.connections import current_settings
+
+    monkeypatch.setattr(store_reading, "_tables_ready", False)  # a fresh SQLite file
+    router = load_routes("routes")
+    # Device a sends the id device b will use next, then b sends its real reading,
+    # then a's message is redelivered (a genuine repeat of a's own reading).
+    for device, value in (("a", 1.0), ("b", 2.0), ("a", 1.0)):
+        body = f'{{"value": {value}, "id": "r-42"}}'.encode()
+        assert router.dispatch(Message(f"devices/{device}/telemetry", body, qos=1))
+    worker = Worker(
+        sqlite_driver, ["readings"], sleep=0.1, max_jobs=3, max_time=10, handle_signals=False
+    )
+    worker.run()
+    with get_engine(current_settings()).connect() as connection:
+        rows = connection.execute(
+            select(
+                DeviceReading.device_id,
+                DeviceReading.reading_id,
+                DeviceReading.value,
+                DeviceReading.repeats,
+            ).order_by(DeviceReading.device_id)
+        ).all()
+    assert [tuple(row) for row in rows] == [("a", "r-42", 1.0, 1), ("b", "r-42", 2.0, 0)]

@@ -12,9 +12,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from backends.redis_client import build_redis
 from config.settings import Settings
 from core.message import Message
-from core.redis_connection import build_redis
 from core.router import Router
 from queues import dispatch
 from queues.drivers.redis import RedisDriver, RedisFailedStore

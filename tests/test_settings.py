@@ -63,6 +63,11 @@ def test_values_are_parsed_and_typed() -> None:
         ({"MQTT_PROTOCOL": "4"}, "MQTT_PROTOCOL must be one of 3.1.1, 5"),
         ({"QUEUE_CONNECTION": "redis"}, "QUEUE_CONNECTION=redis needs ENABLE_REDIS=true"),
         ({"MQTT_TLS_CERT": "c.pem"}, "MQTT_TLS_CERT and MQTT_TLS_KEY must be set together"),
+        ({"REDIS_TLS_KEY": "k.pem"}, "REDIS_TLS_CERT and REDIS_TLS_KEY must be set together"),
+        ({"DB_SSL_CERT": "c.pem"}, "DB_SSL_CERT and DB_SSL_KEY must be set together"),
+        ({"REDIS_TLS_CA": "/no/ca.pem"}, "REDIS_TLS_CA names a file that does not exist"),
+        ({"DB_SSL_CA": __file__}, "DB_SSL_CA, DB_SSL_CERT and DB_SSL_KEY need a MySQL/MariaDB"),
+        ({"MQTT_TLS": "sure"}, "MQTT_TLS must be true or false, got 'sure'"),
     ],
 )
 def test_a_wrong_value_names_the_variable(env: dict[str, str], message: str) -> None:
@@ -124,3 +129,31 @@ def test_help_lists_every_command() -> None:
         "--workers",
     ):
         assert flag in result.stdout
+
+
+def test_tls_and_credential_variables_are_read() -> None:
+    here = __file__
+    settings = load_settings(
+        {
+            "MQTT_TLS": "true",
+            "REDIS_USERNAME": "queue-app",
+            "REDIS_TLS_CA": here,
+            "ENABLE_MYSQL": "true",
+            "DB_SSL_CA": here,
+            "DB_SSL_CERT": here,
+            "DB_SSL_KEY": here,
+        },
+        dotenv_path=None,
+    )
+    assert settings.mqtt_tls_enabled and settings.mqtt_tls_ca is None
+    assert settings.redis_username == "queue-app"
+    assert settings.redis_tls_enabled and not settings.redis_tls
+    assert settings.db_ssl_enabled
+    assert (settings.db_ssl_ca, settings.db_ssl_cert, settings.db_ssl_key) == (here, here, here)
+    assert not Settings().redis_tls_enabled and not Settings().db_ssl_enabled
+
+
+def test_an_empty_group_name_means_the_default() -> None:
+    assert load_settings({"MQTT_GROUP_NAME": " "}, dotenv_path=None).mqtt_group_name == (
+        Settings().mqtt_group_name
+    )

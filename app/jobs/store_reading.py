@@ -8,7 +8,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 
 from app.models import DeviceReading, create_app_tables
-from core.database import get_engine
+from backends.sql_engine import get_engine
 from queues import Job
 from queues.connections import current_settings
 
@@ -24,7 +24,7 @@ class StoreReading(Job):
     timeout = 30
 
     def handle(self) -> None:
-        """Store the reading; an existing `reading_id` means it was stored already."""
+        """Store the reading; an existing `reading_id` of the same device means it was stored."""
         global _tables_ready
         handled_at = time.time()
         engine = get_engine(current_settings())
@@ -46,6 +46,9 @@ class StoreReading(Job):
             with engine.begin() as connection:
                 connection.execute(
                     update(DeviceReading)
-                    .where(DeviceReading.reading_id == row["reading_id"])
+                    .where(
+                        DeviceReading.device_id == row["device_id"],
+                        DeviceReading.reading_id == row["reading_id"],
+                    )
                     .values(repeats=DeviceReading.repeats + 1)
                 )

@@ -22,24 +22,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from backends.errors import BackendError, BackendUnavailableError
 from queues.group_commit import GroupCommit
-from support.errors import BackendUnavailable
 
 #: Seconds a reservation lasts without a heartbeat before another worker may take it.
 DEFAULT_RETRY_AFTER = 90
 
 
-class QueueError(RuntimeError):
-    """A queue backend failed or is unreachable; the message names the backend."""
+#: A queue backend failed or is unreachable; the message names the backend. The
+#: same class as `BackendError`, which the connections in `backends/` raise.
+QueueError = BackendError
 
 
-class QueueUnavailable(QueueError, BackendUnavailable):
-    """The queue backend cannot take work now (unreachable, timing out, locked, refusing).
-
-    A condition of the infrastructure, not of the job: callers hold their work
-    and retry (the MQTT intake keeps the message unacknowledged) instead of
-    failing it.
-    """
+#: The queue backend cannot take work now (unreachable, timing out, locked,
+#: refusing): an outage, not a fault of the job; callers hold their work and retry.
+QueueUnavailable = BackendUnavailableError
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ the session zone, so a DST jump moves `NOW(6)` against every stored time: one
 hour forward expires every lease at once (jobs run twice), one hour back holds
 delayed jobs and expired leases an extra hour. The session zone is left as the
 server's on purpose, so the spec's monitoring queries typed by an operator agree
-with the driver; `core.database` logs a warning when the zone may observe DST.
+with the driver; `backends.sql_engine` logs a warning when the zone may observe DST.
 
 Fencing: every reservation of a row, a worker's claim and a migration's take
 alike, adds one to its `reservations` column, which nothing ever lowers (the
-one column beyond the spec's; see sql_models). A reservation's token is
+one column beyond the spec's; see backends/sql_tables.py). A reservation's token is
 `"{id}:{reservations}"` (`":transfer"` appended for a migration's), so every
 later reservation of the same row has another token, forever. `ack`,
 `release`, `extend` and `fail` match on `(id, reservations)` and on a lease
@@ -54,7 +54,6 @@ polls every `BLOCKING_POLL_SECONDS` until its `block` time is used up.
 from __future__ import annotations
 
 import json
-import random
 import re
 import sqlite3
 import time
@@ -65,7 +64,9 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
-from core.database import connection_error, mark_clean
+from backends.sql_engine import mark_clean
+from backends.sql_errors import connection_error
+from backends.sql_tables import MYSQL_DIALECTS
 from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
     FailedJob,
@@ -75,7 +76,7 @@ from queues.drivers.base import (
     QueueSizes,
     ReservedJob,
 )
-from queues.drivers.sql_models import MYSQL_DIALECTS
+from support.backoff import full_jitter
 
 #: Seconds between two claim attempts of a blocking pop (no push notifications in SQL).
 BLOCKING_POLL_SECONDS = 0.05
@@ -168,8 +169,9 @@ def run_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
         except (DBAPIError, sqlite3.Error) as exc:  # sqlite3's own: from _HotPath
             if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS - 1:
                 raise connection_error(engine, exc) from None
-            ceiling = min(TRANSIENT_BACKOFF_CAP_SECONDS, TRANSIENT_BACKOFF_SECONDS * 2**attempt)
-            time.sleep(random.uniform(0, ceiling))
+            time.sleep(
+                full_jitter(attempt + 1, TRANSIENT_BACKOFF_SECONDS, TRANSIENT_BACKOFF_CAP_SECONDS)
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
