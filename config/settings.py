@@ -124,6 +124,7 @@ class Settings:
 
     # Application
     app_name: str = "mqtt-jobs"  #: names this app: part of the derived MQTT client id
+    routes_package: str = "routes"  #: package whose modules' `router` objects are served
 
     # MQTT
     mqtt_host: str | None = None
@@ -207,6 +208,7 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "DB_POOL_PRE_PING": ("db_pool_pre_ping", _parse_bool),
     "SQLITE_PATH": ("sqlite_path", lambda n, r: _parse_path(r)),
     "APP_NAME": ("app_name", lambda n, r: r.strip()),
+    "ROUTES_PACKAGE": ("routes_package", lambda n, r: r.strip() or "routes"),
     "MQTT_HOST": ("mqtt_host", lambda n, r: _optional(r)),
     "MQTT_PORT": ("mqtt_port", lambda n, r: _parse_int(n, r, 1, 65535)),
     "MQTT_USERNAME": ("mqtt_username", lambda n, r: _optional(r)),

@@ -156,6 +156,9 @@ class MosquittoBroker:
                     f"max_inflight_messages {max_inflight}",
                     f"max_queued_messages {MAX_QUEUED_MESSAGES}",
                     f"autosave_interval {AUTOSAVE_INTERVAL}",
+                    # Without it, Nagle's algorithm holds each small PUBLISH until the
+                    # client's delayed TCP ACK (~40 ms) whenever acks come in batches.
+                    "set_tcp_nodelay true",
                     # Run as ourselves: as root, mosquitto would otherwise switch
                     # to the `mosquitto` user, who may not own storage_dir.
                     f"user {getpass.getuser()}",

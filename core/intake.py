@@ -2,24 +2,32 @@
 
 The network thread only calls `Intake.accept`, which takes an acknowledgement
 ticket (QoS 1) and queues the message on a `LanePool` keyed by topic; it never
-runs user code and never waits for a backend. Handler threads then:
+runs user code and never waits for a backend. Handler threads take the waiting
+messages in batches (messages of one topic in arrival order, different topics
+in parallel on MQTT_HANDLER_CONCURRENCY threads) and, for each message:
 
-- route the message (middleware and handler run here, `def` or `async def`);
-- on success, or when no route matches, mark it done: its PUBACK leaves in
-  arrival order once every earlier message is done too (`AckSequencer`);
+- route it (middleware and handler run here, `def` or `async def`);
 - on a `PayloadError`, dead-letter it at once;
 - on any other exception, retry up to MQTT_HANDLER_RETRIES attempts with a
   jittered backoff, then dead-letter it;
 - on a backend outage (`support.errors.BackendUnavailable` anywhere in the
-  exception chain: Redis or SQL unreachable, a lock wait), hold it: the message
-  stays unacknowledged and is retried with jittered backoff until the backend
+  exception chain: Redis or SQL unreachable, a lock wait), hold it: it stays
+  unacknowledged and is retried with jittered backoff until the backend
   answers, however long that takes. One line is logged when an outage starts
   and one when it ends; an outage never produces a dead letter.
 
-Messages of one topic are handled in arrival order; different topics in
-parallel on MQTT_HANDLER_CONCURRENCY threads. QoS 0 messages have no broker
-window bounding them, so at most `QOS0_BACKLOG_LIMIT` wait at once; more are
-dropped with a warning (QoS 0 is at most once).
+With an `Outbox` (the queues' dispatch outbox, wired by the command line), what
+a handler dispatches is recorded, not written at once; the records of the whole
+batch are stored together (one round trip, one transaction: group commit), and
+only then are the batch's messages acknowledged, in arrival order
+(`AckSequencer`). A handler attempt that raises leaves nothing behind, so a
+retried or dead-lettered message never queues a job twice or half. If storing
+fails for an outage the batch is held as above; a record the backend refuses
+for another reason dead-letters just the message it came from.
+
+QoS 0 messages have no broker window bounding them, so at most
+`QOS0_BACKLOG_LIMIT` wait at once; more are dropped with a warning (QoS 0 is at
+most once).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from core.acks import AckSequencer, Ticket
@@ -51,6 +59,13 @@ OUTAGE_RETRY_CAP = 5.0
 QOS0_BACKLOG_LIMIT = 10_000
 #: Seconds between two warnings about dropped QoS 0 messages.
 DROP_WARNING_INTERVAL = 10.0
+#: A batch is at most this fraction of the in-flight window, so the broker keeps
+#: sending the next messages while a batch is handled (a batch as large as the
+#: window would stall the stream at every batch).
+BATCH_SHARE_OF_WINDOW = 0.25
+#: Seconds of handler time one batch aims at: quick handlers come in large batches
+#: (one write for many messages), and acks wait at most about this long for a batch.
+BATCH_SECONDS = 0.005
 
 
 class Dispatcher(Protocol):
@@ -58,6 +73,24 @@ class Dispatcher(Protocol):
 
     def dispatch(self, message: Message) -> bool:
         """Run the matching route; False if none matched; raise what the handler raised."""
+
+
+class Outbox(Protocol):
+    """Side effects that handlers record instead of writing, stored before the acks.
+
+    `begin`/`end` bracket one handler attempt on the calling thread; `flush`
+    makes the records of many finished messages durable together and raises
+    when it could not (nothing of a failed backend call is half-stored).
+    """
+
+    def begin(self) -> None:
+        """Start recording what this thread's handler attempt dispatches."""
+
+    def end(self) -> Any:
+        """Stop recording; return the attempt's records (None when there are none)."""
+
+    def flush(self, records: Sequence[Any]) -> None:
+        """Store the records durably, in order; raise what the backend raised."""
 
 
 class Inbound:
@@ -132,9 +165,11 @@ class Intake:
         publish: PublishFunction,
         sequencer: AckSequencer,
         concurrency: int,
+        window: int,
         attempts: int,
         dead_letter_prefix: str,
         dead_letter_max_bytes: int,
+        outbox: Outbox | None = None,
         on_dead_letter: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
@@ -150,7 +185,14 @@ class Intake:
         self._last_drop_warning = 0.0
         self.stats = IntakeStats()
         self._publish_dead_letter = on_dead_letter or self._publish_qos1
-        self._pool: LanePool[Inbound] = LanePool(self._handle, concurrency, "mqtt-handler")
+        self._outbox = outbox
+        self._pool: LanePool[Inbound] = LanePool(
+            self._handle_batch,
+            concurrency,
+            max(1, int(window * BATCH_SHARE_OF_WINDOW)),
+            BATCH_SECONDS,
+            "mqtt-handler",
+        )
 
     # -- network thread -------------------------------------------------------
 
@@ -205,17 +247,39 @@ class Intake:
 
     # -- handler threads ------------------------------------------------------
 
-    def _handle(self, inbound: Inbound) -> None:
-        """Route one message under the retry, outage and dead-letter rules; never raises."""
-        finished = self._route(inbound)
-        if finished and inbound.ticket is not None:
-            self._sequencer.done(inbound.ticket)
+    def _handle_batch(self, batch: Sequence[Inbound]) -> int:
+        """Route messages of a batch, store what their handlers recorded, ack them.
 
-    def _route(self, inbound: Inbound) -> bool:
-        """True when the message is finished (to be acked); False to leave it unacked."""
+        Stops early when the batch runs past twice `BATCH_SECONDS` (handlers
+        slower than expected): the messages not started go back to their lanes
+        for other threads. Returns how many it finished; never raises.
+        """
+        finished: list[tuple[Inbound, Message, Any]] = []
+        deadline = time.monotonic() + 2 * BATCH_SECONDS
+        for inbound in batch:
+            outcome = self._route(inbound)
+            if outcome is None:
+                return len(batch)  # stopping: this message and the rest stay unacked
+            finished.append((inbound, *outcome))
+            if len(finished) < len(batch) and time.monotonic() > deadline:
+                break
+        if any(records is not None for _, _, records in finished) and not self._store(finished):
+            return len(batch)  # stopping during an outage: nothing acked, all redelivered
+        for inbound, _, _ in finished:
+            if inbound.ticket is not None:
+                self._sequencer.done(inbound.ticket)
+        return len(finished)
+
+    def _route(self, inbound: Inbound) -> tuple[Message, Any] | None:
+        """Run one message's route under the retry, outage and dead-letter rules.
+
+        Returns `(message, records)` once it is finished (records to store before
+        its ack, or None), or None when the intake is stopping (leave it unacked).
+        """
         attempt = 1
         held = 0
         stats = self.stats
+        outbox = self._outbox
         while True:
             message = Message(
                 inbound.topic,
@@ -225,36 +289,34 @@ class Intake:
                 inbound.properties,
                 publish=self._publish,
             )
+            if outbox is not None:
+                outbox.begin()
             try:
-                if self._dispatcher.dispatch(message):
-                    stats.handled += 1
-                else:
-                    stats.unmatched += 1  # the router logs it at DEBUG; we still ack it
-                if held:
-                    self._outage.end()
-                return True
+                routed = self._dispatcher.dispatch(message)
             except PayloadError as exc:
+                self._discard()
                 log.error(
                     "rejected payload on topic %r (route %s): %s",
-                    inbound.topic,
+                    inbound.topic[:200],
                     route_pattern(message),
                     exc,
                 )
                 self._dead_letter(message, exc, attempt)
-                return True
+                return message, None
             except BaseException as exc:  # SystemExit from a handler must not end the thread
+                self._discard()
                 if caused_by_outage(exc):
                     held += 1
                     stats.outage_retries += 1
                     self._outage.start(exc)
                     if self._halt.wait(full_jitter(held, OUTAGE_RETRY_BASE, OUTAGE_RETRY_CAP)):
-                        return False  # stopping: leave it unacked for redelivery
+                        return None
                     continue
                 stats.handler_failures += 1
                 if attempt < self._attempts:
                     log.warning(
                         "handler for topic %r (route %s) failed on attempt %d/%d: %s; retrying",
-                        inbound.topic,
+                        inbound.topic[:200],
                         route_pattern(message),
                         attempt,
                         self._attempts,
@@ -262,17 +324,80 @@ class Intake:
                     )
                     attempt += 1
                     if self._halt.wait(full_jitter(attempt, HANDLER_RETRY_BASE, HANDLER_RETRY_CAP)):
-                        return False
+                        return None
                     continue
                 log.error(
                     "handler for topic %r (route %s) failed %d time(s); dead-lettering it",
-                    inbound.topic,
+                    inbound.topic[:200],
                     route_pattern(message),
                     attempt,
                     exc_info=exc,
                 )
                 self._dead_letter(message, exc, attempt)
-                return True
+                return message, None
+            records = outbox.end() if outbox is not None else None
+            if routed:
+                stats.handled += 1
+            else:
+                stats.unmatched += 1  # the router logs it at DEBUG; we still ack it
+            if held:
+                self._outage.end()
+            return message, records
+
+    def _discard(self) -> None:
+        """Drop what a failed handler attempt recorded: it must leave nothing behind."""
+        if self._outbox is not None:
+            self._outbox.end()
+
+    def _store(self, finished: list[tuple[Inbound, Message, Any]]) -> bool:
+        """Store the batch's records together; False if stopping during an outage.
+
+        A failure that is not an outage stores the messages' records one by one,
+        and dead-letters each message whose records the backend refuses.
+        """
+        outbox = self._outbox
+        assert outbox is not None
+        records = [r for _, _, r in finished if r is not None]
+        try:
+            return self._with_outage_retries(outbox.flush, records)
+        except Exception:
+            pass  # find the messages whose records the backend refuses
+        for _, message, own in finished:
+            if own is None:
+                continue
+            try:
+                if not self._with_outage_retries(outbox.flush, [own]):
+                    return False
+            except Exception as exc:
+                log.error(
+                    "cannot store the jobs of the message on %r (route %s): %s; dead-lettering it",
+                    message.topic[:200],
+                    route_pattern(message),
+                    error_text(exc),
+                )
+                self._dead_letter(message, exc, 1)
+        return True
+
+    def _with_outage_retries(
+        self, store: Callable[[Sequence[Any]], None], records: Sequence[Any]
+    ) -> bool:
+        """Run `store(records)`, retrying through outages; False if the intake stops meanwhile."""
+        held = 0
+        while True:
+            try:
+                store(records)
+            except BaseException as exc:
+                if not caused_by_outage(exc):
+                    raise
+                held += 1
+                self.stats.outage_retries += 1
+                self._outage.start(exc)
+                if self._halt.wait(full_jitter(held, OUTAGE_RETRY_BASE, OUTAGE_RETRY_CAP)):
+                    return False
+                continue
+            if held:
+                self._outage.end()
+            return True
 
     def _dead_letter(self, message: Message, exc: BaseException, attempts: int) -> None:
         """Publish the dead letter of `message`; a failure is logged and counted, never raised."""

@@ -33,11 +33,25 @@ class _Writer(Generic[Row]):
 
     __slots__ = ("error", "event", "lead", "row")
 
-    def __init__(self, row: Row) -> None:
+    def __init__(self, row: Row, event: threading.Event) -> None:
         self.row = row
-        self.event = threading.Event()
+        self.event = event
         self.error: BaseException | None = None
         self.lead = False  #: woken to write the next batch, not because its row is done
+
+
+#: One wake-up event per thread, reused for each of its writes (a write waits on one
+#: event at a time, and making a new Event per row costs more than the write's share
+#: of a batched round trip).
+_events = threading.local()
+
+
+def _thread_event() -> threading.Event:
+    event: threading.Event | None = getattr(_events, "event", None)
+    if event is None:
+        event = _events.event = threading.Event()
+    event.clear()
+    return event
 
 
 class GroupCommit(Generic[Row]):
@@ -58,7 +72,7 @@ class GroupCommit(Generic[Row]):
 
     def write(self, row: Row) -> None:
         """Write `row` durably (alone or with concurrent rows); raise the write's error."""
-        writer = _Writer(row)
+        writer = _Writer(row, _thread_event())
         with self._lock:
             self._waiting.append(writer)
             lead = not self._busy

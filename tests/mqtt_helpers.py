@@ -193,9 +193,10 @@ def running_runtime(
     dispatcher: Any,
     subscriptions: Sequence[SubscriptionSpec],
     client_id: str | None = None,
+    outbox: Any = None,
 ) -> Iterator[MqttRuntime]:
     """An `MqttRuntime` started and subscribed (asserted), stopped on exit."""
-    runtime = MqttRuntime(settings, dispatcher, subscriptions, client_id=client_id)
+    runtime = MqttRuntime(settings, dispatcher, subscriptions, client_id=client_id, outbox=outbox)
     runtime.start()
     try:
         assert runtime.wait_ready(WAIT_TIMEOUT), f"runtime {runtime.describe} never got ready"
