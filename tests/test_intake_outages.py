@@ -19,6 +19,7 @@ from core.router import Router
 from queues import dispatch
 from queues.drivers.redis import RedisDriver, RedisFailedStore
 from queues.envelope import Envelope
+from queues.outbox import DispatchOutbox
 from tests.jobs_fixture import jobs
 from tests.jobs_fixture.support import registry
 from tests.mqtt_helpers import (
@@ -83,7 +84,10 @@ def _queued_values(driver: RedisDriver, queue: str) -> list[int]:
     return [Envelope.from_json(item).data["value"] for item in raw]
 
 
-def test_a_redis_outage_holds_messages_unacked_and_dead_letters_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("through", ["outbox", "immediate dispatch"])
+def test_a_redis_outage_holds_messages_unacked_and_dead_letters_none(
+    tmp_path: Path, through: str
+) -> None:
     (tmp_path / "redis").mkdir()
     redis_server = PrivateRedis(tmp_path / "redis", appendfsync="always")
     client = build_redis(Settings(redis_host="127.0.0.1", redis_port=redis_server.port))
@@ -103,7 +107,10 @@ def test_a_redis_outage_holds_messages_unacked_and_dead_letters_none(tmp_path: P
             settings = make_settings(
                 broker.host, broker.port, mqtt_dead_letter_topic=f"{prefix}/dead"
             )
-            with running_runtime(settings, router, router.subscriptions("g")) as runtime:
+            outbox = DispatchOutbox() if through == "outbox" else None
+            with running_runtime(
+                settings, router, router.subscriptions("g"), outbox=outbox
+            ) as runtime:
                 pub = CountingPublisher(broker.host, broker.port)
                 try:
                     streaming = pub.stream(f"{prefix}/r", count, rate=200)
