@@ -141,7 +141,7 @@ class Settings:
     mqtt_persistent_session: bool = True
     mqtt_session_expiry: int = 3600  #: seconds the broker keeps a persistent MQTT 5 session
     mqtt_keepalive: int = 60
-    mqtt_max_inflight: int = 20  #: unacknowledged QoS>0 messages held at once
+    mqtt_max_inflight: int = 100  #: unacknowledged QoS>0 messages held at once
     mqtt_handler_retries: int = 3  #: attempts of a failing handler before dead-lettering
     mqtt_handler_concurrency: int = DEFAULT_HANDLER_CONCURRENCY  #: handler threads
     mqtt_max_payload: int = DEFAULT_MAX_PAYLOAD  #: bytes; per-route `max_payload` overrides
@@ -227,7 +227,7 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "MQTT_HANDLER_RETRIES": ("mqtt_handler_retries", lambda n, r: _parse_int(n, r, 1)),
     "MQTT_HANDLER_CONCURRENCY": (
         "mqtt_handler_concurrency",
-        lambda n, r: _parse_int(n, r, 1, 1024),
+        lambda n, r: _parse_int(n, r, 1, 1024) if r.strip() else DEFAULT_HANDLER_CONCURRENCY,
     ),
     "MQTT_MAX_PAYLOAD": ("mqtt_max_payload", lambda n, r: _parse_int(n, r, 1, 268_435_455)),
     "MQTT_DEAD_LETTER_TOPIC": ("mqtt_dead_letter_topic", lambda n, r: r.strip()),
