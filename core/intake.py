@@ -36,6 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.acks import AckSequencer, Ticket
@@ -57,6 +58,8 @@ OUTAGE_RETRY_BASE = 0.1
 OUTAGE_RETRY_CAP = 5.0
 #: Most QoS 0 messages waiting for a handler; more are dropped (QoS 0 is at most once).
 QOS0_BACKLOG_LIMIT = 10_000
+#: QoS of dead-letter publications: at least once, so a poison message is not lost twice.
+DEAD_LETTER_QOS = 1
 #: Seconds between two warnings about dropped QoS 0 messages.
 DROP_WARNING_INTERVAL = 10.0
 #: A batch is at most this fraction of the in-flight window, so the broker keeps
@@ -93,26 +96,16 @@ class Outbox(Protocol):
         """Store the records durably, in order; raise what the backend raised."""
 
 
+@dataclass(slots=True)
 class Inbound:
     """One received message on its way to a handler."""
 
-    __slots__ = ("payload", "properties", "qos", "retain", "ticket", "topic")
-
-    def __init__(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int,
-        retain: bool,
-        properties: Any,
-        ticket: Ticket | None,
-    ) -> None:
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.properties = properties
-        self.ticket = ticket
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Any
+    ticket: Ticket | None
 
 
 class IntakeStats:
@@ -170,7 +163,6 @@ class Intake:
         dead_letter_prefix: str,
         dead_letter_max_bytes: int,
         outbox: Outbox | None = None,
-        on_dead_letter: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._publish = publish
@@ -184,7 +176,6 @@ class Intake:
         self._outage = _Outage()
         self._last_drop_warning = 0.0
         self.stats = IntakeStats()
-        self._publish_dead_letter = on_dead_letter or self._publish_qos1
         self._outbox = outbox
         self._pool: LanePool[Inbound] = LanePool(
             self._handle_batch,
@@ -418,7 +409,7 @@ class Intake:
                 message.payload,
                 self.dead_letter_max_bytes,
             )
-            self._publish_dead_letter(target, body)
+            self._publish(target, body, DEAD_LETTER_QOS, False)
         except Exception as publish_error:
             self.stats.dead_letter_failures += 1
             log.error(
@@ -431,13 +422,6 @@ class Intake:
             return
         self.stats.dead_lettered += 1
         log.warning("dead-lettered message from %r to %r", message.topic[:200], target[:200])
-
-    def _publish_qos1(self, topic: str, body: bytes) -> None:
-        self._publish(topic, body, DEAD_LETTER_QOS, False)
-
-
-#: QoS of dead-letter publications: at least once, so a poison message is not lost twice.
-DEAD_LETTER_QOS = 1
 
 
 def route_pattern(message: Message) -> str:
