@@ -178,12 +178,17 @@ CHILD_ROUTES = Option("--child-routes", "", hidden=True)
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
-    """`--run`: route MQTT messages (core/app.py), with the queues configured for `dispatch()`."""
+    """`--run`: route MQTT messages (core/app.py), with the queues configured for `dispatch()`.
+
+    Handlers' dispatches go through the queues' outbox: stored per batch of
+    messages before their acks (queues/outbox.py).
+    """
     from core.app import run_command as run_app
     from queues import connections
+    from queues.outbox import DispatchOutbox
 
     connections.configure(settings)
-    return run_app(args, settings)
+    return run_app(args, settings, DispatchOutbox())
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import redis
 from redis.backoff import AbstractBackoff
 from redis.retry import Retry
 
-from backends.errors import BackendError
+from backends.errors import BackendError, BackendUnavailableError
 from config.settings import Settings
 from support.backoff import full_jitter
 
@@ -35,6 +35,10 @@ SOCKET_TIMEOUT = 10.0
 HEALTH_CHECK_INTERVAL = 15
 #: Times a command is retried after a connection error (Redis restarting).
 CONNECTION_RETRIES = 3
+#: Error replies of a server that cannot take writes for now (out of memory, a failing
+#: snapshot, a replica, loading, a busy script, a cluster in failover): outages, not bugs.
+UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
+                       "CLUSTERDOWN", "NOREPLICAS")  # fmt: skip
 #: Seconds: ceiling of the jittered pause before the first of those retries (doubles per retry).
 RETRY_BACKOFF_BASE = 0.1
 #: Seconds: the longest pause between two of those retries.
@@ -126,15 +130,24 @@ def address(client: redis.Redis) -> str:
 
 @contextmanager
 def redis_errors(client: redis.Redis) -> Iterator[None]:
-    """Re-raise Redis failures inside the block as `BackendError` naming the server."""
+    """Re-raise Redis failures inside the block as `BackendError` naming the server.
+
+    A server that cannot be reached, times out, refuses our credentials or
+    cannot take writes for now raises `BackendUnavailableError` (an outage:
+    retry later); any other error reply raises a plain `BackendError`.
+    """
     try:
         yield
     except redis.exceptions.AuthenticationError:
-        raise BackendError(
+        raise BackendUnavailableError(
             f"Redis at {address(client)} rejected the credentials: "
             "check REDIS_USERNAME and REDIS_PASSWORD"
         ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise BackendError(f"Redis at {address(client)} is unreachable: {exc}") from exc
+        raise BackendUnavailableError(f"Redis at {address(client)} is unreachable: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith(UNAVAILABLE_REPLIES):
+            raise BackendUnavailableError(f"Redis at {address(client)} refused: {exc}") from exc
+        raise BackendError(f"Redis at {address(client)} failed: {exc}") from exc
     except redis.exceptions.RedisError as exc:
         raise BackendError(f"Redis at {address(client)} failed: {exc}") from exc

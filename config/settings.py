@@ -24,6 +24,11 @@ DEFAULT_DOTENV = PROJECT_ROOT / ".env"
 #: Default SQLite file of the embedded database queue.
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "storage" / "queue.db"
 
+#: Handler threads of the MQTT intake by default: handlers mostly wait on I/O (a
+#: queue backend, a database), so several per core; capped to bound memory.
+DEFAULT_HANDLER_CONCURRENCY = min(32, 8 * (os.cpu_count() or 1))
+#: Largest payload (bytes) a route accepts unless it sets its own `max_payload`.
+DEFAULT_MAX_PAYLOAD = 256 * 1024
 #: Group of the `$share` subscriptions when MQTT_GROUP_NAME is unset or empty.
 DEFAULT_GROUP_NAME = "mqtt_framework_group"
 
@@ -117,6 +122,10 @@ class Settings:
     db_pool_pre_ping: bool = True
     sqlite_path: str = str(DEFAULT_SQLITE_PATH)
 
+    # Application
+    app_name: str = "mqtt-jobs"  #: names this app: part of the derived MQTT client id
+    routes_package: str = "routes"  #: package whose modules' `router` objects are served
+
     # MQTT
     mqtt_host: str | None = None
     mqtt_port: int = 1883
@@ -129,12 +138,16 @@ class Settings:
     mqtt_tls_key: str | None = None
     mqtt_tls_insecure: bool = False
     mqtt_group_name: str = DEFAULT_GROUP_NAME
-    mqtt_persistent_session: bool = False
+    mqtt_persistent_session: bool = True
     mqtt_session_expiry: int = 3600  #: seconds the broker keeps a persistent MQTT 5 session
     mqtt_keepalive: int = 60
-    mqtt_max_inflight: int = 20  #: unacknowledged QoS>0 messages held at once
+    mqtt_max_inflight: int = 100  #: unacknowledged QoS>0 messages held at once
     mqtt_handler_retries: int = 3  #: attempts of a failing handler before dead-lettering
+    mqtt_handler_concurrency: int = DEFAULT_HANDLER_CONCURRENCY  #: handler threads
+    mqtt_max_payload: int = DEFAULT_MAX_PAYLOAD  #: bytes; per-route `max_payload` overrides
     mqtt_dead_letter_topic: str = "deadletter"
+    #: Most bytes of a dead letter (topic + body): keep it under the broker's max_packet_size.
+    mqtt_dead_letter_max_bytes: int = 60_000
 
     # Logging
     log_level: str = "INFO"
@@ -194,6 +207,8 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "DB_POOL_SIZE": ("db_pool_size", lambda n, r: _parse_int(n, r, 1)),
     "DB_POOL_PRE_PING": ("db_pool_pre_ping", _parse_bool),
     "SQLITE_PATH": ("sqlite_path", lambda n, r: _parse_path(r)),
+    "APP_NAME": ("app_name", lambda n, r: r.strip()),
+    "ROUTES_PACKAGE": ("routes_package", lambda n, r: r.strip() or "routes"),
     "MQTT_HOST": ("mqtt_host", lambda n, r: _optional(r)),
     "MQTT_PORT": ("mqtt_port", lambda n, r: _parse_int(n, r, 1, 65535)),
     "MQTT_USERNAME": ("mqtt_username", lambda n, r: _optional(r)),
@@ -210,7 +225,16 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "MQTT_KEEPALIVE": ("mqtt_keepalive", lambda n, r: _parse_int(n, r, 1)),
     "MQTT_MAX_INFLIGHT": ("mqtt_max_inflight", lambda n, r: _parse_int(n, r, 1, 65535)),
     "MQTT_HANDLER_RETRIES": ("mqtt_handler_retries", lambda n, r: _parse_int(n, r, 1)),
+    "MQTT_HANDLER_CONCURRENCY": (
+        "mqtt_handler_concurrency",
+        lambda n, r: _parse_int(n, r, 1, 1024) if r.strip() else DEFAULT_HANDLER_CONCURRENCY,
+    ),
+    "MQTT_MAX_PAYLOAD": ("mqtt_max_payload", lambda n, r: _parse_int(n, r, 1, 268_435_455)),
     "MQTT_DEAD_LETTER_TOPIC": ("mqtt_dead_letter_topic", lambda n, r: r.strip()),
+    "MQTT_DEAD_LETTER_MAX_BYTES": (
+        "mqtt_dead_letter_max_bytes",
+        lambda n, r: _parse_int(n, r, 1024, 268_435_455),
+    ),
     "LOG_LEVEL": ("log_level", lambda n, r: _parse_choice(n, r, LOG_LEVELS, upper=True)),
     # TLS and credentials of the backing services
     "MQTT_TLS": ("mqtt_tls", _parse_bool),
@@ -265,6 +289,8 @@ def _check_consistency(settings: Settings) -> None:
     _check_tls_files(settings)
     if settings.queue_connection == "redis" and not settings.enable_redis:
         raise ConfigError("QUEUE_CONNECTION=redis needs ENABLE_REDIS=true")
+    if not settings.app_name:
+        raise ConfigError("APP_NAME must not be empty: it names the app's MQTT session")
     if not settings.mqtt_group_name or "/" in settings.mqtt_group_name:
         raise ConfigError(
             f"MQTT_GROUP_NAME must be a non-empty name without '/', "

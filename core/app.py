@@ -30,7 +30,8 @@ from typing import Any
 
 from config.settings import ConfigError, Settings
 from core.broker import BrokerStartError, EmbeddedBroker, start_embedded_broker
-from core.mqtt import MqttRuntime, SubscriptionSpec, check_session_settings, generated_client_id
+from core.intake import Outbox
+from core.mqtt import MqttRuntime, SubscriptionSpec, default_client_id
 from support.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
@@ -64,21 +65,16 @@ class _PlainSubscription:
     qos: int
 
 
-def run_command(args: argparse.Namespace, settings: Settings) -> int:
+def run_command(args: argparse.Namespace, settings: Settings, outbox: Outbox | None = None) -> int:
     """`--run`: start the embedded broker if needed, then serve routes until SIGTERM/SIGINT.
 
     Returns 0 after a clean stop, 2 for a configuration problem (printed as one line).
     In a child of `--run --workers N` (`--child-index` given) it serves that
-    worker's share instead.
+    worker's share instead. `outbox` records what handlers dispatch (core/intake.py).
     """
     if getattr(args, "child_index", None) is not None:
-        return _run_child(args, settings)
+        return _run_child(args, settings, outbox)
     workers = int(getattr(args, "workers", 1) or 1)
-    try:
-        check_session_settings(settings)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
     broker: EmbeddedBroker | None = None
     if settings.uses_embedded_broker:
         try:
@@ -91,7 +87,9 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         return serve(
             settings,
             workers,
+            routes_package=settings.routes_package,
             shared_supported=broker is None or broker.supports_shared_subscriptions,
+            outbox=outbox,
         )
     finally:
         if broker is not None:
@@ -104,6 +102,7 @@ def serve(
     workers: int = 1,
     routes_package: str = DEFAULT_ROUTES_PACKAGE,
     shared_supported: bool = True,
+    outbox: Outbox | None = None,
 ) -> int:
     """Serve the routes of `routes_package` with `workers` processes until SIGTERM/SIGINT.
 
@@ -117,7 +116,7 @@ def serve(
             workers,
         )
         workers = 1
-    base_id = settings.mqtt_client_id or generated_client_id()
+    base_id = default_client_id(settings)
 
     def spec(index: int) -> WorkerSpec:
         return WorkerSpec(
@@ -137,7 +136,7 @@ def serve(
         return Supervisor(children, stop_timeout=WORKER_STOP_TIMEOUT).run()
     stop = threading.Event()
     with _stop_on_signals(stop):
-        return run_worker(settings, spec(0), stop)
+        return run_worker(settings, spec(0), stop, outbox)
 
 
 def child_arguments(spec: WorkerSpec) -> list[str]:
@@ -163,16 +162,18 @@ def spec_of_child(args: argparse.Namespace) -> WorkerSpec:
     )
 
 
-def _run_child(args: argparse.Namespace, settings: Settings) -> int:
+def _run_child(args: argparse.Namespace, settings: Settings, outbox: Outbox | None) -> int:
     """Serve one worker's share of the routes until SIGTERM/SIGINT (or the parent's death)."""
     spec = spec_of_child(args)
     settings = dataclasses.replace(settings, mqtt_host=spec.mqtt_host, mqtt_port=spec.mqtt_port)
     stop = threading.Event()
     with _stop_on_signals(stop):
-        return run_worker(settings, spec, stop)
+        return run_worker(settings, spec, stop, outbox)
 
 
-def run_worker(settings: Settings, spec: WorkerSpec, stop: threading.Event) -> int:
+def run_worker(
+    settings: Settings, spec: WorkerSpec, stop: threading.Event, outbox: Outbox | None = None
+) -> int:
     """Load the routes and route messages until `stop`.
 
     Returns 0 after `stop`, 1 if the MQTT network loop died (the supervisor restarts us).
@@ -181,12 +182,13 @@ def run_worker(settings: Settings, spec: WorkerSpec, stop: threading.Event) -> i
     from core.discovery import load_routes
 
     router = load_routes(spec.routes_package)
+    router.default_max_payload = settings.mqtt_max_payload
     subscriptions = worker_subscriptions(
         router.subscriptions(settings.mqtt_group_name), spec.index, spec.shared_supported
     )
     if not subscriptions:
         log.warning("worker %d has no routes to subscribe to (no shared routes?)", spec.index)
-    runtime = MqttRuntime(settings, router, subscriptions, client_id=spec.client_id)
+    runtime = MqttRuntime(settings, router, subscriptions, client_id=spec.client_id, outbox=outbox)
     runtime.start()
     try:
         while not stop.wait(HEALTH_INTERVAL):

@@ -238,6 +238,9 @@ class Router:
         self._root = _Node()
         self._global: list[AnyMiddleware] = []
         self.unmatched = 0  #: messages `dispatch` found no route for
+        #: Byte limit of routes without their own `max_payload` (None: no limit).
+        #: The runtime sets it from MQTT_MAX_PAYLOAD.
+        self.default_max_payload: int | None = None
 
     # -- registration -------------------------------------------------------
 
@@ -426,9 +429,10 @@ class Router:
         """Run the best route for `message`; False (and `unmatched` += 1) if none matches.
 
         Sets `message.route` and `message.params`, refuses a payload over the
-        route's `max_payload` with `PayloadTooLarge` before any middleware or
-        decoding, then runs global -> group -> route middleware and the handler
-        (an async handler runs on the shared loop; this call waits for it).
+        route's `max_payload` (else `default_max_payload`) with `PayloadTooLarge`
+        before any middleware or decoding, then runs global -> group -> route
+        middleware and the handler (an async handler runs on the shared loop;
+        this call waits for it).
         Exceptions from middleware or handler propagate to the caller.
         """
         found = self._find(message.topic)
@@ -439,10 +443,12 @@ class Router:
         route, levels = found
         message.route = route
         message.params = route.params_from(levels) if levels is not None else {}
-        if route.max_payload is not None and len(message.payload) > route.max_payload:
+        limit = route.max_payload if route.max_payload is not None else self.default_max_payload
+        if limit is not None and len(message.payload) > limit:
+            source = "max_payload" if route.max_payload is not None else "MQTT_MAX_PAYLOAD"
             raise PayloadTooLarge(
                 f"payload on {message.topic!r} is {len(message.payload)} bytes, over the "
-                f"max_payload of {route.max_payload} bytes of route {route.pattern!r}"
+                f"{source} of {limit} bytes of route {route.pattern!r}"
             )
         chain = route._chain
         if chain is None:

@@ -15,6 +15,7 @@ from queues.backoff import validate_backoff
 from queues.drivers.base import QueueDriver
 from queues.envelope import Envelope, validate_queue_name
 from queues.job import Job, JobDataError
+from queues.outbox import PendingJob, recorded
 from queues.registry import JobRegistry, get_registry
 
 
@@ -84,14 +85,21 @@ def dispatch(
     `delay` (seconds) defaults to the class's `delay`; `queue` to its `queue`;
     `connection` ("redis", "database" or a driver) to QUEUE_CONNECTION. Raises
     `JobDataError` / `UnregisteredJobError` before queueing anything.
+
+    Outside an MQTT handler the job is stored before this returns
+    (`QueueUnavailable` when the backend cannot be reached), and concurrent
+    callers share round trips (`QueueDriver.enqueue`). Inside a handler run by
+    the intake it is recorded and stored with the jobs of the other messages of
+    its batch before its message is acknowledged; if the handler raises, it is
+    never stored (see queues/outbox.py).
     """
     envelope = build_envelope(job, queue, registry)
-    wait = _delay(job, delay)
-    driver = _driver(connection)
-    if wait > 0:
-        driver.later(envelope.queue, envelope.to_json(), wait)
+    driver, wait = _driver(connection), _delay(job, delay)
+    pending = recorded()
+    if pending is not None:
+        pending.append(PendingJob(driver, envelope.queue, envelope.to_json(), wait))
     else:
-        driver.push(envelope.queue, envelope.to_json())
+        driver.enqueue(envelope.queue, envelope.to_json(), wait)
     return envelope.id
 
 
@@ -105,7 +113,8 @@ def dispatch_many(
 ) -> list[str]:
     """Queue many jobs in one atomic driver call, in order; return their ids.
 
-    Every job is validated first: one bad job queues none.
+    Every job is validated first: one bad job queues none. Inside an MQTT
+    handler they are recorded and stored like `dispatch`'s.
     """
     now = time.time()
     rows: list[tuple[str, str, float]] = []
@@ -114,8 +123,14 @@ def dispatch_many(
         envelope = build_envelope(job, queue, registry, now)
         rows.append((envelope.queue, envelope.to_json(), _delay(job, delay)))
         ids.append(envelope.id)
-    if rows:
-        _driver(connection).bulk(rows)
+    if not rows:
+        return ids
+    driver = _driver(connection)
+    pending = recorded()
+    if pending is not None:
+        pending.extend(PendingJob(driver, *row) for row in rows)
+    else:
+        driver.bulk(rows)
     return ids
 
 

@@ -45,8 +45,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_TIMEOUT) -> 
 
 
 def make_settings(host: str, port: int, **overrides: Any) -> Settings:
-    """Settings pointing at host:port, with fast test-friendly defaults, plus `overrides`."""
-    values: dict[str, Any] = {"mqtt_host": host, "mqtt_port": port, "mqtt_keepalive": 10}
+    """Settings pointing at host:port, with fast test-friendly defaults, plus `overrides`.
+
+    Clean sessions unless overridden: a test's persistent session would stay on the
+    shared broker (queueing messages) after the test, and the derived client id
+    would be the same for every test on this host.
+    """
+    values: dict[str, Any] = {
+        "mqtt_host": host,
+        "mqtt_port": port,
+        "mqtt_keepalive": 10,
+        "mqtt_persistent_session": False,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -153,6 +163,13 @@ class PrivateMosquitto:
         """Start (or restart) mosquitto on the same port and storage."""
         self.broker = MosquittoBroker("mosquitto", self.port, self.storage, self.max_inflight)
 
+    def kill(self) -> None:
+        """SIGKILL mosquitto: a crash; it keeps only what it had saved."""
+        if self.broker is not None:
+            self.broker.kill()
+            self.broker.stop()  # reaps nothing more; removes the temp config
+            self.broker = None
+
     def stop(self) -> None:
         """Stop mosquitto (SIGTERM); clients lose their connections."""
         if self.broker is not None:
@@ -176,9 +193,10 @@ def running_runtime(
     dispatcher: Any,
     subscriptions: Sequence[SubscriptionSpec],
     client_id: str | None = None,
+    outbox: Any = None,
 ) -> Iterator[MqttRuntime]:
     """An `MqttRuntime` started and subscribed (asserted), stopped on exit."""
-    runtime = MqttRuntime(settings, dispatcher, subscriptions, client_id=client_id)
+    runtime = MqttRuntime(settings, dispatcher, subscriptions, client_id=client_id, outbox=outbox)
     runtime.start()
     try:
         assert runtime.wait_ready(WAIT_TIMEOUT), f"runtime {runtime.describe} never got ready"

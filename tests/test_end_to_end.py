@@ -58,6 +58,7 @@ def _base_env(tmp_path: Path) -> dict[str, str]:
         # Its own $share group: another checkout's suite on the same broker must not
         # take a share of these messages.
         MQTT_GROUP_NAME=f"e2e{uuid.uuid4().hex[:8]}",
+        MQTT_PERSISTENT_SESSION="false",  # no session left behind on the shared broker
         MQTT_MAX_INFLIGHT="20",
         ENABLE_REDIS="true",
         REDIS_HOST=REDIS_HOST,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: question -> (a word the path must contain, a pattern the answer's code must contain)
 QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is the command line?": ("cli", r"^COMMANDS\b"),
-    "Where does a message become a `Message`?": ("mqtt", r"\bMessage\("),
+    "Where does a message become a `Message`?": ("intake", r"\bMessage\("),
     "Where is the router?": ("router", r"^class Router\b"),
     "Where is `dispatch()`?": ("dispatch", r"^def dispatch\("),
     "Where is the worker loop?": ("worker", r"^class Worker\b"),

@@ -208,6 +208,8 @@ class Tree:
                     "MQTT_PORT": str(MQTT_PORT),
                     "MQTT_CLIENT_ID": f"test-tree-{uuid.uuid4().hex[:8]}",
                     "MQTT_GROUP_NAME": f"g{uuid.uuid4().hex[:8]}",
+                    # No session left behind on the shared broker.
+                    "MQTT_PERSISTENT_SESSION": "false",
                 }
             )
             args = ["--run", "--workers", "2"]
