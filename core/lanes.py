@@ -7,17 +7,15 @@ the order they were submitted, while lanes of different keys run side by side
 on `threads` threads. A lane with items left after its holder's batch goes to the
 back of the ready list, so one busy key cannot starve the others.
 
-Batches adapt to how long items take (a running average): a thread takes as
-many waiting items as fit in `batch_seconds` (at most `batch_limit`, at least a
-fair share of the backlog per thread). Quick items therefore come in large
-batches, whose side effects can be written together, while slow ones spread
-over all threads. For the same reason an idle thread is woken for a new item
-only when that is worth it: when no batch is running, when items are slow, or
-when the backlog exceeds a batch; otherwise a running thread takes it with its
-next batch. A watchdog makes sure no item waits more than `2 * batch_seconds`
-behind a batch that turned out slow: then it wakes an idle thread. `run_batch`
-may stop early and return how many items it finished; the others go back to the
-front of their lanes.
+One thread at a time is the taker: it waits for items, takes a batch, hands the
+taker's role to an idle thread and runs its batch. How much it takes adapts to
+how long items take (a running average): as many as fit in `batch_seconds` (at
+most `batch_limit`). While other batches are running (the pool is busy), the
+taker lingers up to `batch_seconds` for a batch's worth to gather (Kafka's
+linger.ms): quick items then come in large batches, whose side effects are
+written together; an idle pool takes an item the moment it arrives, and slow
+items go one per thread. `run_batch` may stop early and return how many items
+it finished; the others go back to the front of their lanes.
 """
 
 from __future__ import annotations
@@ -35,10 +33,6 @@ T = TypeVar("T")
 
 #: Weight of the latest batch in the running average time per item.
 AVERAGE_WEIGHT = 0.2
-#: Fraction of `batch_seconds` a thread waits for more items when a stream of quick
-#: items is arriving and fewer than a batch's worth wait (Kafka's linger.ms): a
-#: larger batch costs the backend one round trip for more items.
-LINGER_SHARE = 0.2
 
 
 class LanePool(Generic[T]):
@@ -64,47 +58,38 @@ class LanePool(Generic[T]):
         #: Running average of seconds per item; starts at a whole batch's worth, so the
         #: first items spread over the threads until their speed is known.
         self._per_item = batch_seconds
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  #: the taker waits here for items
         self._lanes: dict[Hashable, deque[T]] = {}  #: key -> items waiting; present while held
         self._ready: deque[Hashable] = deque()  #: keys whose lane has items and no holder
         self._closed = False
         self._queued = 0  #: items submitted and not started
         self._running = 0  #: items in batches being run right now
         self._batches = 0  #: batches being run right now
-        self._idle = 0  #: threads waiting for work
-        self._last_take = time.monotonic()  #: when a thread last took a batch
-        self._last_submit = 0.0  #: when the latest item arrived
-        self._watch = threading.Event()  #: set when an item waits without a woken thread
+        self._taker = False  #: a thread holds the taker's role
+        #: Items the waiting taker wants queued before it is woken (0: it is not waiting).
+        self._taker_wants = 0
+        self._role = threading.Condition(lock)  #: idle threads wait here to become the taker
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(threads)
         ]
-        self._threads.append(threading.Thread(target=self._watchdog, name=f"{name}-watch"))
         for thread in self._threads:
-            thread.daemon = True
             thread.start()
 
     def submit(self, key: Hashable, item: T) -> None:
         """Queue `item` behind the other items of `key`; returns at once."""
         with self._cond:
             self._queued += 1
-            self._last_submit = time.monotonic()
             lane = self._lanes.get(key)
             if lane is None:
                 self._lanes[key] = deque((item,))
                 self._ready.append(key)
             else:
                 lane.append(item)
-            if not self._ready or not self._idle:
-                return
-            if (
-                self._batches == 0
-                or self._per_item >= self._batch_seconds
-                or self._queued * self._per_item >= self._batch_seconds
-            ):
+            if self._taker_wants and self._queued >= self._taker_wants:
+                self._taker_wants = 0
                 self._cond.notify()
-            elif not self._watch.is_set():
-                self._watch.set()
 
     @property
     def backlog(self) -> int:
@@ -119,8 +104,9 @@ class LanePool(Generic[T]):
         deadline = time.monotonic() + timeout
         with self._cond:
             self._closed = True
+            self._taker_wants = 0
             self._cond.notify_all()
-        self._watch.set()
+            self._role.notify_all()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         finished = not any(thread.is_alive() for thread in self._threads)
@@ -133,54 +119,48 @@ class LanePool(Generic[T]):
             log.warning("%d queued item(s) were not run before the stop timeout", dropped)
         return finished
 
-    def _watchdog(self) -> None:
-        """Wake an idle thread for items that wait behind a batch running too long."""
-        patience = 2 * self._batch_seconds
-        while True:
-            self._watch.wait()
-            self._watch.clear()
-            if self._closed:
-                return
-            time.sleep(patience)
-            with self._cond:
-                if not self._ready or not self._idle:
-                    continue
-                if time.monotonic() - self._last_take >= patience:
-                    self._cond.notify()
-                self._watch.set()  # look again until the items are taken
-
     def _take(self) -> tuple[list[tuple[Hashable, T]], list[Hashable]] | None:
-        """Wait for work; return a batch and the keys it holds (None once closed and idle)."""
+        """Become the taker, wait for items, take a batch and pass the role on.
+
+        Returns the batch and the keys it holds, or None once closed and idle.
+        """
         with self._cond:
-            while not self._ready:
-                if self._closed:
-                    return None
-                self._idle += 1
-                try:
+            while self._taker and not self._closed:
+                self._role.wait()
+            self._taker = True
+            try:
+                while not self._ready:
+                    if self._closed:
+                        return None
+                    self._taker_wants = 1
                     self._cond.wait()
-                finally:
-                    self._idle -= 1
-            fits = int(self._batch_seconds / self._per_item) if self._per_item > 0 else 0
-            linger = self._batch_seconds * LINGER_SHARE
-            if self._queued < min(fits, self._batch_limit) and (
-                time.monotonic() - self._last_submit < linger
-            ):
-                self._cond.wait(linger)  # items are streaming in: let a batch gather
-            share = -(-self._queued // self._threads_count)  # ceil: spread over the threads
-            limit = max(1, min(self._batch_limit, max(share, fits)))
-            batch: list[tuple[Hashable, T]] = []
-            held: list[Hashable] = []
-            while self._ready and len(batch) < limit:
-                key = self._ready.popleft()
-                held.append(key)
-                lane = self._lanes[key]
-                while lane and len(batch) < limit:
-                    batch.append((key, lane.popleft()))
-            self._queued -= len(batch)
-            self._running += len(batch)
-            self._batches += 1
-            self._last_take = time.monotonic()
-            return batch, held
+                fits = int(self._batch_seconds / self._per_item) if self._per_item > 0 else 0
+                wanted = max(1, min(self._batch_limit, fits))
+                if self._batches and self._queued < wanted:
+                    # Busy: let a batch's worth gather, for at most a batch's time.
+                    deadline = time.monotonic() + self._batch_seconds
+                    while self._queued < wanted and not self._closed:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._taker_wants = wanted
+                        self._cond.wait(left)
+                self._taker_wants = 0
+                batch: list[tuple[Hashable, T]] = []
+                held: list[Hashable] = []
+                while self._ready and len(batch) < wanted:
+                    key = self._ready.popleft()
+                    held.append(key)
+                    lane = self._lanes[key]
+                    while lane and len(batch) < wanted:
+                        batch.append((key, lane.popleft()))
+                self._queued -= len(batch)
+                self._running += len(batch)
+                self._batches += 1
+                return batch, held
+            finally:
+                self._taker = False
+                self._role.notify()
 
     def _work(self) -> None:
         while (taken := self._take()) is not None:
@@ -216,5 +196,6 @@ class LanePool(Generic[T]):
                     woken += 1
                 elif lane is not None:
                     del self._lanes[key]
-            if woken and self._idle and self._per_item >= self._batch_seconds:
-                self._cond.notify(woken)  # slow items: spread the lanes over idle threads
+            if woken and self._taker_wants:
+                self._taker_wants = 0
+                self._cond.notify()  # the taker waits: lanes are ready again
