@@ -44,6 +44,7 @@ class Route:
     __slots__ = (
         "_chain",
         "_param_positions",
+        "_rest_capture",
         "filter",
         "handler",
         "max_payload",
@@ -90,11 +91,17 @@ class Route:
         self.max_payload = max_payload
         self.name = name or handler_name(handler)
         self._param_positions = parsed.param_positions
+        self._rest_capture = parsed.rest_capture
         self._chain: Next | None = None
 
     def params_from(self, levels: list[str]) -> dict[str, str]:
-        """The `{name}` values of this route in the split topic `levels`."""
-        return {name: levels[i] for i, name in self._param_positions}
+        """The `{name}` values of this route in the split topic `levels`, and the rest of
+        the topic under a `{name:#}` (levels joined with `/`; empty if there are none)."""
+        params = {name: levels[i] for i, name in self._param_positions}
+        if self._rest_capture is not None:
+            start, name = self._rest_capture
+            params[name] = "/".join(levels[start:])
+        return params
 
     def copy(self, extra_middleware: list[AnyMiddleware]) -> Route:
         """This route with `extra_middleware` run before its own (used by `include`)."""
@@ -210,15 +217,17 @@ class Router:
     """The route table and dispatcher.
 
     Patterns are MQTT topic filters whose levels may also be `{name}` (one level,
-    delivered as `message.params[name]`); `+` and `#` mean what MQTT says (`#`
-    last only and matching the parent level too; a leading wildcard never
-    matches a topic starting with `$`). Patterns are validated when registered.
+    delivered as `message.params[name]`) and whose last level may be `{name:#}`
+    (subscribed and matched as `#`; the rest of the topic is delivered as
+    `message.params[name]`); `+` and `#` mean what MQTT says (`#` last only and
+    matching the parent level too; a leading wildcard never matches a topic
+    starting with `$`). Patterns are validated when registered.
     Two routes may not share one MQTT filter (e.g. `a/{x}` and `a/+`): only one
     of them could ever receive a message, so the second registration fails.
 
     Precedence, when several routes match a topic: compare the patterns level by
     level from the left; at the first level where they differ, a literal beats
-    `{name}`/`+`, which beats `#`. When one pattern ends exactly where the topic
+    `{name}`/`+`, which beats `#`/`{name:#}`. When one pattern ends exactly where the topic
     ends and the other continues with a `#` matching zero levels (`a/+` vs
     `a/+/#` for `a/b`), the one that ends wins: it matches strictly fewer topics.
     Two distinct filters always differ somewhere under these rules, so
