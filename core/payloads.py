@@ -25,9 +25,7 @@ from typing import Any
 
 from core.handler_call import Handler, is_async
 from core.message import Message, PayloadError
-
-#: Most field errors quoted in a `PayloadValidationError`'s text (all are in `errors`).
-MAX_QUOTED_ERRORS = 10
+from support.validation import describe_errors
 
 #: Parameter kinds that take a positional argument.
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -131,23 +129,12 @@ def _parser(
             return adapter.validate_json(message.payload)
         except ValidationError as exc:
             errors = [dict(error) for error in exc.errors(include_url=False, include_input=False)]
+            problems = describe_errors(errors)
             raise PayloadValidationError(
-                f"payload on {message.topic!r} is not a valid {type_name}: {describe(errors)}",
-                errors,
+                f"payload on {message.topic!r} is not a valid {type_name}: {problems}", errors
             ) from None
 
     return parse
-
-
-def describe(errors: list[dict[str, Any]]) -> str:
-    """Field errors in one line: `value: Input should be a valid number; id: Field required`."""
-    parts = [
-        f"{'.'.join(str(part) for part in error.get('loc', ())) or 'payload'}: {error.get('msg')}"
-        for error in errors[:MAX_QUOTED_ERRORS]
-    ]
-    if len(errors) > MAX_QUOTED_ERRORS:
-        parts.append(f"and {len(errors) - MAX_QUOTED_ERRORS} more")
-    return "; ".join(parts)
 
 
 def _name(handler: Callable[..., Any]) -> str:
