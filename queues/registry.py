@@ -18,7 +18,6 @@ from queues.connections import current_settings
 from queues.job import Job
 
 
-
 class UnknownJobError(LookupError):
     """A job name is not in the registry; the message names it and the package."""
 
