@@ -88,6 +88,7 @@ class Outcome:
     message: Message
     records: Any = None  #: what the handler dispatched (None: nothing to store)
     attempts: int = 1  #: handler attempts made
+    routed: bool = False  #: a route matched and returned
     error: BaseException | None = None  #: why it was dead-lettered
     dead_letter: tuple[str, bytes] | None = None  #: (topic, body) published, if any
 
@@ -238,7 +239,7 @@ class Delivery:
                 stats.unmatched += 1  # the router logs it at DEBUG; we still ack it
             if held:
                 self.outage.end()
-            return Outcome(message, records, attempt)
+            return Outcome(message, records, attempt, routed)
 
     def _discard(self) -> None:
         """Drop what a failed handler attempt recorded: it must leave nothing behind."""
@@ -246,7 +247,8 @@ class Delivery:
             self._outbox.end()
 
     def _dead_lettered(self, message: Message, exc: BaseException, attempts: int) -> Outcome:
-        return Outcome(message, None, attempts, exc, self.dead_letter(message, exc, attempts))
+        dead_letter = self.dead_letter(message, exc, attempts)
+        return Outcome(message, None, attempts, error=exc, dead_letter=dead_letter)
 
     def store(self, finished: Sequence[Outcome]) -> bool:
         """Store the records of finished messages together; False if a pause gave up.
