@@ -32,9 +32,7 @@ def test_a_message_reaches_its_handler_with_params_payload_and_delivered_qos():
     def telemetry(message: Message) -> None:
         seen.append((message.params, message.payload, message.qos, message.retain))
 
-    result = TestClient(router).publish(
-        "devices/d1/telemetry", {"value": 1}, qos=1, retain=True
-    )
+    result = TestClient(router).publish("devices/d1/telemetry", {"value": 1}, qos=1, retain=True)
     assert seen == [({"device_id": "d1"}, b'{"value":1}', 0, True)]  # route QoS 0 caps it
     assert (result.handled, result.acknowledged, result.dead_lettered) == (True, True, False)
     assert (result.route, result.params, result.qos, result.attempts) == (
