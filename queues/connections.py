@@ -9,6 +9,8 @@ processes.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from config.settings import Settings, load_settings
 from queues.drivers.base import FailedStore, QueueDriver
@@ -24,6 +26,20 @@ def configure(settings: Settings) -> None:
     global _settings
     reset()
     _settings = settings
+
+
+@contextmanager
+def configured(settings: Settings) -> Iterator[Settings]:
+    """Use `settings` while inside (drivers and engines built anew from them), then go
+    back to the settings in force before, with fresh connections."""
+    global _settings
+    previous = _settings
+    configure(settings)
+    try:
+        yield settings
+    finally:
+        reset()
+        _settings = previous
 
 
 def current_settings() -> Settings:

@@ -17,6 +17,7 @@ Note: JSON has no tuple, so a tuple argument arrives in the worker as a list.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -77,6 +78,10 @@ class Job:
     * `abstract` - True on a base class that must not be registered.
 
     `failed(exc)` is called once when the job fails for good.
+
+    Arguments may be declared as class annotations (`device_id: str`); one
+    declared without a default is required, so a job built without it fails
+    with `JobDataError` at dispatch rather than with `AttributeError` in the worker.
     """
 
     name: ClassVar[str | None] = None
@@ -100,6 +105,11 @@ class Job:
                     f"{type(self).job_name()} argument {key!r} clashes with a Job attribute; "
                     "rename it"
                 )
+        missing = _required_arguments(type(self)).difference(data)
+        if missing:
+            raise JobDataError(
+                f"{type(self).job_name()} needs argument(s) {', '.join(map(repr, sorted(missing)))}"
+            )
         values = data
         self.data: dict[str, Any] = dict(data)
         model_base = _loaded_model_base()
@@ -187,6 +197,24 @@ def _check_json_value(job: str, path: str, value: Any) -> None:
         "which is not JSON; pass str, int, float, bool, None, list, dict or a pydantic model "
         "(for example an ISO string for a datetime)"
     )
+
+
+_required_cache: dict[type[Job], frozenset[str]] = {}
+
+
+def _required_arguments(cls: type[Job]) -> frozenset[str]:
+    """Names annotated on `cls` or its bases below `Job` without a default value."""
+    required = _required_cache.get(cls)
+    if required is None:
+        names = {
+            name
+            for klass in cls.__mro__
+            if klass is not Job and issubclass(klass, Job)
+            for name in inspect.get_annotations(klass)
+            if not hasattr(cls, name) and not name.startswith("_")
+        }
+        required = _required_cache[cls] = frozenset(names)
+    return required
 
 
 def _loaded_model_base() -> type[BaseModel] | None:

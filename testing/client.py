@@ -44,6 +44,7 @@ from core.message import Message
 from core.mqtt import MAX_SUBSCRIBE_QOS
 from core.router import Router
 from core.topics import validate_publish_topic
+from queues import connections
 from queues.outbox import DispatchOutbox
 
 #: What `publish` accepts as a payload: bytes as they are, text as UTF-8, JSON values as JSON.
@@ -101,8 +102,8 @@ class TestClient:
     `router` is a `Router` (a module's `router`, for its routes only), or the
     name of a routes package to load as `--run` does (default: ROUTES_PACKAGE,
     so every route with the package-wide middleware). `settings` supplies
-    MQTT_HANDLER_RETRIES, the dead-letter topic and limits (default: the
-    framework's defaults, not the environment's).
+    ROUTES_PACKAGE, MQTT_HANDLER_RETRIES, the dead-letter topic and limits
+    (default: the app's settings, from the environment and `.env`).
     """
 
     __test__ = False  # not a pytest test class, despite its name
@@ -114,7 +115,7 @@ class TestClient:
         settings: Settings | None = None,
         outbox: Outbox | None = None,
     ) -> None:
-        settings = settings or Settings()
+        settings = settings or connections.current_settings()
         if not isinstance(router, Router):
             router = load_routes(router or settings.routes_package)
         if router.default_max_payload is None:

@@ -82,6 +82,16 @@ def test_a_dict_that_does_not_fit_the_model_names_the_job_argument_and_fields():
         jobs.PlotJob(path="p", point={"y": "north"}, label=None)
 
 
+def test_an_argument_declared_without_a_default_is_required_at_dispatch():
+    with pytest.raises(JobDataError, match=r"PlotJob needs argument\(s\) 'label', 'point'"):
+        jobs.PlotJob(path="p")
+
+    class Optional(Job):
+        note: str = "none"  # a default: may be left out
+
+    assert Optional().note == "none"
+
+
 def test_a_model_argument_without_an_annotation_arrives_as_its_dict():
     job = jobs.RecordJob(path="p", value=jobs.Point(x=1))
     data = Envelope.from_json(build_envelope(job, registry=registry()).to_json()).data
