@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backends.sql_engine import get_engine
+from backends.sql_tables import create_missing_tables
 from queues.connections import current_settings
 
 
@@ -65,8 +66,4 @@ def app_engine() -> Engine:
 
 def create_app_tables(engine: Engine) -> list[str]:
     """Create the application's tables that are missing; return their names."""
-    from sqlalchemy import inspect
-
-    existing = set(inspect(engine).get_table_names())
-    AppBase.metadata.create_all(engine, checkfirst=True)
-    return [name for name in AppBase.metadata.tables if name not in existing]
+    return create_missing_tables(engine, AppBase.metadata)
