@@ -295,6 +295,18 @@ COMMANDS: tuple[Command, ...] = (
         (FROM, TO, QUEUE),
         required=(FROM, TO),
     ),
+    Command(
+        "--make-job",
+        "support.scaffold:make_job_command",
+        "write a job skeleton in app/jobs/ and its test in tests/app/",
+        metavar="Name",
+    ),
+    Command(
+        "--make-route",
+        "support.scaffold:make_route_command",
+        "write a route module skeleton in routes/ and its test in tests/app/",
+        metavar="name",
+    ),
 )
 
 
