@@ -171,7 +171,7 @@ def run_block(block: Block, copy: Path, env: dict[str, str]) -> subprocess.Compl
         script = copy / "readme_block.sh"
         script.write_text(block.code)
         argv = ["sh", "-e", str(script)]
-    elif block.shown_file and block.shown_file.startswith("tests/") or "def test_" in block.code:
+    elif "def test_" in block.code:
         script = copy / "tests" / "app" / f"test_readme_block_{block.line}.py"
         script.write_text(block.code)
         argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)]
