@@ -80,16 +80,15 @@ def test_missing_routes_package_is_an_error_naming_it():
         load_routes("tests.no_such_routes")
 
 
-def run_routes_command(monkeypatch, capsys, package: str, as_json: bool) -> str:
-    monkeypatch.setattr(routes_table, "ROUTES_PACKAGE", package)
-    settings = Settings(mqtt_group_name="workers")
+def run_routes_command(capsys, package: str, as_json: bool) -> str:
+    settings = Settings(mqtt_group_name="workers", routes_package=package)
     assert routes_table.routes_command(argparse.Namespace(json=as_json), settings) == 0
     out: str = capsys.readouterr().out
     return out
 
 
-def test_routes_table_shows_subscription_qos_handler_and_middleware(monkeypatch, capsys):
-    out = run_routes_command(monkeypatch, capsys, "tests.fixture_routes", as_json=False)
+def test_routes_table_shows_subscription_qos_handler_and_middleware(capsys):
+    out = run_routes_command(capsys, "tests.fixture_routes", as_json=False)
     lines = out.splitlines()
     assert lines[0].split() == ["pattern", "subscription", "qos", "shared", "handler", "middleware"]
     telemetry = next(line for line in lines if "telemetry" in line)
@@ -99,8 +98,8 @@ def test_routes_table_shows_subscription_qos_handler_and_middleware(monkeypatch,
     assert "RequestLogging, JsonValidation" in command
 
 
-def test_routes_json_lists_every_route(monkeypatch, capsys):
-    out = run_routes_command(monkeypatch, capsys, "tests.fixture_routes", as_json=True)
+def test_routes_json_lists_every_route(capsys):
+    out = run_routes_command(capsys, "tests.fixture_routes", as_json=True)
     rows = {row["pattern"]: row for row in json.loads(out)}
     assert rows["devices/{device_id}/telemetry"]["subscription"] == (
         "$share/workers/devices/+/telemetry"
@@ -109,9 +108,7 @@ def test_routes_json_lists_every_route(monkeypatch, capsys):
     assert rows["alerts/#"]["shared"] is False and rows["alerts/#"]["middleware"] == ["Stamp"]
 
 
-def test_routes_table_says_when_there_are_no_routes(monkeypatch, capsys):
-    out = run_routes_command(monkeypatch, capsys, "tests.fixture_routes_empty", as_json=False)
+def test_routes_table_says_when_there_are_no_routes(capsys):
+    out = run_routes_command(capsys, "tests.fixture_routes_empty", as_json=False)
     assert "No routes were found in" in out
-    assert (
-        run_routes_command(monkeypatch, capsys, "tests.fixture_routes_empty", True).strip() == "[]"
-    )
+    assert run_routes_command(capsys, "tests.fixture_routes_empty", True).strip() == "[]"
