@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.project_copy import copy_project
 
 #: Seconds mypy may take on the copy (a cold run takes about ten on the CI machine).
 MYPY_TIMEOUT = 240
-#: The project's own packages, copied with pyproject.toml (mypy's configuration).
-PACKAGES = ("app", "routes", "core", "queues", "backends", "support", "config", "testing")
 
 UNTYPED_ROUTE = """\
 from core.router import Router
@@ -50,14 +47,7 @@ def test_shout(tmp_path):
 def test_untyped_routes_jobs_and_app_tests_pass_the_typecheck_that_framework_code_fails(
     tmp_path: Path,
 ) -> None:
-    for package in PACKAGES:
-        shutil.copytree(
-            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    (tmp_path / "tests" / "app").mkdir(parents=True)
-    (tmp_path / "tests" / "__init__.py").write_text("")
-    (tmp_path / "tests" / "app" / "__init__.py").write_text("")
+    copy_project(tmp_path)
     (tmp_path / "routes" / "shouting.py").write_text(UNTYPED_ROUTE)
     (tmp_path / "app" / "jobs" / "shouting.py").write_text(UNTYPED_ROUTE.replace("Shout", "Yell"))
     (tmp_path / "tests" / "app" / "test_shouting.py").write_text(UNTYPED_TEST)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,26 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REDIS_TEST_DB
+from tests.project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
-#: What a copy of the project needs to run the README's commands and snippets.
-PROJECT_FILES = (
-    "app",
-    "routes",
-    "core",
-    "queues",
-    "backends",
-    "support",
-    "config",
-    "testing",
-    "main.py",
-    "cli.py",
-    "pyproject.toml",
-    "tests/__init__.py",
-    "tests/app",
-)
 #: Seconds one block may run (the operator tour waits out two jobs' backoffs, about 6 s).
 BLOCK_TIMEOUT = 180
 #: Code blocks that are not run, by their first line, and why.
@@ -145,19 +129,6 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def project_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "project"
-    for name in PROJECT_FILES:
-        source, target = ROOT / name, copy / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target)
-    (copy / "storage").mkdir()
-    return copy
-
-
 def block_environment(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)}
     env.update(settings)
@@ -195,7 +166,7 @@ def test_each_python_block_runs_with_no_server_at_all(block: Block, tmp_path: Pa
         DB_HOST="127.0.0.1",
         DB_PORT=dead,
     )
-    result = run_block(block, project_copy(tmp_path), env)
+    result = run_block(block, copy_project(tmp_path / "project"), env)
     assert result.returncode == 0, f"{block} failed:\n{result.stdout}\n{result.stderr}"
     if "pytest" in result.args:
         assert re.search(r"^\d+ passed", result.stdout, flags=re.M), result.stdout
@@ -209,5 +180,5 @@ def test_each_shell_block_runs(block: Block, tmp_path: Path, redis_client: objec
         REDIS_PORT="6379",
         REDIS_DB=str(REDIS_TEST_DB),
     )
-    result = run_block(block, project_copy(tmp_path), env)
+    result = run_block(block, copy_project(tmp_path / "project"), env)
     assert result.returncode == 0, f"{block} failed:\n{result.stdout}\n{result.stderr}"

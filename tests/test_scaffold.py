@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,23 +10,8 @@ import pytest
 
 from config.settings import Settings
 from support.scaffold import ScaffoldError, make_job, make_route, snake_case
+from tests.project_copy import copy_project
 
-ROOT = Path(__file__).resolve().parent.parent
-
-#: What a copy of the project needs to run main.py, pytest, ruff and mypy.
-PROJECT_FILES = (
-    "app",
-    "routes",
-    "core",
-    "queues",
-    "backends",
-    "support",
-    "config",
-    "testing",
-    "main.py",
-    "cli.py",
-    "pyproject.toml",
-)
 #: Seconds each tool may take on the copy.
 TOOL_TIMEOUT = 240
 
@@ -40,14 +24,7 @@ def run(copy: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, copy / name)
-    return copy
+    return copy_project(tmp_path_factory.mktemp("project"))
 
 
 def test_make_job_and_make_route_write_skeletons_whose_tests_pass(project_copy: Path) -> None:
@@ -67,7 +44,8 @@ def test_make_job_and_make_route_write_skeletons_whose_tests_pass(project_copy: 
         "routes/cold_rooms.py",
         "tests/app/test_cold_rooms_routes.py",
     ]
-    tests = run(project_copy, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/app")
+    generated_tests = [path for path in written if path.startswith("tests/")]
+    tests = run(project_copy, "-m", "pytest", "-q", "-p", "no:cacheprovider", *generated_tests)
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "4 passed" in tests.stdout
     lint = run(project_copy, "-m", "ruff", "check", "--no-cache", *written)
