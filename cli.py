@@ -191,6 +191,25 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     return run_app(args, settings, DispatchOutbox())
 
 
+def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`--migrate`: the queue tables (backends/migrations.py), then the app's own tables:
+    every table declared on `AppBase` in `app/models.py`, when the app has one."""
+    from backends.migrations import migrate_command as migrate
+
+    return migrate(args, settings, app_tables())
+
+
+def app_tables() -> list[Any]:
+    """The SQLAlchemy metadata of the app's tables (`app.models.AppBase`), if any."""
+    try:
+        from app.models import AppBase
+    except ModuleNotFoundError as exc:
+        if exc.name in ("app", "app.models"):
+            return []  # an app without tables of its own
+        raise
+    return [AppBase.metadata]
+
+
 @dataclass(frozen=True)
 class Command:
     """One command: its flag, what runs it, the options it takes, those it requires."""
@@ -226,7 +245,9 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
     Command("--routes", "core.routes_table:routes_command", "print the route table", (JSON,)),
-    Command("--migrate", "backends.migrations:migrate_command", "create or upgrade the SQL tables"),
+    Command(
+        "--migrate", migrate_command, "create or upgrade the queue tables and the app's tables"
+    ),
     Command(
         "--queue-work",
         "queues.commands:work_command",
@@ -273,6 +294,18 @@ COMMANDS: tuple[Command, ...] = (
         "move pending and delayed jobs between connections",
         (FROM, TO, QUEUE),
         required=(FROM, TO),
+    ),
+    Command(
+        "--make-job",
+        "support.scaffold:make_job_command",
+        "write a job skeleton in app/jobs/ and its test in tests/app/",
+        metavar="Name",
+    ),
+    Command(
+        "--make-route",
+        "support.scaffold:make_route_command",
+        "write a route module skeleton in routes/ and its test in tests/app/",
+        metavar="name",
     ),
 )
 

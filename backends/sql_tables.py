@@ -37,6 +37,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    MetaData,
     String,
     Text,
     inspect,
@@ -126,13 +127,18 @@ TABLES = (QueueJob.__table__, QueueFailedJob.__table__)
 
 def create_tables(engine: Engine) -> list[str]:
     """Create the queue tables and indexes that are missing; return the names created."""
+    return create_missing_tables(engine, Base.metadata)
+
+
+def create_missing_tables(engine: Engine, metadata: MetaData) -> list[str]:
+    """Create the tables (and indexes) of `metadata` that are missing; return their names."""
     try:
         with engine.begin() as connection:
             existing = set(inspect(connection).get_table_names())
-            Base.metadata.create_all(connection, checkfirst=True)
+            metadata.create_all(connection, checkfirst=True)
     except DBAPIError as exc:
         raise connection_error(engine, exc) from None
-    return [name for name in Base.metadata.tables if name not in existing]
+    return [name for name in metadata.tables if name not in existing]
 
 
 #: Columns a later version added to tables an earlier `--migrate` may have made.

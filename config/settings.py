@@ -34,7 +34,11 @@ DEFAULT_MAX_PAYLOAD = 256 * 1024
 #: Group of the `$share` subscriptions when MQTT_GROUP_NAME is unset or empty.
 DEFAULT_GROUP_NAME = "mqtt_framework_group"
 
-QUEUE_CONNECTIONS = ("redis", "database")
+#: QUEUE_CONNECTION values: two real queues, and `sync`, which runs each job inside
+#: `dispatch()` (for tests and scripts; no worker, no queue).
+QUEUE_CONNECTIONS = ("redis", "database", "sync")
+#: Package scanned for job classes unless JOBS_PACKAGE says otherwise.
+DEFAULT_JOBS_PACKAGE = "app.jobs"
 MQTT_PROTOCOLS = ("3.1.1", "5")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -87,6 +91,14 @@ def _parse_path(raw: str) -> str:
     return str(path if path.is_absolute() else PROJECT_ROOT / path)
 
 
+def _parse_module_path(name: str, raw: str, default: str) -> str:
+    """A dotted module path such as `app.jobs` (empty: the default)."""
+    value = raw.strip() or default
+    if not all(part.isidentifier() for part in value.split(".")):
+        raise ConfigError(f"{name} must be a dotted module path such as {default}, got {raw!r}")
+    return value
+
+
 def _optional(raw: str) -> str | None:
     stripped = raw.strip()
     return stripped or None
@@ -127,6 +139,7 @@ class Settings:
     # Application
     app_name: str = "mqtt-jobs"  #: names this app: part of the derived MQTT client id
     routes_package: str = "routes"  #: package whose modules' `router` objects are served
+    jobs_package: str = DEFAULT_JOBS_PACKAGE  #: package whose Job classes workers may run
 
     # MQTT
     mqtt_host: str | None = None
@@ -211,6 +224,7 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "SQLITE_PATH": ("sqlite_path", lambda n, r: _parse_path(r)),
     "APP_NAME": ("app_name", lambda n, r: r.strip()),
     "ROUTES_PACKAGE": ("routes_package", lambda n, r: r.strip() or "routes"),
+    "JOBS_PACKAGE": ("jobs_package", lambda n, r: _parse_module_path(n, r, DEFAULT_JOBS_PACKAGE)),
     "MQTT_HOST": ("mqtt_host", lambda n, r: _optional(r)),
     "MQTT_PORT": ("mqtt_port", lambda n, r: _parse_int(n, r, 1, 65535)),
     "MQTT_USERNAME": ("mqtt_username", lambda n, r: _optional(r)),

@@ -4,7 +4,8 @@ The network thread only calls `Intake.accept`, which takes an acknowledgement
 ticket (QoS 1) and queues the message on a `LanePool` keyed by topic; it never
 runs user code and never waits for a backend. Handler threads take the waiting
 messages in batches (messages of one topic in arrival order, different topics
-in parallel on MQTT_HANDLER_CONCURRENCY threads) and, for each message:
+in parallel on MQTT_HANDLER_CONCURRENCY threads) and run each through
+`core.delivery.Delivery`, the per-message rules:
 
 - route it (middleware and handler run here, `def` or `async def`);
 - on a `PayloadError`, dead-letter it at once;
@@ -35,16 +36,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 from core.acks import AckSequencer, Ticket
-from core.dead_letter import build_dead_letter
+from core.delivery import Delivery, Dispatcher, Inbound, IntakeStats, Outbox, Outcome
 from core.lanes import LanePool
-from core.message import Message, PayloadError, PublishFunction
+from core.message import PublishFunction
 from support.backoff import full_jitter
-from support.errors import caused_by_outage
+
+__all__ = ["Dispatcher", "Inbound", "Intake", "IntakeStats", "Outbox"]
 
 log = logging.getLogger("core.mqtt")
 
@@ -58,8 +59,6 @@ OUTAGE_RETRY_BASE = 0.1
 OUTAGE_RETRY_CAP = 5.0
 #: Most QoS 0 messages waiting for a handler; more are dropped (QoS 0 is at most once).
 QOS0_BACKLOG_LIMIT = 10_000
-#: QoS of dead-letter publications: at least once, so a poison message is not lost twice.
-DEAD_LETTER_QOS = 1
 #: Seconds between two warnings about dropped QoS 0 messages.
 DROP_WARNING_INTERVAL = 10.0
 #: A batch is at most this fraction of the in-flight window, so the broker keeps
@@ -69,84 +68,6 @@ BATCH_SHARE_OF_WINDOW = 0.25
 #: Seconds of handler time one batch aims at: quick handlers come in large batches
 #: (one write for many messages), and acks wait at most about this long for a batch.
 BATCH_SECONDS = 0.005
-
-
-class Dispatcher(Protocol):
-    """What the intake needs from the router: route one message."""
-
-    def dispatch(self, message: Message) -> bool:
-        """Run the matching route; False if none matched; raise what the handler raised."""
-
-
-class Outbox(Protocol):
-    """Side effects that handlers record instead of writing, stored before the acks.
-
-    `begin`/`end` bracket one handler attempt on the calling thread; `flush`
-    makes the records of many finished messages durable together and raises
-    when it could not (nothing of a failed backend call is half-stored).
-    """
-
-    def begin(self) -> None:
-        """Start recording what this thread's handler attempt dispatches."""
-
-    def end(self) -> Any:
-        """Stop recording; return the attempt's records (None when there are none)."""
-
-    def flush(self, records: Sequence[Any]) -> None:
-        """Store the records durably, in order; raise what the backend raised."""
-
-
-@dataclass(slots=True)
-class Inbound:
-    """One received message on its way to a handler."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    properties: Any
-    ticket: Ticket | None
-
-
-class IntakeStats:
-    """Counters of the intake (read them for tests, metrics and logs)."""
-
-    def __init__(self) -> None:
-        self.received = 0  #: messages accepted from the network thread
-        self.handled = 0  #: messages whose route returned
-        self.unmatched = 0  #: messages no route matched (acknowledged)
-        self.dead_lettered = 0  #: messages published to the dead-letter topic
-        self.dead_letter_failures = 0  #: dead letters that could not be published (logged)
-        self.handler_failures = 0  #: failed handler attempts, retries included
-        self.outage_retries = 0  #: tries of held messages during backend outages
-        self.qos0_dropped = 0  #: QoS 0 messages dropped because the backlog was full
-
-
-class _Outage:
-    """Whether the queue backend is down, logging only the start and the end."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.since: float | None = None
-
-    def start(self, exc: BaseException) -> None:
-        with self._lock:
-            if self.since is not None:
-                return
-            self.since = time.monotonic()
-        log.warning(
-            "queue backend unavailable (%s); holding messages unacknowledged and retrying", exc
-        )
-
-    def end(self) -> None:
-        if self.since is None:
-            return
-        with self._lock:
-            if self.since is None:
-                return
-            lasted = time.monotonic() - self.since
-            self.since = None
-        log.warning("queue backend is back after %.1f s; intake resumed", lasted)
 
 
 class Intake:
@@ -164,19 +85,21 @@ class Intake:
         dead_letter_max_bytes: int,
         outbox: Outbox | None = None,
     ) -> None:
-        self._dispatcher = dispatcher
-        self._publish = publish
         self._sequencer = sequencer
-        self._attempts = attempts
-        self._dead_letter_prefix = dead_letter_prefix
-        #: Most bytes of a dead letter's topic plus body (the runtime lowers it to the
-        #: broker's Maximum Packet Size when an MQTT 5 broker announces one).
-        self.dead_letter_max_bytes = dead_letter_max_bytes
         self._halt = threading.Event()
-        self._outage = _Outage()
         self._last_drop_warning = 0.0
         self.stats = IntakeStats()
-        self._outbox = outbox
+        self._delivery = Delivery(
+            dispatcher,
+            publish,
+            attempts,
+            dead_letter_prefix,
+            dead_letter_max_bytes,
+            retry_pause=self._retry_pause,
+            outage_pause=self._outage_pause,
+            outbox=outbox,
+            stats=self.stats,
+        )
         self._pool: LanePool[Inbound] = LanePool(
             self._handle_batch,
             concurrency,
@@ -184,6 +107,16 @@ class Intake:
             BATCH_SECONDS,
             "mqtt-handler",
         )
+
+    @property
+    def dead_letter_max_bytes(self) -> int:
+        """Most bytes of a dead letter's topic plus body (the runtime lowers it to the
+        broker's Maximum Packet Size when an MQTT 5 broker announces one)."""
+        return self._delivery.dead_letter_max_bytes
+
+    @dead_letter_max_bytes.setter
+    def dead_letter_max_bytes(self, value: int) -> None:
+        self._delivery.dead_letter_max_bytes = value
 
     # -- network thread -------------------------------------------------------
 
@@ -225,7 +158,7 @@ class Intake:
     @property
     def in_outage(self) -> bool:
         """True while the queue backend is reported unavailable."""
-        return self._outage.since is not None
+        return self._delivery.outage.since is not None
 
     def stop(self, timeout: float) -> bool:
         """Handle what was accepted (held messages give up at once), then end the threads.
@@ -238,6 +171,14 @@ class Intake:
 
     # -- handler threads ------------------------------------------------------
 
+    def _retry_pause(self, attempt: int, exc: BaseException) -> bool:
+        """Sleep before a failed handler's next attempt; False when stopping."""
+        return not self._halt.wait(full_jitter(attempt, HANDLER_RETRY_BASE, HANDLER_RETRY_CAP))
+
+    def _outage_pause(self, held: int, exc: BaseException) -> bool:
+        """Sleep before the next try during an outage; False when stopping."""
+        return not self._halt.wait(full_jitter(held, OUTAGE_RETRY_BASE, OUTAGE_RETRY_CAP))
+
     def _handle_batch(self, batch: Sequence[Inbound]) -> int:
         """Route messages of a batch, store what their handlers recorded, ack them.
 
@@ -245,193 +186,21 @@ class Intake:
         slower than expected): the messages not started go back to their lanes
         for other threads. Returns how many it finished; never raises.
         """
-        finished: list[tuple[Inbound, Message, Any]] = []
+        delivery = self._delivery
+        finished: list[Outcome] = []
         deadline = time.monotonic() + 2 * BATCH_SECONDS
         for inbound in batch:
-            outcome = self._route(inbound)
+            outcome = delivery.route(inbound)
             if outcome is None:
                 return len(batch)  # stopping: this message and the rest stay unacked
-            finished.append((inbound, *outcome))
+            finished.append(outcome)
             if len(finished) < len(batch) and time.monotonic() > deadline:
                 break
-        if any(records is not None for _, _, records in finished) and not self._store(finished):
+        if any(outcome.records is not None for outcome in finished) and not delivery.store(
+            finished
+        ):
             return len(batch)  # stopping during an outage: nothing acked, all redelivered
-        for inbound, _, _ in finished:
+        for inbound, _ in zip(batch, finished, strict=False):
             if inbound.ticket is not None:
                 self._sequencer.done(inbound.ticket)
         return len(finished)
-
-    def _route(self, inbound: Inbound) -> tuple[Message, Any] | None:
-        """Run one message's route under the retry, outage and dead-letter rules.
-
-        Returns `(message, records)` once it is finished (records to store before
-        its ack, or None), or None when the intake is stopping (leave it unacked).
-        """
-        attempt = 1
-        held = 0
-        stats = self.stats
-        outbox = self._outbox
-        while True:
-            message = Message(
-                inbound.topic,
-                inbound.payload,
-                inbound.qos,
-                inbound.retain,
-                inbound.properties,
-                publish=self._publish,
-            )
-            if outbox is not None:
-                outbox.begin()
-            try:
-                routed = self._dispatcher.dispatch(message)
-            except PayloadError as exc:
-                self._discard()
-                log.error(
-                    "rejected payload on topic %r (route %s): %s",
-                    inbound.topic[:200],
-                    route_pattern(message),
-                    exc,
-                )
-                self._dead_letter(message, exc, attempt)
-                return message, None
-            except BaseException as exc:  # SystemExit from a handler must not end the thread
-                self._discard()
-                if caused_by_outage(exc):
-                    held += 1
-                    stats.outage_retries += 1
-                    self._outage.start(exc)
-                    if self._halt.wait(full_jitter(held, OUTAGE_RETRY_BASE, OUTAGE_RETRY_CAP)):
-                        return None
-                    continue
-                stats.handler_failures += 1
-                if attempt < self._attempts:
-                    log.warning(
-                        "handler for topic %r (route %s) failed on attempt %d/%d: %s; retrying",
-                        inbound.topic[:200],
-                        route_pattern(message),
-                        attempt,
-                        self._attempts,
-                        error_text(exc),
-                    )
-                    attempt += 1
-                    if self._halt.wait(full_jitter(attempt, HANDLER_RETRY_BASE, HANDLER_RETRY_CAP)):
-                        return None
-                    continue
-                log.error(
-                    "handler for topic %r (route %s) failed %d time(s); dead-lettering it",
-                    inbound.topic[:200],
-                    route_pattern(message),
-                    attempt,
-                    exc_info=exc,
-                )
-                self._dead_letter(message, exc, attempt)
-                return message, None
-            records = outbox.end() if outbox is not None else None
-            if routed:
-                stats.handled += 1
-            else:
-                stats.unmatched += 1  # the router logs it at DEBUG; we still ack it
-            if held:
-                self._outage.end()
-            return message, records
-
-    def _discard(self) -> None:
-        """Drop what a failed handler attempt recorded: it must leave nothing behind."""
-        if self._outbox is not None:
-            self._outbox.end()
-
-    def _store(self, finished: list[tuple[Inbound, Message, Any]]) -> bool:
-        """Store the batch's records together; False if stopping during an outage.
-
-        A failure that is not an outage stores the messages' records one by one,
-        and dead-letters each message whose records the backend refuses.
-        """
-        outbox = self._outbox
-        assert outbox is not None
-        records = [r for _, _, r in finished if r is not None]
-        try:
-            return self._with_outage_retries(outbox.flush, records)
-        except Exception:
-            pass  # find the messages whose records the backend refuses
-        for _, message, own in finished:
-            if own is None:
-                continue
-            try:
-                if not self._with_outage_retries(outbox.flush, [own]):
-                    return False
-            except Exception as exc:
-                log.error(
-                    "cannot store the jobs of the message on %r (route %s): %s; dead-lettering it",
-                    message.topic[:200],
-                    route_pattern(message),
-                    error_text(exc),
-                )
-                self._dead_letter(message, exc, 1)
-        return True
-
-    def _with_outage_retries(
-        self, store: Callable[[Sequence[Any]], None], records: Sequence[Any]
-    ) -> bool:
-        """Run `store(records)`, retrying through outages; False if the intake stops meanwhile."""
-        held = 0
-        while True:
-            try:
-                store(records)
-            except BaseException as exc:
-                if not caused_by_outage(exc):
-                    raise
-                held += 1
-                self.stats.outage_retries += 1
-                self._outage.start(exc)
-                if self._halt.wait(full_jitter(held, OUTAGE_RETRY_BASE, OUTAGE_RETRY_CAP)):
-                    return False
-                continue
-            if held:
-                self._outage.end()
-            return True
-
-    def _dead_letter(self, message: Message, exc: BaseException, attempts: int) -> None:
-        """Publish the dead letter of `message`; a failure is logged and counted, never raised."""
-        if message.topic.startswith(self._dead_letter_prefix):
-            # A route on the dead-letter topics failed too: re-publishing would loop.
-            log.error("dead letter on %r failed again; dropping it", message.topic)
-            return
-        target = "-"
-        try:
-            target, body = build_dead_letter(
-                self._dead_letter_prefix,
-                message.topic,
-                route_pattern(message),
-                error_text(exc),
-                attempts,
-                message.qos,
-                message.retain,
-                message.payload,
-                self.dead_letter_max_bytes,
-            )
-            self._publish(target, body, DEAD_LETTER_QOS, False)
-        except Exception as publish_error:
-            self.stats.dead_letter_failures += 1
-            log.error(
-                "could not publish the dead letter of %r (%d bytes) to %r: %s",
-                message.topic[:200],
-                len(message.payload),
-                target[:200],
-                error_text(publish_error),
-            )
-            return
-        self.stats.dead_lettered += 1
-        log.warning("dead-lettered message from %r to %r", message.topic[:200], target[:200])
-
-
-def route_pattern(message: Message) -> str:
-    """The pattern of the route a message matched, or `-`."""
-    route = message.route
-    if route is None:
-        return "-"
-    return str(getattr(route, "pattern", route))
-
-
-def error_text(exc: BaseException) -> str:
-    """`Class: message` of an exception, for logs and dead letters."""
-    return f"{type(exc).__name__}: {exc}"

@@ -18,7 +18,8 @@ class Message:
     """One incoming MQTT message, as seen by a route's middleware and handler.
 
     `params` holds the values of the route's `{name}` parameters; each is exactly
-    one topic level, so it never contains `/`, `+` or `#`.
+    one topic level, so it never contains `/`, `+` or `#` (only a `{name:#}`
+    capture of the rest of the topic may contain `/`).
     """
 
     __slots__ = (

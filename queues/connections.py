@@ -9,6 +9,8 @@ processes.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from config.settings import Settings, load_settings
 from queues.drivers.base import FailedStore, QueueDriver
@@ -24,6 +26,20 @@ def configure(settings: Settings) -> None:
     global _settings
     reset()
     _settings = settings
+
+
+@contextmanager
+def configured(settings: Settings) -> Iterator[Settings]:
+    """Use `settings` while inside (drivers and engines built anew from them), then go
+    back to the settings in force before, with fresh connections."""
+    global _settings
+    previous = _settings
+    configure(settings)
+    try:
+        yield settings
+    finally:
+        reset()
+        _settings = previous
 
 
 def current_settings() -> Settings:
@@ -66,10 +82,22 @@ def _build_failed_store(settings: Settings) -> FailedStore:
     return RedisFailedStore(get_redis(settings))
 
 
+#: Why the sync connection has no driver: one line for the operator commands that need one.
+SYNC_HAS_NO_QUEUE = (
+    "QUEUE_CONNECTION=sync runs each job inside dispatch(), so there is no queue to work, "
+    "inspect or fill: pass --connection redis or --connection database"
+)
+
+
 def get_driver(connection: str | None = None, settings: Settings | None = None) -> QueueDriver:
-    """The process-wide driver of `connection` ("redis" or "database")."""
+    """The process-wide driver of `connection` ("redis" or "database").
+
+    `ValueError` for the sync connection, which runs jobs in `dispatch()` and has no queue.
+    """
     settings = settings or current_settings()
     name = connection or settings.queue_connection
+    if name == "sync":
+        raise ValueError(SYNC_HAS_NO_QUEUE)
     if name not in ("redis", "database"):
         raise ValueError(f"unknown queue connection {name!r}: use 'redis' or 'database'")
     existing = _drivers.get(name)

@@ -18,15 +18,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from queues.drivers.base import QueueDriver
+
+class JobSink(Protocol):
+    """Where dispatched jobs are stored: a queue driver, or a test's fake queue."""
+
+    def enqueue(self, queue: str, payload: str, delay: float = 0.0) -> None:
+        """Store one job, due after `delay` seconds."""
+
+    def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
+        """Store `(queue, payload, delay)` rows at once, in order."""
 
 
 @dataclass(frozen=True)
 class PendingJob:
     """One dispatched job waiting to be stored: where, what, and when it is due."""
 
-    driver: QueueDriver
+    driver: JobSink
     queue: str
     payload: str
     delay: float
@@ -56,7 +65,7 @@ class DispatchOutbox:
 
     def flush(self, records: Sequence[list[PendingJob]]) -> None:
         """Store every recorded job, in order: one atomic `bulk` per driver."""
-        by_driver: dict[int, tuple[QueueDriver, list[tuple[str, str, float]]]] = {}
+        by_driver: dict[int, tuple[JobSink, list[tuple[str, str, float]]]] = {}
         for jobs in records:
             for job in jobs:
                 entry = by_driver.setdefault(id(job.driver), (job.driver, []))

@@ -116,7 +116,7 @@ def documented_invocations() -> list[str]:
     found: list[str] = []
     readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
     for line in readme.splitlines():
-        for match in re.finditer(r"python main\.py ([^`#\n]*)", line):
+        for match in re.finditer(r"python main\.py ([^`#\n|;)]*)", line):
             found.append(match.group(1).replace("[", "").replace("]", "").strip())
     for match in re.finditer(r"main\.py ([^;)&\n]*)", (ROOT / "Makefile").read_text()):
         found.append(match.group(1).strip())

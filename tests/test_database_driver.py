@@ -282,8 +282,13 @@ def test_migrate_on_the_embedded_sqlite_creates_the_file_and_tables(tmp_path: Pa
     result = _main("--migrate", SQLITE_PATH=str(path))
     assert result.returncode == 0, result.stderr
     assert "created tables queue_jobs, queue_failed_jobs" in result.stdout
+    assert "created app tables device_readings" in result.stdout  # app/models.py's
     engine = engine_from_url(f"sqlite:///{path}", create_sqlite_tables=False)
-    assert set(inspect(engine).get_table_names()) == {"queue_jobs", "queue_failed_jobs"}
+    assert set(inspect(engine).get_table_names()) == {
+        "queue_jobs",
+        "queue_failed_jobs",
+        "device_readings",
+    }
     engine.dispose()
 
 

@@ -40,7 +40,7 @@ def test_telemetry_route_queues_a_reading(sqlite_driver: QueueDriver) -> None:
     assert router.dispatch(Message("devices/d7/telemetry", b'{"value": 3.5, "id": "r1"}', qos=1))
     job = sqlite_driver.pop(["readings"])
     assert job is not None
-    assert '"device_id":"d7"' in job.payload and '"reading_id":"r1"' in job.payload
+    assert '"device_id":"d7"' in job.payload and '"reading":{"value":3.5,"id":"r1"' in job.payload
 
 
 def test_telemetry_route_rejects_a_non_json_payload(sqlite_driver: QueueDriver) -> None:
@@ -66,16 +66,14 @@ def test_webhook_job_fails_first_then_succeeds_on_retry(
 
 
 def test_a_device_cannot_mark_another_devices_reading_as_a_repeat(
-    sqlite_driver: QueueDriver, monkeypatch: pytest.MonkeyPatch
+    sqlite_driver: QueueDriver,
 ) -> None:
     from sqlalchemy import select
 
-    from app.jobs import store_reading
     from app.models import DeviceReading
     from backends.sql_engine import get_engine
     from queues.connections import current_settings
 
-    monkeypatch.setattr(store_reading, "_tables_ready", False)  # a fresh SQLite file
     router = load_routes("routes")
     # Device a sends the id device b will use next, then b sends its real reading,
     # then a's message is redelivered (a genuine repeat of a's own reading).

@@ -3,7 +3,8 @@ runs down the layer order, and the README's layout table says the same.
 
 Order: main.py → cli.py → routes/, app/ → core/ (MQTT side) and queues/ (jobs,
 drivers, workers) → backends/ (connections to backing services) → support/
-(generic helpers) → config/. core/ and queues/ never import each other.
+(generic helpers) → config/. core/ and queues/ never import each other;
+testing/ (the test client and queue fakes for an app's tests) sits beside app/.
 tests/ and benchmarks/ may import anything.
 """
 
@@ -21,6 +22,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "cli": frozenset({"routes", "app", "core", "queues", "backends", "support", "config"}),
     "routes": frozenset({"app", "core", "queues", "backends", "support", "config"}),
     "app": frozenset({"core", "queues", "backends", "support", "config"}),
+    "testing": frozenset({"core", "queues", "backends", "support", "config"}),
     "core": frozenset({"support", "config"}),
     "queues": frozenset({"backends", "support", "config"}),
     "backends": frozenset({"support", "config"}),

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: question -> (a word the path must contain, a pattern the answer's code must contain)
 QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is the command line?": ("cli", r"^COMMANDS\b"),
-    "Where does a message become a `Message`?": ("intake", r"\bMessage\("),
+    "Where does a message become a `Message`?": ("delivery", r"\bMessage\("),
+    "Where are the handler threads, batches and acks (the intake)?": ("intake", r"^class Intake\b"),
     "Where is the router?": ("router", r"^class Router\b"),
     "Where is `dispatch()`?": ("dispatch", r"^def dispatch\("),
     "Where is the worker loop?": ("worker", r"^class Worker\b"),
@@ -29,6 +30,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is the Redis client?": ("redis", r"^def get_redis\("),
     "Where is the supervisor?": ("supervisor", r"^class Supervisor\b"),
     "Where is the backoff?": ("backoff", r"^def full_jitter\("),
+    "Where is the test client for your app's tests?": ("testing", r"^class TestClient\b"),
 }
 
 

@@ -59,7 +59,8 @@ def test_values_are_parsed_and_typed() -> None:
         ({"REDIS_PORT": "abc"}, "REDIS_PORT must be an integer, got 'abc'"),
         ({"REDIS_PORT": "70000"}, "REDIS_PORT must be at most 65535, got 70000"),
         ({"ENABLE_MYSQL": "maybe"}, "ENABLE_MYSQL must be true or false, got 'maybe'"),
-        ({"QUEUE_CONNECTION": "kafka"}, "QUEUE_CONNECTION must be one of redis, database"),
+        ({"QUEUE_CONNECTION": "kafka"}, "QUEUE_CONNECTION must be one of redis, database, sync"),
+        ({"JOBS_PACKAGE": "app/jobs"}, "JOBS_PACKAGE must be a dotted module path such as"),
         ({"MQTT_PROTOCOL": "4"}, "MQTT_PROTOCOL must be one of 3.1.1, 5"),
         ({"QUEUE_CONNECTION": "redis"}, "QUEUE_CONNECTION=redis needs ENABLE_REDIS=true"),
         ({"MQTT_TLS_CERT": "c.pem"}, "MQTT_TLS_CERT and MQTT_TLS_KEY must be set together"),
@@ -82,6 +83,16 @@ def test_the_real_environment_wins_over_dotenv(tmp_path: Path) -> None:
     settings = load_settings({"REDIS_HOST": "from-env"}, dotenv_path=dotenv)
     assert settings.redis_host == "from-env"
     assert settings.redis_db == 3
+
+
+def test_the_sync_connection_and_the_jobs_package_are_settings_read_from_dotenv(
+    tmp_path: Path,
+) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("QUEUE_CONNECTION=sync\nJOBS_PACKAGE=my_app.jobs\n")
+    settings = load_settings({}, dotenv_path=dotenv)
+    assert (settings.queue_connection, settings.jobs_package) == ("sync", "my_app.jobs")
+    assert load_settings({"JOBS_PACKAGE": " "}, dotenv_path=None).jobs_package == "app.jobs"
 
 
 def test_secrets_never_appear_in_repr_describe_or_errors() -> None:

@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from queues import Job
 
 
@@ -133,3 +135,20 @@ class KillServerJob(Job):
 
     def handle(self) -> None:
         os.kill(int(self.pid), signal.SIGKILL)
+
+
+class Point(BaseModel):
+    """A model argument: travels as JSON, comes back as a Point."""
+
+    x: float
+    y: float = 0.0
+
+
+class PlotJob(Job):
+    """Appends its point (a model) and its optional label point to the file `path`."""
+
+    point: Point
+    label: Point | None
+
+    def handle(self) -> None:
+        _append(self.path, f"{type(self.point).__name__} {self.point.x} {self.point.y}")
