@@ -50,7 +50,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from config.settings import ConfigError, Settings
 from core.acks import AckSequencer
-from core.intake import Dispatcher, Intake, IntakeStats, Outbox
+from core.intake import BatchObserver, Dispatcher, Intake, IntakeStats, Outbox
 from core.topics import validate_publish_topic
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class MqttRuntime:
     PUBACKs go out), disconnects and joins the network thread. `publish()` is
     what `Message.publish` calls from handlers, from any thread. With an
     `outbox`, what handlers dispatch is stored per batch before the acks (see
-    core/intake.py).
+    core/intake.py); an `observer` learns each batch's outcomes (core/metrics.py).
     """
 
     def __init__(
@@ -209,6 +209,7 @@ class MqttRuntime:
         subscriptions: Sequence[SubscriptionSpec],
         client_id: str | None = None,
         outbox: Outbox | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         if settings.mqtt_host is None:
             raise ConfigError("MQTT_HOST is not set: start the embedded broker first (core.app)")
@@ -249,6 +250,7 @@ class MqttRuntime:
             dead_letter_prefix=settings.mqtt_dead_letter_topic.rstrip("/") + "/",
             dead_letter_max_bytes=settings.mqtt_dead_letter_max_bytes,
             outbox=outbox,
+            observer=observer,
         )
 
     # -- counters (see IntakeStats) ----------------------------------------------
@@ -312,6 +314,11 @@ class MqttRuntime:
         self._started = True
         if self.client.loop_start() != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise RuntimeError(f"cannot start the MQTT network thread of {self.describe}")
+
+    @property
+    def connected(self) -> bool:
+        """True while connected to the broker (subscriptions may still be pending)."""
+        return self._connected
 
     @property
     def alive(self) -> bool:
