@@ -20,6 +20,7 @@ from config.settings import Settings
 from queues import connections
 from queues.drivers.base import FailedJob, FailedStore, QueueDriver, QueueError
 from queues.envelope import Envelope, EnvelopeError
+from support.progress import progress_bar
 
 #: Exit code of a wrong argument.
 EXIT_USAGE = 2
@@ -145,13 +146,22 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
     backoff = None if args.backoff is None else parse_backoff(args.backoff)
     queues = _queue_names(args, ["default"])
     assert queues is not None
+    finite = bool(args.once or args.stop_when_empty)
     if args.workers > 1:
         from queues.worker import GRACE_PERIOD
-        from support.supervisor import Child, Supervisor
+        from queues.worker_process import supervise_workers
+        from support.supervisor import Child
 
         argv = tuple(worker_arguments(args))
         children = [Child(f"queue-worker-{i}", argv) for i in range(args.workers)]
-        return Supervisor(children, stop_timeout=GRACE_PERIOD + STOP_MARGIN).run()
+        return supervise_workers(
+            settings,
+            children,
+            lambda: [_driver(args.connection, settings)],
+            queues,
+            stop_timeout=GRACE_PERIOD + STOP_MARGIN,
+            restart_planned=not finite,
+        )
 
     try:
         registry = get_registry()
@@ -161,20 +171,26 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
     driver.sizes(queues[0])  # fail fast, with one line, when the server is unreachable
 
     from queues.worker import Worker
+    from queues.worker_monitor import WorkerMonitor
+    from queues.worker_process import serve_worker
 
-    worker = Worker(
-        driver,
-        queues,
-        sleep=args.sleep,
-        max_jobs=args.max_jobs,
-        max_time=args.max_time,
-        memory_mb=args.memory,
-        default_timeout=args.timeout,
-        default_tries=args.tries,
-        default_backoff=backoff,
-        registry=registry,
-    )
-    return worker.run()
+    def build(monitor: WorkerMonitor) -> Worker:
+        return Worker(
+            driver,
+            queues,
+            sleep=args.sleep,
+            max_jobs=1 if args.once else args.max_jobs,
+            max_time=args.max_time,
+            memory_mb=args.memory,
+            default_timeout=args.timeout,
+            default_tries=args.tries,
+            default_backoff=backoff,
+            registry=registry,
+            stop_when_empty=finite,
+            events=monitor,
+        )
+
+    return serve_worker(settings, driver, queues, build)
 
 
 work_command = _guarded(_work)
@@ -197,6 +213,9 @@ def worker_arguments(args: argparse.Namespace) -> list[str]:
         value = getattr(args, attribute, None)
         if value is not None:
             argv += [flag, str(value)]
+    for flag, attribute in (("--once", "once"), ("--stop-when-empty", "stop_when_empty")):
+        if getattr(args, attribute, False):
+            argv.append(flag)
     return argv
 
 
@@ -268,7 +287,9 @@ def _job_name(payload: str) -> str:
         return "?"
 
 
-def _failed_dict(failed: FailedJob, full: bool) -> dict[str, Any]:
+def failed_entry(failed: FailedJob, full: bool) -> dict[str, Any]:
+    """A failed job as operators see it: the exception's first line, or everything
+    (full traceback and decoded payload) with `full`."""
     exception_lines = failed.exception.splitlines()
     entry: dict[str, Any] = {
         "id": failed.id,
@@ -297,7 +318,7 @@ def _failed(args: argparse.Namespace, settings: Settings) -> int:
     """The newest failed jobs: id, queue, job name, time and first exception line."""
     store = connections.get_failed_store(settings)
     entries = [
-        _failed_dict(f, full=False) for f in store.all(_single_queue(args), FAILED_LIST_LIMIT)
+        failed_entry(f, full=False) for f in store.all(_single_queue(args), FAILED_LIST_LIMIT)
     ]
     if args.json:
         _print_json(entries)
@@ -328,7 +349,7 @@ def _get_failed(store: FailedStore, failed_id: str) -> FailedJob:
 def _failed_show(args: argparse.Namespace, settings: Settings) -> int:
     """Everything about one failed job, including its traceback and payload."""
     failed = _get_failed(connections.get_failed_store(settings), args.queue_failed_show)
-    entry = _failed_dict(failed, full=True)
+    entry = failed_entry(failed, full=True)
     if args.json:
         _print_json(entry)
         return 0
@@ -367,32 +388,42 @@ def retry_failed(failed: FailedJob, store: FailedStore, settings: Settings) -> s
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
-    """Retry one failed job by id, or `all` (optionally of one --queue)."""
+    """Retry failed jobs: by id (several ids allowed), `--range FIRST-LAST` of ids, or
+    `all` (optionally of one --queue)."""
+    from queues.control_commands import retry_ids, retry_range
+
     store = connections.get_failed_store(settings)
-    target = args.queue_retry
-    if target != "all":
-        failed = _get_failed(store, target)
-        job_id = retry_failed(failed, store, settings)
-        print(
-            f"retried failed job {failed.id} as job {job_id} on {failed.connection}/{failed.queue}"
-        )
-        return 0
+    targets = list(args.queue_retry or [])
+    if args.range is not None:
+        if targets:
+            raise UsageError("give failed job ids or --range, not both")
+        return retry_range(args.range, store, settings)
+    if not targets:
+        raise UsageError("--queue-retry needs failed job ids, all, or --range FIRST-LAST")
+    if targets != ["all"]:
+        if "all" in targets:
+            raise UsageError("--queue-retry all takes no ids besides it")
+        return retry_ids(targets, store, settings)
     queue = _single_queue(args)
     retried, problems = 0, 0
     skipped: set[str] = set()
-    while True:
-        # Fetch past the ones that could not be retried, or they would fill every batch.
-        batch = [f for f in store.all(queue, RETRY_BATCH + len(skipped)) if f.id not in skipped]
-        if not batch:
-            break
-        for failed in batch:
-            try:
-                retry_failed(failed, store, settings)
-                retried += 1
-            except UsageError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                skipped.add(failed.id)
-                problems += 1
+    counts = store.counts()
+    bar = progress_bar("retrying", sum(counts.values()) if queue is None else counts.get(queue, 0))
+    with bar:
+        while True:
+            # Fetch past the ones that could not be retried, or they would fill every batch.
+            batch = [f for f in store.all(queue, RETRY_BATCH + len(skipped)) if f.id not in skipped]
+            if not batch:
+                break
+            for failed in batch:
+                try:
+                    retry_failed(failed, store, settings)
+                    retried += 1
+                except UsageError as exc:
+                    bar.write(f"error: {exc}", file=sys.stderr)
+                    skipped.add(failed.id)
+                    problems += 1
+                bar.update(1)
     print(f"retried {retried} failed job(s)" + (f", {problems} could not be" if problems else ""))
     return EXIT_BACKEND if problems else 0
 
@@ -412,9 +443,18 @@ forget_command = _guarded(_forget)
 
 
 def _flush(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete all failed jobs, or those older than --older-than DAYS (e.g. 30)."""
-    count = connections.get_failed_store(settings).flush(args.older_than)
-    scope = "" if args.older_than is None else f" older than {args.older_than:g} days"
+    """Delete all failed jobs, or those older than --older-than DAYS or --hours H."""
+    if args.older_than is not None and args.hours is not None:
+        raise UsageError("give --older-than DAYS or --hours H, not both")
+    days = args.older_than if args.hours is None else args.hours / 24.0
+    store = connections.get_failed_store(settings)
+    with progress_bar("deleting", sum(store.counts().values())) as bar:
+        count = store.flush(days)
+        bar.update(count)
+    if args.hours is not None:
+        scope = f" older than {args.hours:g} hours"
+    else:
+        scope = "" if args.older_than is None else f" older than {args.older_than:g} days"
     print(f"deleted {count} failed job(s){scope}")
     return 0
 
@@ -469,7 +509,12 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--from and --to must differ, both are {source_name!r}")
     source = _driver(source_name, settings)
     target = _driver(target_name, settings)
-    report = transfer(source, target, _queue_names(args, None))
+    queues = _queue_names(args, None)
+    names = queues if queues is not None else source.queues()
+    sizes = [source.sizes(queue) for queue in names]
+    total = sum(size.pending + size.delayed for size in sizes)
+    with progress_bar(f"moving to {target_name}", total) as bar:
+        report = transfer(source, target, names, progress=bar.update)
     for queue in sorted(report.moved):
         line = f"{queue}: moved {report.moved[queue]}"
         if report.already_there[queue]:
