@@ -93,7 +93,8 @@ function render(data) {
       const button = document.createElement("button");
       button.textContent = label;
       button.className = action;
-      button.disabled = action !== "show" && !actionsOn;
+      button.disabled = action !== "show" && !(actionsOn && token());
+      if (button.disabled) button.title = actionsOn ? "enter the token first" : "read-only";
       button.addEventListener("click", () => act(action, f.id));
       td.appendChild(button);
     }
@@ -161,6 +162,7 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value);
   document.getElementById("token").value = "";
   document.getElementById("action-result").textContent = "token set for this tab";
+  refresh();
 });
 
 refresh();
