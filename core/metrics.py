@@ -98,6 +98,7 @@ class RouterObserver:
 
     def finished(self, outcomes: Sequence[Outcome]) -> None:
         """Count the outcomes of one batch (called by the intake after the batch's store)."""
+        counts: dict[tuple[str, str], int] = {}
         for outcome in outcomes:
             pattern = route_pattern(outcome.message)
             if outcome.error is not None:
@@ -107,10 +108,12 @@ class RouterObserver:
             else:
                 kind = "unmatched"
             key = (NO_ROUTE if pattern == "-" else pattern, kind)
+            counts[key] = counts.get(key, 0) + 1
+        for key, count in counts.items():  # one increment per route and outcome of the batch
             child = self._outcomes.get(key)
             if child is None:
                 child = self._outcomes[key] = self.metrics.messages.labels(*key)
-            child.inc()
+            child.inc(count)
 
     def sample(self, runtime: Any) -> None:
         """Bring the sampled counters and gauges up to date from `runtime` (an MqttRuntime)."""

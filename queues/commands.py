@@ -146,7 +146,8 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
     backoff = None if args.backoff is None else parse_backoff(args.backoff)
     queues = _queue_names(args, ["default"])
     assert queues is not None
-    finite = bool(args.once or args.stop_when_empty)
+    once = bool(getattr(args, "once", False))
+    finite = once or bool(getattr(args, "stop_when_empty", False))
     if args.workers > 1:
         from queues.worker import GRACE_PERIOD
         from queues.worker_process import supervise_workers
@@ -179,7 +180,7 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
             driver,
             queues,
             sleep=args.sleep,
-            max_jobs=1 if args.once else args.max_jobs,
+            max_jobs=1 if once else args.max_jobs,
             max_time=args.max_time,
             memory_mb=args.memory,
             default_timeout=args.timeout,
@@ -393,11 +394,13 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
     from queues.control_commands import retry_ids, retry_range
 
     store = connections.get_failed_store(settings)
-    targets = list(args.queue_retry or [])
-    if args.range is not None:
+    given = args.queue_retry
+    targets = [given] if isinstance(given, str) else list(given or [])
+    span = getattr(args, "range", None)
+    if span is not None:
         if targets:
             raise UsageError("give failed job ids or --range, not both")
-        return retry_range(args.range, store, settings)
+        return retry_range(span, store, settings)
     if not targets:
         raise UsageError("--queue-retry needs failed job ids, all, or --range FIRST-LAST")
     if targets != ["all"]:
@@ -444,15 +447,16 @@ forget_command = _guarded(_forget)
 
 def _flush(args: argparse.Namespace, settings: Settings) -> int:
     """Delete all failed jobs, or those older than --older-than DAYS or --hours H."""
-    if args.older_than is not None and args.hours is not None:
+    hours = getattr(args, "hours", None)
+    if args.older_than is not None and hours is not None:
         raise UsageError("give --older-than DAYS or --hours H, not both")
-    days = args.older_than if args.hours is None else args.hours / 24.0
+    days = args.older_than if hours is None else hours / 24.0
     store = connections.get_failed_store(settings)
     with progress_bar("deleting", sum(store.counts().values())) as bar:
         count = store.flush(days)
         bar.update(count)
-    if args.hours is not None:
-        scope = f" older than {args.hours:g} hours"
+    if hours is not None:
+        scope = f" older than {hours:g} hours"
     else:
         scope = "" if args.older_than is None else f" older than {args.older_than:g} days"
     print(f"deleted {count} failed job(s){scope}")
