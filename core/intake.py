@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from core.acks import AckSequencer, Ticket
 from core.dead_letter import build_dead_letter
 from core.lanes import LanePool
-from core.message import Message, PayloadError, PublishFunction
+from core.message import Message, MessageProperties, PayloadError, PublishFunction
 from support.backoff import full_jitter
 from support.errors import caused_by_outage
 
@@ -104,7 +104,7 @@ class Inbound:
     payload: bytes
     qos: int
     retain: bool
-    properties: Any
+    properties: Any  #: paho's `Properties` (MQTT 5) or None; typed on a handler thread
     ticket: Ticket | None
 
 
@@ -271,13 +271,14 @@ class Intake:
         held = 0
         stats = self.stats
         outbox = self._outbox
+        properties = MessageProperties.from_paho(inbound.properties)
         while True:
             message = Message(
                 inbound.topic,
                 inbound.payload,
                 inbound.qos,
                 inbound.retain,
-                inbound.properties,
+                properties,
                 publish=self._publish,
             )
             if outbox is not None:

@@ -15,7 +15,10 @@ import json
 import math
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from backends.mqtt_message import MessageProperties, Payload
 
 #: Names a job's data may not use: they would hide the class's policy or methods.
 RESERVED_NAMES = frozenset(
@@ -31,6 +34,7 @@ RESERVED_NAMES = frozenset(
         "data",
         "handle",
         "failed",
+        "publish",
         "job_name",
         "retry_deadline",
         "validated_data",
@@ -61,7 +65,8 @@ class Job:
     * `name` - the registry name; defaults to the class name.
     * `abstract` - True on a base class that must not be registered.
 
-    `failed(exc)` is called once when the job fails for good.
+    `failed(exc)` is called once when the job fails for good; `publish(...)`
+    sends an MQTT message from `handle()`.
     """
 
     name: ClassVar[str | None] = None
@@ -104,6 +109,28 @@ class Job:
 
     def failed(self, exc: BaseException) -> None:
         """Called once after the last attempt failed. Exceptions here are logged only."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: Payload,
+        qos: int = 1,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> None:
+        """Publish an MQTT message through the worker process's shared connection.
+
+        The connection opens on the first publish of the process (MQTT_HOST and
+        the other MQTT_* settings; without MQTT_HOST, 127.0.0.1) and serves every
+        later job. With QoS 1 this returns once the broker acknowledged the
+        message; if it does not within a few seconds, or the broker cannot be
+        reached, it raises and the attempt fails (retried per the job's policy):
+        at least once, so a retry may publish again. MQTT 5 `properties` need
+        MQTT_PROTOCOL=5. Blocks the calling thread (also in `async def handle`).
+        """
+        from queues.connections import get_publisher
+
+        get_publisher().publish(topic, payload, qos, retain, properties)
 
     @classmethod
     def job_name(cls) -> str:
