@@ -60,7 +60,7 @@ def encode_payload(payload: Payload) -> bytes | str:
     return payload
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MessageProperties:
     """MQTT 5 properties of a message, sent with `publish()`/`reply()` or read from a request.
 
@@ -83,29 +83,38 @@ class MessageProperties:
     response_topic: str | None = None
     correlation_data: bytes | None = None
 
-    def __post_init__(self) -> None:
-        pairs = _pairs(self.user_properties)
-        object.__setattr__(self, "user_properties", pairs)
-        for name in ("content_type", "response_topic"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"MessageProperties.{name} must be a string, got {value!r}")
-        if self.response_topic == "":
+    def __init__(
+        self,
+        content_type: str | None = None,
+        user_properties: Iterable[tuple[str, str]] | Mapping[str, str] = (),
+        message_expiry: int | None = None,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> None:
+        for name, text in (("content_type", content_type), ("response_topic", response_topic)):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"MessageProperties.{name} must be a string, got {text!r}")
+        if response_topic == "":
             raise ValueError("MessageProperties.response_topic must not be empty")
-        if self.correlation_data is not None and not isinstance(self.correlation_data, bytes):
+        if correlation_data is not None and not isinstance(correlation_data, bytes):
             raise TypeError(
-                f"MessageProperties.correlation_data must be bytes, got {self.correlation_data!r}"
+                f"MessageProperties.correlation_data must be bytes, got {correlation_data!r}"
             )
-        expiry = self.message_expiry
-        if expiry is not None and (
-            not isinstance(expiry, int)
-            or isinstance(expiry, bool)
-            or not 0 <= expiry <= MAX_MESSAGE_EXPIRY
+        if message_expiry is not None and (
+            not isinstance(message_expiry, int)
+            or isinstance(message_expiry, bool)
+            or not 0 <= message_expiry <= MAX_MESSAGE_EXPIRY
         ):
             raise ValueError(
                 f"MessageProperties.message_expiry must be whole seconds from 0 to "
-                f"{MAX_MESSAGE_EXPIRY}, got {expiry!r}"
+                f"{MAX_MESSAGE_EXPIRY}, got {message_expiry!r}"
             )
+        # Frozen: fields are set once, here.
+        object.__setattr__(self, "content_type", content_type)
+        object.__setattr__(self, "user_properties", _pairs(user_properties))
+        object.__setattr__(self, "message_expiry", message_expiry)
+        object.__setattr__(self, "response_topic", response_topic)
+        object.__setattr__(self, "correlation_data", correlation_data)
 
     def names_set(self) -> list[str]:
         """Names of the properties that are set (empty: nothing to send)."""

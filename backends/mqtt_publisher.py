@@ -74,13 +74,15 @@ class MqttPublisher:
     def __init__(
         self,
         settings: Settings,
-        publish_timeout: float = PUBLISH_TIMEOUT,
-        connect_timeout: float = CONNECT_TIMEOUT,
+        publish_timeout: float | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         self._settings = settings
         self.host, self.port = broker_address(settings)
-        self.publish_timeout = publish_timeout
-        self.connect_timeout = connect_timeout
+        #: seconds to wait for a PUBACK (default PUBLISH_TIMEOUT)
+        self.publish_timeout = PUBLISH_TIMEOUT if publish_timeout is None else publish_timeout
+        #: seconds to wait for the connection (default CONNECT_TIMEOUT)
+        self.connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         self._v5 = is_mqtt5(settings)
         self._lock = threading.Lock()
         self._client: paho.Client | None = None

@@ -133,3 +133,10 @@ class KillServerJob(Job):
 
     def handle(self) -> None:
         os.kill(int(self.pid), signal.SIGKILL)
+
+
+class PublishJob(Job):
+    """Publishes `{"n": n}` to `topic` at QoS 1 through the worker's MQTT connection."""
+
+    def handle(self) -> None:
+        self.publish(self.topic, {"n": self.n}, qos=1)
