@@ -156,6 +156,18 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def prepare_publish(
+    topic: str, payload: Payload, properties: MessageProperties | None, mqtt5: bool
+) -> tuple[bytes | str, Properties | None]:
+    """Check `topic` and return the payload and paho properties to send with it.
+
+    `ValueError` for a topic that cannot be published to, `PropertiesNotSupported`
+    for properties over MQTT 3.1.1 (see `publish_properties`).
+    """
+    validate_publish_topic(topic)
+    return encode_payload(payload), publish_properties(properties, mqtt5, topic)
+
+
 def publish_properties(
     properties: MessageProperties | None, mqtt5: bool, topic: str
 ) -> Properties | None:

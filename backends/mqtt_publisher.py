@@ -34,13 +34,7 @@ from backends.mqtt_client import (
     is_mqtt5,
     new_paho_client,
 )
-from backends.mqtt_message import (
-    MessageProperties,
-    Payload,
-    encode_payload,
-    publish_properties,
-    validate_publish_topic,
-)
+from backends.mqtt_message import MessageProperties, Payload, prepare_publish
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,9 +106,7 @@ class MqttPublisher:
         connected within `connect_timeout` or does not acknowledge within
         `publish_timeout`, `MqttPublishRefused` for an MQTT 5 failure reason code.
         """
-        validate_publish_topic(topic)
-        packed = publish_properties(properties, self._v5, topic)
-        body = encode_payload(payload)
+        body, packed = prepare_publish(topic, payload, properties, self._v5)
         client = self._connected_client()
         info = client.publish(topic, body, qos, retain, packed)
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:

@@ -53,13 +53,7 @@ from backends.mqtt_client import (
     is_mqtt5,
     new_paho_client,
 )
-from backends.mqtt_message import (
-    MessageProperties,
-    Payload,
-    encode_payload,
-    publish_properties,
-    validate_publish_topic,
-)
+from backends.mqtt_message import MessageProperties, Payload, prepare_publish
 from config.settings import ConfigError, Settings
 from core.acks import AckSequencer
 from core.intake import Dispatcher, Intake, IntakeStats, Outbox
@@ -426,9 +420,8 @@ class MqttRuntime:
         the reconnect; a QoS 0 message is dropped then, with a warning. MQTT 5
         `properties` over MQTT 3.1.1 raise `PropertiesNotSupported`.
         """
-        validate_publish_topic(topic)
-        packed = publish_properties(properties, self._v5, topic)
-        info = self.client.publish(topic, encode_payload(payload), qos, retain, packed)
+        body, packed = prepare_publish(topic, payload, properties, self._v5)
+        info = self.client.publish(topic, body, qos, retain, packed)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             return
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
