@@ -20,7 +20,7 @@ from paho.mqtt.properties import Properties
 #: Longest topic name or filter MQTT allows, in UTF-8 bytes (a 16-bit length prefix).
 MAX_TOPIC_BYTES = 65535
 #: Largest Message Expiry Interval MQTT 5 can carry (a four-byte integer), seconds.
-MAX_MESSAGE_EXPIRY = 2**32 - 1
+MAX_MESSAGE_EXPIRY = 0xFFFF_FFFF
 #: Characters a topic name to publish to may not contain (subscription wildcards).
 _WILDCARDS = ("+", "#")
 
