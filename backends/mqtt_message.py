@@ -126,16 +126,23 @@ class MessageProperties:
 
     @classmethod
     def from_paho(cls, properties: Any) -> MessageProperties | None:
-        """The properties of a received paho message; None for MQTT 3.1.1 (no properties)."""
+        """The properties of a received paho message; None for MQTT 3.1.1 (no properties).
+
+        Not checked again: paho decoded them by the MQTT 5 rules (this runs once
+        per received message, so it skips `__init__`).
+        """
         if properties is None:
             return None
-        return cls(
-            content_type=getattr(properties, "ContentType", None),
-            user_properties=tuple(getattr(properties, "UserProperty", ())),
-            message_expiry=getattr(properties, "MessageExpiryInterval", None),
-            response_topic=getattr(properties, "ResponseTopic", None),
-            correlation_data=getattr(properties, "CorrelationData", None),
-        )
+        received = object.__new__(cls)
+        for name, value in (
+            ("content_type", getattr(properties, "ContentType", None)),
+            ("user_properties", tuple(getattr(properties, "UserProperty", ()))),
+            ("message_expiry", getattr(properties, "MessageExpiryInterval", None)),
+            ("response_topic", getattr(properties, "ResponseTopic", None)),
+            ("correlation_data", getattr(properties, "CorrelationData", None)),
+        ):
+            object.__setattr__(received, name, value)
+        return received
 
 
 def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
