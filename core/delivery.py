@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.dead_letter import build_dead_letter
-from core.message import Message, PayloadError, PublishFunction
+from core.message import Message, MessageProperties, PayloadError, PublishFunction
 from support import log_context
 from support.errors import caused_by_outage
 
@@ -188,13 +188,14 @@ class Delivery:
         held = 0
         stats = self.stats
         outbox = self._outbox
+        properties = MessageProperties.from_paho(inbound.properties)
         while True:
             message = Message(
                 inbound.topic,
                 inbound.payload,
                 inbound.qos,
                 inbound.retain,
-                inbound.properties,
+                properties,
                 publish=self._publish,
             )
             if outbox is not None:

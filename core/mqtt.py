@@ -21,7 +21,10 @@ guarantees:
   logged with the topic and counted (`callback_errors`): the network loop never ends
   because of what a message holds.
 - Publishing is safe from any thread: paho's loop thread writes the socket, other
-  threads only queue packets.
+  threads only queue packets. MQTT 5 properties go through (`MessageProperties`);
+  over 3.1.1 they are refused.
+- On MQTT 5, non-shared routes subscribe with NoLocal: the app's own publications
+  (replies, dead letters) never come back to it through them.
 - Sessions are persistent by default (MQTT_PERSISTENT_SESSION=true): 3.1.1
   connects with clean_session=False; 5 with clean_start=False and
   SessionExpiryInterval=MQTT_SESSION_EXPIRY on every CONNECT. The client id is
@@ -36,30 +39,28 @@ import functools
 import logging
 import re
 import socket
-import ssl
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from backends.mqtt_client import (
+    connect_async,
+    generated_client_id,
+    is_mqtt5,
+    new_paho_client,
+)
+from backends.mqtt_message import MessageProperties, Payload, prepare_publish
 from config.settings import ConfigError, Settings
 from core.acks import AckSequencer
 from core.intake import BatchObserver, Dispatcher, Intake, IntakeStats, Outbox
-from core.topics import validate_publish_topic
+from core.topics import SHARE_PREFIX
 
 log = logging.getLogger(__name__)
 
-#: Seconds before the first reconnect attempt after a lost connection (a broker
-#: restart is usually back within a second); doubles per failed attempt.
-RECONNECT_MIN_DELAY = 0.25
-#: Seconds between reconnect attempts at most.
-RECONNECT_MAX_DELAY = 30
 #: Highest QoS we subscribe with. paho answers a QoS 2 PUBLISH with PUBREC before
 #: the handler runs and, with manual acks, ignores a redelivered PUBREL it does not
 #: know: a crash mid-handler would lose the message and leak a broker in-flight
@@ -67,8 +68,6 @@ RECONNECT_MAX_DELAY = 30
 MAX_SUBSCRIBE_QOS = 1
 #: Seconds `stop()` waits for handlers to finish the messages already received.
 STOP_TIMEOUT = 10.0
-#: Prefix of generated client ids for clean sessions (a random suffix makes each run distinct).
-CLIENT_ID_PREFIX = "mqtt-jobs-"
 #: Characters kept in a derived client id; others become `-`.
 _CLIENT_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 #: MQTT 5 DISCONNECT reason code sent when another client took over our session.
@@ -89,11 +88,6 @@ class SubscriptionSpec(Protocol):
         """Maximum QoS requested for it."""
 
 
-def generated_client_id() -> str:
-    """A fresh random client id, for clean sessions without MQTT_CLIENT_ID."""
-    return CLIENT_ID_PREFIX + uuid.uuid4().hex[:12]
-
-
 def default_client_id(settings: Settings) -> str:
     """The client id of this process: MQTT_CLIENT_ID, else one that survives restarts.
 
@@ -110,67 +104,6 @@ def default_client_id(settings: Settings) -> str:
         return generated_client_id()
     derived = f"{settings.app_name}-{socket.gethostname()}"
     return _CLIENT_ID_UNSAFE.sub("-", derived).strip("-") or generated_client_id()
-
-
-def new_paho_client(settings: Settings, client_id: str, persistent: bool) -> paho.Client:
-    """A paho 2.x client with the protocol, credentials, TLS and limits of `settings`.
-
-    TLS (`Settings.mqtt_tls_enabled`) checks the broker's certificate against
-    MQTT_TLS_CA, or the system's CAs when only MQTT_TLS=true is set, and its
-    name against MQTT_HOST; MQTT_TLS_INSECURE=true turns both checks off.
-    Messages are acknowledged manually (`client.ack`), after their handler.
-    """
-    v5 = settings.mqtt_protocol == "5"
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=None if v5 else not persistent,
-        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        manual_ack=True,
-    )
-    if settings.mqtt_username:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    if settings.mqtt_tls_enabled:
-        client.tls_set(
-            ca_certs=settings.mqtt_tls_ca,
-            certfile=settings.mqtt_tls_cert,
-            keyfile=settings.mqtt_tls_key,
-            cert_reqs=ssl.CERT_NONE if settings.mqtt_tls_insecure else ssl.CERT_REQUIRED,
-        )
-        if settings.mqtt_tls_insecure:
-            client.tls_insecure_set(True)
-            log.warning(
-                "MQTT_TLS_INSECURE=true: the broker's certificate is not checked, "
-                "so anyone on the path can read and forge messages"
-            )
-    client.max_inflight_messages_set(settings.mqtt_max_inflight)
-    client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)  # type: ignore[arg-type]
-    return client
-
-
-def connect_async(client: paho.Client, settings: Settings, persistent: bool) -> None:
-    """Set the CONNECT parameters; the network loop connects (and reconnects) with them.
-
-    MQTT 5: Receive Maximum = MQTT_MAX_INFLIGHT; a persistent session sends
-    clean_start=False and SessionExpiryInterval=MQTT_SESSION_EXPIRY on EVERY
-    connect (paho's default, clean start on the first connect only, would wipe
-    the session at each process start).
-    """
-    assert settings.mqtt_host is not None
-    if settings.mqtt_protocol != "5":
-        client.connect_async(settings.mqtt_host, settings.mqtt_port, settings.mqtt_keepalive)
-        return
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.ReceiveMaximum = settings.mqtt_max_inflight
-    if persistent:
-        properties.SessionExpiryInterval = settings.mqtt_session_expiry
-    client.connect_async(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        settings.mqtt_keepalive,
-        clean_start=not persistent,
-        properties=properties,
-    )
 
 
 def _guarded(callback: _Callback) -> _Callback:
@@ -227,7 +160,7 @@ class MqttRuntime:
                     sub.qos,
                     MAX_SUBSCRIBE_QOS,
                 )
-        self._v5 = settings.mqtt_protocol == "5"
+        self._v5 = is_mqtt5(settings)
         self._stopping = False
         self._started = False
         self._connected = False
@@ -289,7 +222,9 @@ class MqttRuntime:
 
     def _build_client(self) -> paho.Client:
         settings = self.settings
-        client = new_paho_client(settings, self.client_id, settings.mqtt_persistent_session)
+        client = new_paho_client(
+            settings, self.client_id, settings.mqtt_persistent_session, manual_ack=True
+        )
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -376,20 +311,30 @@ class MqttRuntime:
         self._pending_subscribe[mid] = [topic for topic, _ in self.subscriptions]
 
     def _subscribe_request(self) -> list[tuple[str, Any]]:
-        """SUBSCRIBE entries; on MQTT 5 retained messages come only for a new subscription.
+        """SUBSCRIBE entries; on MQTT 5 with NoLocal and retained messages for new ones only.
 
-        A reconnect resubscribes every route; without RetainHandling=1 the broker
-        would resend every retained message and handlers would run for them again.
-        This only helps a persistent session: a clean session starts without
-        subscriptions, so after each reconnect the retained messages come again
-        (MQTT semantics; handlers of retained topics should be idempotent).
+        NoLocal: the broker never sends this client its own publications on a
+        non-shared route, so a handler that publishes or replies under its own
+        filter is not handed its message back. MQTT 5 forbids NoLocal on a shared
+        subscription (a protocol error, [MQTT-3.8.3-4]; mosquitto 2.0 accepts the
+        bit and ignores it), so shared routes do receive the app's own messages.
+
+        RetainHandling=1: a reconnect resubscribes every route; without it the
+        broker would resend every retained message and handlers would run for
+        them again. This only helps a persistent session: a clean session starts
+        without subscriptions, so after each reconnect the retained messages come
+        again (MQTT semantics; handlers of retained topics should be idempotent).
         """
         if not self._v5:
             return list(self.subscriptions)
         return [
             (
                 topic,
-                SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB),
+                SubscribeOptions(
+                    qos=qos,
+                    noLocal=not topic.startswith(SHARE_PREFIX),
+                    retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB,
+                ),
             )
             for topic, qos in self.subscriptions
         ]
@@ -467,14 +412,23 @@ class MqttRuntime:
 
     # -- publishing ---------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: Payload,
+        qos: int = 0,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> None:
         """Publish through this client from any thread; `ValueError` for a bad topic or payload.
 
+        The calling thread only queues the packet; paho's network thread sends it.
         QoS 1/2 messages published while disconnected are queued and sent after
-        the reconnect; a QoS 0 message is dropped then, with a warning.
+        the reconnect; a QoS 0 message is dropped then, with a warning. MQTT 5
+        `properties` over MQTT 3.1.1 raise `PropertiesNotSupported`.
         """
-        validate_publish_topic(topic)
-        info = self.client.publish(topic, payload, qos, retain)
+        body, packed = prepare_publish(topic, payload, properties, self._v5)
+        info = self.client.publish(topic, body, qos, retain, packed)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             return
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:

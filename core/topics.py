@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Longest topic name or filter MQTT allows, in UTF-8 bytes (a 16-bit length prefix).
-MAX_TOPIC_BYTES = 65535
+# The topic-name rules live with the publishers (backends/): re-exported for handlers.
+from backends.mqtt_message import MAX_TOPIC_BYTES as MAX_TOPIC_BYTES
+from backends.mqtt_message import validate_publish_topic as validate_publish_topic
 
 #: Prefix of an MQTT 5 shared subscription: `$share/{group}/{filter}`.
 SHARE_PREFIX = "$share/"
@@ -157,27 +158,6 @@ def parse_pattern(pattern: str) -> Pattern:
             f"route pattern {pattern[:60]!r}...: filter is longer than {MAX_TOPIC_BYTES} bytes"
         )
     return parsed
-
-
-def validate_publish_topic(topic: str) -> str:
-    """Return `topic` if it is a valid MQTT topic name to publish to, else `ValueError`.
-
-    A topic name is non-empty, has no `+`/`#` wildcard and no NUL, and is at most
-    65535 bytes in UTF-8.
-    """
-    if not isinstance(topic, str):
-        raise TypeError(f"topic must be a string, got {type(topic).__name__}")
-    if topic == "":
-        raise ValueError("topic to publish to must not be empty")
-    if SINGLE_LEVEL in topic or MULTI_LEVEL in topic:
-        raise ValueError(
-            f"topic {topic!r} contains a wildcard ('+' or '#'); wildcards are for subscribing"
-        )
-    if "\x00" in topic:
-        raise ValueError(f"topic {topic!r} contains a NUL character")
-    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
-        raise ValueError(f"topic {topic[:60]!r}... is longer than {MAX_TOPIC_BYTES} bytes")
-    return topic
 
 
 def validate_param_value(name: str, value: object) -> str:

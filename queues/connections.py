@@ -1,19 +1,25 @@
 """Build queue drivers and the failed store from settings, once per process.
 
 `get_driver("redis" | "database" | None)` returns the process-wide driver of that
-connection (None means QUEUE_CONNECTION). Worker processes started with
-`--workers N` call `reset()` after fork so that no socket is shared across
-processes.
+connection (None means QUEUE_CONNECTION); `get_publisher()` the MQTT connection
+jobs publish through (`Job.publish`), opened on its first publish. Worker
+processes started with `--workers N` call `reset()` after fork so that no
+socket is shared across processes.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from config.settings import Settings, load_settings
 from queues.drivers.base import FailedStore, QueueDriver
+
+if TYPE_CHECKING:
+    from backends.mqtt_publisher import MqttPublisher
 
 _lock = threading.Lock()
 _settings: Settings | None = None
@@ -124,8 +130,15 @@ def _build_driver(name: str, settings: Settings, failed_store: FailedStore) -> Q
     return DatabaseDriver(get_engine(settings), failed_store, settings.queue_retry_after)
 
 
+def get_publisher(settings: Settings | None = None) -> MqttPublisher:
+    """The process-wide MQTT publisher of jobs (it connects on its first publish)."""
+    from backends.mqtt_publisher import get_publisher as shared_publisher
+
+    return shared_publisher(settings or current_settings())
+
+
 def reset() -> None:
-    """Forget every cached driver and connection (after fork, or in tests)."""
+    """Forget every cached driver and connection (after fork, at exit, or in tests)."""
     global _failed_store
     with _lock:
         for driver in _drivers.values():
@@ -136,3 +149,6 @@ def reset() -> None:
 
     sql_engine.reset()
     redis_client.reset()
+    publisher = sys.modules.get("backends.mqtt_publisher")  # not loaded: nothing published
+    if publisher is not None:
+        publisher.reset()

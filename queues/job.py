@@ -33,6 +33,8 @@ from support.validation import describe_errors
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from backends.mqtt_message import MessageProperties, Payload
+
 #: Names a job's data may not use: they would hide the class's policy or methods.
 RESERVED_NAMES = frozenset(
     {
@@ -47,6 +49,7 @@ RESERVED_NAMES = frozenset(
         "data",
         "handle",
         "failed",
+        "publish",
         "job_name",
         "retry_deadline",
         "validated_data",
@@ -77,7 +80,8 @@ class Job:
     * `name` - the registry name; defaults to the class name.
     * `abstract` - True on a base class that must not be registered.
 
-    `failed(exc)` is called once when the job fails for good.
+    `failed(exc)` is called once when the job fails for good; `publish(...)`
+    sends an MQTT message from `handle()`.
 
     Arguments may be declared as class annotations (`device_id: str`); one
     declared without a default is required, so a job built without it fails
@@ -133,6 +137,28 @@ class Job:
 
     def failed(self, exc: BaseException) -> None:
         """Called once after the last attempt failed. Exceptions here are logged only."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: Payload,
+        qos: int = 1,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> None:
+        """Publish an MQTT message through the worker process's shared connection.
+
+        The connection opens on the first publish of the process (MQTT_HOST and
+        the other MQTT_* settings; without MQTT_HOST, 127.0.0.1) and serves every
+        later job. With QoS 1 this returns once the broker acknowledged the
+        message; if it does not within a few seconds, or the broker cannot be
+        reached, it raises and the attempt fails (retried per the job's policy):
+        at least once, so a retry may publish again. MQTT 5 `properties` need
+        MQTT_PROTOCOL=5. Blocks the calling thread (also in `async def handle`).
+        """
+        from queues.connections import get_publisher
+
+        get_publisher().publish(topic, payload, qos, retain, properties)
 
     @classmethod
     def job_name(cls) -> str:

@@ -104,7 +104,8 @@ def event(message: Message, body: {camel}Event) -> None:
 
     A body that does not fit {camel}Event never gets here: it is dead-lettered.
     """
-    message.reply({{"device": message.params["device_id"], "received": body.value}})
+    device = message.params["device_id"]
+    message.publish(f"{name}/{{device}}/received", {{"device": device, "received": body.value}})
 '''
 
 ROUTE_TEST_TEMPLATE = '''\
@@ -117,8 +118,8 @@ from testing import TestClient
 def test_an_event_is_handled_and_answered():
     result = TestClient(router).publish("{name}/d1/event", {{"value": 21.5}}, qos=1)
     assert result.handled
-    (reply,) = result.published_to("{name}/d1/event/reply")
-    assert reply.json() == {{"device": "d1", "received": 21.5}}
+    (answer,) = result.published_to("{name}/d1/received")
+    assert answer.json() == {{"device": "d1", "received": 21.5}}
 
 
 def test_an_event_that_is_not_a_number_is_dead_lettered():

@@ -37,10 +37,11 @@ from typing import Any
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from backends.mqtt_message import publish_properties
 from config.settings import Settings
 from core.delivery import Delivery, Inbound, IntakeStats, Outbox, Outcome
 from core.discovery import load_routes
-from core.message import Message
+from core.message import Message, MessageProperties
 from core.mqtt import MAX_SUBSCRIBE_QOS
 from core.router import Router
 from core.topics import validate_publish_topic
@@ -59,7 +60,7 @@ class Published:
     payload: bytes
     qos: int
     retain: bool
-    properties: Any = None  #: paho `Properties` when the handler gave MQTT 5 properties
+    properties: MessageProperties | None = None  #: MQTT 5 properties the handler gave
 
     def text(self) -> str:
         """The payload as UTF-8 text."""
@@ -143,13 +144,14 @@ class TestClient:
         payload: Payload = b"",
         qos: int = 0,
         retain: bool = False,
-        properties: Mapping[str, Any] | Properties | None = None,
+        properties: MessageProperties | Mapping[str, Any] | Properties | None = None,
     ) -> Result:
         """Deliver one message to the routes and return what became of it.
 
         `payload`: bytes, text (sent as UTF-8) or a dict/list (sent as JSON).
-        `properties`: MQTT 5 properties, as paho `Properties` or a dict such as
-        `{"ResponseTopic": "app/replies/7", "CorrelationData": b"7"}`.
+        `properties`: MQTT 5 properties of the request, as `MessageProperties`
+        (`MessageProperties(response_topic="app/replies/7", correlation_data=b"7")`),
+        paho `Properties` or a dict of paho names (`{"ResponseTopic": ...}`).
         `ValueError` for a topic no broker would accept (empty, wildcards, NUL).
         """
         validate_publish_topic(topic)
@@ -203,10 +205,10 @@ class TestClient:
     def _publish(
         self,
         topic: str,
-        payload: bytes | str,
+        payload: Payload,
         qos: int = 0,
         retain: bool = False,
-        properties: Any = None,
+        properties: MessageProperties | None = None,
     ) -> None:
         """What `message.publish()`/`reply()` and dead letters call: checked, then captured."""
         validate_publish_topic(topic)
@@ -226,10 +228,14 @@ def _as_bytes(payload: Payload) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
-def _publish_properties(properties: Mapping[str, Any] | Properties | None) -> Properties | None:
-    """MQTT 5 PUBLISH properties from a dict of property names (paho checks each name)."""
+def _publish_properties(
+    properties: MessageProperties | Mapping[str, Any] | Properties | None,
+) -> Properties | None:
+    """MQTT 5 PUBLISH properties as paho receives them (paho checks each dict name)."""
     if properties is None or isinstance(properties, Properties):
         return properties
+    if isinstance(properties, MessageProperties):
+        return publish_properties(properties, mqtt5=True, topic="-")
     converted = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     for name, value in properties.items():
         setattr(converted, name, value)

@@ -28,9 +28,12 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from app.jobs.reboot_device import RebootDevice
+from backends.mqtt_publisher import MqttPublishRefused
 from core.broker import free_port
 from core.message import Message
 from core.router import Router
+from queues import connections
 from tests.conftest import need_binaries
 from tests.mqtt_helpers import WAIT_TIMEOUT, make_settings, running_runtime, wait_until
 from tests.tls_helpers import Certificates, make_certificates, stop, wait_listening
@@ -323,6 +326,37 @@ def test_the_app_runtime_routes_device_telemetry_through_the_secured_broker(
         assert not d1.publish("devices/d1/telemetry", b'{"value": 1}').is_failure
         assert wait_until(lambda: seen == [("d1", b'{"value": 1}')])
         assert wait_until(lambda: d1.received() == [("devices/d1/commands/ack", b"ok")])
+
+
+def test_the_reboot_job_publishes_a_command_the_acl_lets_the_app_send_and_the_device_read(
+    broker: DeployedBroker, clients: list[Client]
+) -> None:
+    d1 = _connect(broker, clients, "d1", tls=True)
+    d1.subscribe("devices/d1/#")
+    d2 = _connect(broker, clients, "d2")
+    d2.subscribe("#")
+    settings = make_settings(
+        "127.0.0.1",
+        broker.plain_port,
+        mqtt_username="app",
+        mqtt_password=APP_PASSWORD,
+        mqtt_protocol="5",
+    )
+    connections.configure(settings)
+    try:
+        job = RebootDevice(device_id="d1", requested_by="ops")
+        job.job_id = "job-1"
+        job.handle()
+        with pytest.raises(MqttPublishRefused, match="refused the publish to 'elsewhere/x': Not"):
+            connections.get_publisher().publish("elsewhere/x", b"{}")
+    finally:
+        connections.reset()
+    command = (
+        "devices/d1/control/reboot",
+        b'{"command":"reboot","requested_by":"ops","job_id":"job-1"}',
+    )
+    assert wait_until(lambda: d1.received() == [command])
+    assert d2.received() == []
 
 
 def run_compose_health_check(broker: DeployedBroker) -> subprocess.CompletedProcess[str]:

@@ -186,9 +186,13 @@ def test_handlers_publish_through_the_runtime_and_wildcard_topics_are_refused(
     host, port = mqtt_broker
     prefix = unique_prefix("pub")
     router = Router()
-    router.on(f"{prefix}/ping/{{id}}", lambda m: m.reply({"pong": m.params["id"]}), qos=1)
+    router.on(
+        f"{prefix}/ping/{{id}}",
+        lambda m: m.publish(f"{prefix}/pong/{m.params['id']}", {"pong": m.params["id"]}),
+        qos=1,
+    )
     with (
-        collector(host, port, f"{prefix}/ping/+/reply") as replies,
+        collector(host, port, f"{prefix}/pong/+") as replies,
         running_runtime(make_settings(host, port), router, router.subscriptions("g")) as runtime,
         publisher(host, port) as pub,
     ):
@@ -197,7 +201,7 @@ def test_handlers_publish_through_the_runtime_and_wildcard_topics_are_refused(
         for bad in (f"{prefix}/+/x", f"{prefix}/#", f"{prefix}/nul\x00", ""):
             with pytest.raises(ValueError):
                 runtime.publish(bad, b"x")
-    assert got == [(f"{prefix}/ping/7/reply", b'{"pong":"7"}')]
+    assert got == [(f"{prefix}/pong/7", b'{"pong":"7"}')]
 
 
 def test_every_route_is_resubscribed_after_the_broker_restarts(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where are the queue tables?": ("tables", r'__tablename__ = "queue_jobs"'),
     "Where is `--migrate`?": ("migrat", r"^def migrate_command\("),
     "Where is the Redis client?": ("redis", r"^def get_redis\("),
+    "Where do jobs publish MQTT?": ("publisher", r"^def get_publisher\("),
     "Where is the supervisor?": ("supervisor", r"^class Supervisor\b"),
     "Where is the backoff?": ("backoff", r"^def full_jitter\("),
     "Where is the test client for your app's tests?": ("testing", r"^class TestClient\b"),

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from config.settings import Settings
 from core.handler_call import shutdown_loop
-from core.message import Message, PayloadError
+from core.message import Message, MessageProperties, PayloadError
 from core.router import Router
 from queues import dispatch
 from support.errors import BackendUnavailable
@@ -52,15 +52,17 @@ def test_what_the_handler_publishes_and_replies_is_captured_not_sent():
         message.reply(b"pong")
 
     client = TestClient(router)
-    plain = client.publish("rpc/ping", b"", qos=1)
-    assert [(p.topic, p.payload, p.qos) for p in plain.published] == [
+    mqtt5 = client.publish(
+        "rpc/ping", b"", qos=1, properties=MessageProperties(response_topic="me/inbox")
+    )
+    assert [(p.topic, p.payload, p.qos) for p in mqtt5.published] == [
         ("audit/rpc", b'{"name":"ping"}', 1),
-        ("rpc/ping/reply", b"pong", 0),
+        ("me/inbox", b"pong", 0),
     ]
-    assert plain.published[0].json() == {"name": "ping"}
-    mqtt5 = client.publish("rpc/ping", b"", qos=1, properties={"ResponseTopic": "me/inbox"})
-    assert [p.text() for p in mqtt5.published_to("me/inbox")] == ["pong"]
-    assert len(client.sent) == 4
+    assert mqtt5.published[0].json() == {"name": "ping"}
+    # Without a ResponseTopic there is no reply topic: a PayloadError, dead-lettered once.
+    plain = client.publish("rpc/ping", b"", qos=1)
+    assert plain.dead_letter is not None and "NoResponseTopic" in plain.dead_letter.json()["error"]
 
 
 def test_an_invalid_typed_body_is_dead_lettered_at_once_with_its_field_errors():

@@ -152,3 +152,10 @@ class PlotJob(Job):
 
     def handle(self) -> None:
         _append(self.path, f"{type(self.point).__name__} {self.point.x} {self.point.y}")
+
+
+class PublishJob(Job):
+    """Publishes `{"n": n}` to `topic` at QoS 1 through the worker's MQTT connection."""
+
+    def handle(self) -> None:
+        self.publish(self.topic, {"n": self.n}, qos=1)
