@@ -41,7 +41,7 @@ from core.intake import Outbox
 from core.metrics import RouterObserver
 from core.mqtt import MqttRuntime, SubscriptionSpec, default_client_id
 from support.health import LoopMonitor
-from support.metrics import MetricsRun, live_gauge_sum
+from support.metrics import MetricsRun, child_environment, live_gauge_sum
 from support.ops import Ops
 from support.supervisor import Child, Supervisor
 
@@ -177,7 +177,7 @@ def _supervise(settings: Settings, children: list[Child], ops_setup: OpsSetup | 
     supervisor = Supervisor(
         children,
         stop_timeout=WORKER_STOP_TIMEOUT,
-        env=run.child_environment() if run is not None else None,
+        env=child_environment(run),
         on_exit=run.child_exited if run is not None else None,
     )
     ops.health.add_liveness("supervisor", supervisor.check_alive)

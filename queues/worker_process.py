@@ -22,7 +22,7 @@ from queues.queue_metrics import QueueDepths
 from queues.worker_board import board_of
 from queues.worker_monitor import WorkerMonitor
 from support.logging_setup import process_name
-from support.metrics import MetricsRun, live_gauge_sum
+from support.metrics import MetricsRun, child_environment, live_gauge_sum
 from support.ops import Ops
 from support.supervisor import Child, Supervisor
 
@@ -85,7 +85,7 @@ def supervise_workers(
     supervisor = Supervisor(
         children,
         stop_timeout=stop_timeout,
-        env=run.child_environment() if run is not None else None,
+        env=child_environment(run),
         on_exit=run.child_exited if run is not None else None,
         restart_planned=restart_planned,
     )

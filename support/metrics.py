@@ -103,15 +103,20 @@ def live_gauge_sum(run_directory: str, name: str) -> float:
     return total
 
 
+def child_environment(run: MetricsRun | None = None) -> dict[str, str]:
+    """Environment of a supervised child: it never listens itself (no METRICS_PORT, no
+    dashboard: its supervisor serves them), and writes its metrics to `run`'s directory."""
+    env = {**os.environ, "METRICS_PORT": "", "DASHBOARD": "false"}
+    if run is not None:
+        env[MULTIPROC_ENV] = run.path
+    return env
+
+
 class MetricsRun:
     """The metrics directory of one supervisor run, removed when the run ends."""
 
     def __init__(self) -> None:
         self.path = tempfile.mkdtemp(prefix="mqtt-jobs-metrics-")
-
-    def child_environment(self) -> dict[str, str]:
-        """Environment for the children: write metrics here, serve nothing themselves."""
-        return {**os.environ, MULTIPROC_ENV: self.path, "METRICS_PORT": "", "DASHBOARD": "false"}
 
     def child_exited(self, pid: int) -> None:
         """Drop the live gauges of a child that exited (its counters stay in the sums)."""

@@ -286,3 +286,34 @@ def test_a_port_in_use_stops_the_worker_with_one_line(tmp_path: Path, redis_clie
         _, err = worker.communicate(timeout=STOP_TIMEOUT)
     assert worker.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_run_with_workers_serves_one_endpoint_and_one_dashboard_for_all_children(
+    tmp_path: Path, mqtt_broker: tuple[str, int], processes: list[Process]
+) -> None:
+    prefix = unique_prefix("metrics")
+    port, dashboard_port = free_port(), free_port()
+    env = _router_env(tmp_path, port, prefix, DASHBOARD="true", DASHBOARD_PORT=str(dashboard_port))
+    router = Process(["--run", "--workers", "2"], env, tmp_path / "r.log")
+    processes.append(router)
+    url = f"http://127.0.0.1:{port}"
+    ready = wait_for(lambda: (r := get_json(f"{url}/ready"))[0] == 200 and r)
+    assert ready, router.log()
+    assert ready[1]["checks"]["mqtt"] == "ok"
+    with publisher(*mqtt_broker) as pub:
+        for n in range(6):
+            pub.publish(f"{prefix}/devices/d{n}/telemetry", json.dumps({"v": n}))
+    telemetry = f"{prefix}/devices/{{device_id}}/telemetry"
+
+    def counted() -> Any:
+        samples = scrape(f"{url}/metrics")
+        done = sample(samples, "mqtt_messages_total", route=telemetry, outcome="handled")
+        return samples if done >= 6 else None
+
+    samples = wait_for(counted)
+    assert samples, router.log()
+    assert sample(samples, "mqtt_subscribed") == 2 and sample(samples, "mqtt_connected") == 2
+    status, overview = get_json(f"http://127.0.0.1:{dashboard_port}/api/overview")
+    assert status == 200 and overview["routes"][0]["pattern"] == telemetry
+    assert "cannot listen" not in router.log(), "a child tried to serve too"
+    assert router.stop() == 0
