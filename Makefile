@@ -15,13 +15,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 # The router in the foreground and one queue worker beside it; Ctrl-C stops both.
+# With no --queue the worker works every queue of the registered job classes.
 run: $(STAMP)
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	(sleep 1; exec $(PY) main.py --queue-work --queue readings,default) & worker=$$!; \
+	(sleep 1; exec $(PY) main.py --queue-work) & worker=$$!; \
 	$(PY) main.py --run
 
 worker: $(STAMP)
-	$(PY) main.py --queue-work --queue readings,default
+	$(PY) main.py --queue-work
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,7 @@ import redis
 from config.settings import Settings
 from core import redis_connection
 from core.redis_connection import build_redis, get_redis
-from queues.drivers.base import QueueError
+from queues.drivers.base import QueueError, ReservedJob
 from queues.drivers.redis import (
     NOTIFY_CAP,
     POP_RECEIPT_TTL,
@@ -62,6 +62,11 @@ def driver(client: redis.Redis) -> RedisDriver:
 
 def envelope(queue: str = "default", **data: object) -> Envelope:
     return Envelope(job="tests.noop", data=dict(data), queue=queue)
+
+
+def recorded(job: ReservedJob) -> bytes:
+    """What the reservations hash holds for `job`: its token, then the :reserved entry."""
+    return f"{job.token}:{job.payload}".encode()
 
 
 def ids_of(raw_payloads: list[bytes | str]) -> list[str]:
@@ -160,7 +165,7 @@ def test_stale_ack_keeps_the_new_owners_reserved_entry(client: redis.Redis) -> N
     assert not driver.ack(stale)
     assert not driver.release(stale)
     assert client.lrange("routemq:queue:default:reserved", 0, -1) == [owner.payload.encode()]
-    assert client.hget("routemq:queue:default:reservations", owner.id) == owner.token.encode()
+    assert client.hget("routemq:queue:default:reservations", owner.id) == recorded(owner)
     assert client.llen("routemq:queue:default") == 0
 
 
@@ -404,9 +409,9 @@ def test_transfer_reservation_has_its_own_token_and_the_reserved_list_keeps_the_
     env = envelope()
     driver.push("default", env.to_json())
     dead = driver.take_for_transfer("default", 10)[0]  # a migration that stalls
-    assert dead.token != dead.payload and dead.token.endswith(dead.payload)
+    assert dead.token.startswith("transfer:") and dead.payload not in dead.token
     assert client.lrange("routemq:queue:default:reserved", 0, -1) == [dead.payload.encode()]
-    assert client.hget("routemq:queue:default:reservations", env.id) == dead.token.encode()
+    assert client.hget("routemq:queue:default:reservations", env.id) == recorded(dead)
     time.sleep(1.2)
     [taken] = driver.take_for_transfer("default", 10)
     assert taken.token != dead.token, "a retaking migration must fence out the stalled one"
@@ -538,10 +543,10 @@ def test_a_queue_created_before_name_validation_can_be_read_popped_drained_and_f
     sizes = driver.sizes(legacy)
     assert (sizes.pending, sizes.delayed, sizes.reserved, sizes.failed) == (2, 0, 0, 0)
     assert legacy in driver.queues()
-    assert driver.contains(legacy, first.id)
 
     job = driver.pop([legacy])
     assert job is not None and job.id == first.id
+    assert driver.contains(legacy, first.id)  # hand-written entries are indexed once reserved
     assert driver.fail(job, "RuntimeError: broken")
     [record] = driver.failed_store.all(legacy)
     assert record.queue == legacy and json.loads(record.payload)["id"] == first.id
@@ -592,7 +597,7 @@ def test_a_duplicate_job_id_is_never_reserved_twice_by_a_transfer(
 ) -> None:
     env = envelope()
     driver.push("default", env.to_json())
-    driver.push("default", env.to_json())  # a push re-sent after a lost reply
+    client.rpush("routemq:queue:default", env.to_json())  # a second copy, written by hand
     first = driver.take_for_transfer("default", 10)
     assert [job.id for job in first] == [env.id]
     assert client.lrange("routemq:queue:default", 0, -1) == [env.to_json().encode()]
@@ -639,12 +644,12 @@ def test_a_release_that_undid_its_attempt_cannot_settle_the_next_reservation(
     owner = driver.pop(["default"])
     assert owner is not None and owner.id == env.id
     assert owner.payload == stale.payload, "same attempts: the payload is byte-identical"
-    assert owner.token != stale.token and owner.token.endswith(owner.payload)
+    assert owner.token != stale.token and owner.payload not in owner.token
     # A stale holder's calls (e.g. redis-py re-sending a release) are fenced out.
     assert not driver.release(stale, undo_attempt=True)
     assert not driver.ack(stale) and not driver.extend(stale)
     assert not driver.fail(stale, "boom")
-    assert client.hget("routemq:queue:default:reservations", env.id) == owner.token.encode()
+    assert client.hget("routemq:queue:default:reservations", env.id) == recorded(owner)
     assert client.lrange("routemq:queue:default:reserved", 0, -1) == [owner.payload.encode()]
     assert client.llen("routemq:queue:default") == 0
     assert driver.ack(owner)
@@ -672,7 +677,7 @@ def test_a_resent_settle_reports_its_first_success_and_changes_nothing(
     assert owner is not None and owner.payload == released.payload
     assert driver.release(released, undo_attempt=True, receipt=receipt)
     assert client.llen("routemq:queue:releases") == 0, "the job was not given back twice"
-    assert client.hget("routemq:queue:releases:reservations", owner.id) == owner.token.encode()
+    assert client.hget("routemq:queue:releases:reservations", owner.id) == recorded(owner)
     assert client.lrange("routemq:queue:releases:reserved", 0, -1) == [owner.payload.encode()]
     assert driver.ack(owner)
 
