@@ -146,9 +146,10 @@ def _delay(job: Job, delay: float | None) -> float:
     MAX_DELAY_SECONDS (see `queues.envelope.checked_delay`)."""
     wait = type(job).delay if delay is None else delay
     name = type(job).job_name()
-    if isinstance(wait, int | float) and not isinstance(wait, bool) and wait < 0:
-        raise JobDataError(f"{name} delay must be seconds >= 0, got {wait!r}")
     try:
-        return checked_delay(wait, f"{name} delay")
+        capped = checked_delay(wait, f"{name} delay")
     except ValueError as exc:
         raise JobDataError(str(exc)) from None
+    if wait < 0:
+        raise JobDataError(f"{name} delay must be seconds >= 0, got {wait!r}")
+    return capped
