@@ -7,8 +7,10 @@ database. Server restarts use a private redis-server on a free port.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -736,3 +738,40 @@ def test_included_lua_functions_are_inlined_once_per_script() -> None:
     assert source.count("local function token_payload") == 1
     assert source.count("local function requeue_due") == 1
     assert "-- @include" not in source.replace("(`-- @include requeue_due.lua`)", "")
+
+
+def test_a_reservation_token_is_a_nonce_and_settles_never_need_the_payload(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    driver.push("default", envelope(blob="x" * 10_000).to_json())
+    job = driver.pop(["default"])
+    assert job is not None and re.fullmatch(r"[0-9a-f]{32}", job.token)
+    bare = dataclasses.replace(job, payload="")  # id and token are all a settle sends
+    assert driver.extend(bare)
+    assert driver.release(bare, 0)
+    again = driver.pop(["default"])
+    assert again is not None and again.token != job.token
+    assert driver.ack(dataclasses.replace(again, payload=""))
+    assert client.llen("routemq:queue:default:reserved") == 0
+    driver.later("default", envelope().to_json(), 60)
+    [taken] = driver.take_for_transfer("default", 10)
+    assert re.fullmatch(r"transfer:[0-9a-f]{32}", taken.token)
+    assert driver.fail(dataclasses.replace(taken, payload=taken.payload), "boom")
+
+
+def test_a_push_resent_after_a_lost_reply_adds_the_job_once(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    env = envelope()
+    driver.push("default", env.to_json())
+    driver.push("default", env.to_json())
+    driver.later("default", env.to_json(), 30)
+    driver.bulk([("default", env.to_json(), 0.0)])
+    assert client.llen("routemq:queue:default") == 1
+    assert client.zcard("routemq:queue:default:delayed") == 0
+    job = driver.pop(["default"])
+    assert job is not None and driver.contains("default", env.id)
+    assert driver.ack(job)
+    assert not driver.contains("default", env.id)
+    driver.push("default", env.to_json())  # gone: the same id may come again
+    assert client.llen("routemq:queue:default") == 1
