@@ -298,10 +298,13 @@ status_command = _guarded(_status)
 
 
 def _job_name(payload: str) -> str:
+    """The job name a payload gives, also when the envelope was refused ("?" if none)."""
     try:
-        return Envelope.from_json(payload).job
+        decoded = decode_json(payload)
     except EnvelopeError:
         return "?"
+    job = decoded.get("job") if isinstance(decoded, dict) else None
+    return job if isinstance(job, str) and job else "?"
 
 
 def _failed_dict(entry: FailedEntry, full: bool) -> dict[str, Any]:
