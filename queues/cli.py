@@ -96,11 +96,17 @@ def _queue_names(args: argparse.Namespace, default: list[str] | None) -> list[st
     names = [part.strip() for part in raw.split(",") if part.strip()]
     if not names:
         raise UsageError(f"--queue needs at least one queue name, got {raw!r}")
+    return _checked_queue_names(names, "--queue")
+
+
+def _checked_queue_names(names: list[str], source: str) -> list[str]:
+    """`names` if each passes the queue-name rule for names that are read; else
+    UsageError naming `source` (where the names came from)."""
     for name in names:
         try:
             validate_queue_name(name, existing=True)
         except ValueError as exc:
-            raise UsageError(f"--queue: {exc}") from None
+            raise UsageError(f"{source}: {exc}") from None
     return names
 
 
@@ -177,7 +183,9 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
         registry = get_registry()
     except (ImportError, DuplicateJobError) as exc:
         raise UsageError(f"cannot load the jobs package: {exc}") from None
-    queues = _queue_names(args, None) or _registry_queues(registry.queues())
+    queues = _queue_names(args, None) or _checked_queue_names(
+        registry.queues(), "a registered job class's queue"
+    )
     driver = _driver(args.connection, settings)
     driver.sizes(queues[0])  # fail fast, with one line, when the server is unreachable
     baseline = current_rss_mb()
@@ -204,16 +212,6 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
         registry=registry,
     )
     return worker.run()
-
-
-def _registry_queues(names: list[str]) -> list[str]:
-    """The queues of the registered job classes, each checked like a `--queue` name."""
-    for name in names:
-        try:
-            validate_queue_name(name, existing=True)
-        except ValueError as exc:
-            raise UsageError(f"a registered job class names a bad queue: {exc}") from None
-    return names
 
 
 work_command = _guarded(_work)

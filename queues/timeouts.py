@@ -12,7 +12,7 @@ checks for them, so C code that runs without checking (a long `sum()` over a
 C iterator, big-integer arithmetic, a C extension) is not interrupted until it
 returns, and while it holds the GIL no other Python thread runs either (not
 even the heartbeat). (CPython 3.11's `re` engine does check for signals every
-few thousand steps, so SIGALRM ends a catastrophic regex.) `Watchdog` is the
+few thousand steps, so SIGALRM ends a catastrophic regex.) `watchdog` is the
 backstop: `faulthandler.dump_traceback_later(exit=True)` runs a C thread that
 needs no GIL; if the attempt is still running HARD_LIMIT_GRACE seconds past
 its timeout it writes every thread's traceback to stderr ("Timeout (...)!")
@@ -28,7 +28,8 @@ import faulthandler
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -118,7 +119,8 @@ class Deadline:
             raise self._factory()
 
 
-class Watchdog:
+@contextmanager
+def watchdog(seconds: float | None) -> Iterator[None]:
     """End the whole process if the body of `with` runs longer than `seconds`.
 
     A C thread (faulthandler) that needs no GIL: it fires even while C code
@@ -126,20 +128,11 @@ class Watchdog:
     stderr and calls `_exit(WATCHDOG_EXIT_CODE)`. `seconds=None` arms nothing.
     One watchdog per process at a time (faulthandler keeps a single timer).
     """
-
-    def __init__(self, seconds: float | None) -> None:
-        self._seconds = seconds
-
-    def __enter__(self) -> Watchdog:
-        if self._seconds is not None:
-            faulthandler.dump_traceback_later(self._seconds, exit=True, file=WATCHDOG_FD)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._seconds is not None:
-            faulthandler.cancel_dump_traceback_later()
+    if seconds is None:
+        yield
+        return
+    faulthandler.dump_traceback_later(seconds, exit=True, file=WATCHDOG_FD)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()

@@ -16,7 +16,7 @@ Guarantees:
 * A job whose attempts already exceed its max_tries (its previous worker died
   and the lease expired) is failed without running.
 * `timeout` is hard. SIGALRM stops Python code at the deadline; a watchdog
-  (`queues.timeouts.Watchdog`, when the worker owns its process) ends the
+  (`queues.timeouts.watchdog`, when the worker owns its process) ends the
   process HARD_LIMIT_GRACE seconds later if the attempt is stuck in code that
   signals cannot reach. The heartbeat stops renewing the lease at that moment
   too, so no second worker can run the job while this one still might. The next
@@ -55,7 +55,7 @@ from queues.drivers.base import QueueDriver, ReservedJob
 from queues.envelope import Envelope, EnvelopeError
 from queues.job import Job
 from queues.registry import JobRegistry, UnknownJobError, get_registry
-from queues.timeouts import HARD_LIMIT_GRACE, Deadline, JobTimeout, Watchdog
+from queues.timeouts import HARD_LIMIT_GRACE, Deadline, JobTimeout, watchdog
 
 logger = logging.getLogger("queues.worker")
 
@@ -185,8 +185,8 @@ class Worker:
     `default_timeout`, `default_tries` and `default_backoff` apply to job classes
     that do not set their own value. `max_jobs`, `max_time` (seconds) and
     `memory_mb` make the worker exit cleanly (code 0) so a supervisor restarts it;
-    `memory_mb` is checked between jobs. `watchdog` arms the process-ending hard
-    limit (`queues.timeouts.Watchdog`); it defaults to `handle_signals`, i.e. to
+    `memory_mb` is checked between jobs. `use_watchdog` arms the process-ending hard
+    limit (`queues.timeouts.watchdog`); it defaults to `handle_signals`, i.e. to
     a worker that owns its process (never one embedded in a test or an app).
     """
 
@@ -204,7 +204,7 @@ class Worker:
         registry: JobRegistry | None = None,
         grace: float = GRACE_PERIOD,
         handle_signals: bool = True,
-        watchdog: bool | None = None,
+        use_watchdog: bool | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue name")
@@ -220,7 +220,7 @@ class Worker:
         self.registry = registry or get_registry()
         self.grace = grace
         self.handle_signals = handle_signals
-        self.watchdog = handle_signals if watchdog is None else watchdog
+        self.use_watchdog = handle_signals if use_watchdog is None else use_watchdog
         self.jobs_done = 0
         self._stopping = False
         self._deadline: Deadline | None = None
@@ -424,7 +424,7 @@ class Worker:
         try:
             with (
                 Deadline(timeout, on_timeout) as deadline,
-                Watchdog(hard if self.watchdog else None),
+                watchdog(hard if self.use_watchdog else None),
             ):
                 self._deadline = deadline
                 self._call_handle(job, deadline)
@@ -554,9 +554,9 @@ class Worker:
         reserved: ReservedJob,
     ) -> None:
         """`instance.failed(exc)` under the job's own hard time limit; errors are logged."""
-        hard = None if timeout is None or not self.watchdog else timeout + HARD_LIMIT_GRACE
+        hard = None if timeout is None or not self.use_watchdog else timeout + HARD_LIMIT_GRACE
         try:
-            with Deadline(timeout, _hook_timeout(name)), Watchdog(hard):
+            with Deadline(timeout, _hook_timeout(name)), watchdog(hard):
                 instance.failed(exc)
         except BaseException as hook_error:
             logger.error(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +79,16 @@ def redis_client() -> Iterator[object]:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(params=("redis", "mariadb", "sqlite"))
+def any_driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """A driver of each kind on empty state (tests/driver_factories.py), closed after."""
+    from tests.driver_factories import make_driver
+
+    made = make_driver(request.param, tmp_path)
+    yield made
+    made.close()
 
 
 @pytest.fixture

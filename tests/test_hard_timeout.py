@@ -22,7 +22,7 @@ from queues import dispatch
 from queues.drivers.base import QueueDriver
 from queues.timeouts import HARD_LIMIT_GRACE, WATCHDOG_EXIT_CODE
 from queues.worker import Worker
-from tests.driver_factories import make_driver
+from tests.driver_factories import driver_for, make_driver
 from tests.jobs_fixture import jobs
 from tests.jobs_fixture.support import main_env, registry, run_main, start_main
 
@@ -43,7 +43,7 @@ def lines(path: Path) -> list[str]:
 
 
 def setup_queue(connection: str, tmp_path: Path) -> tuple[QueueDriver, dict[str, str], str]:
-    driver = make_driver("redis" if connection == "redis" else "sqlite", tmp_path)
+    driver = driver_for(connection, tmp_path)
     env = main_env(connection, tmp_path, QUEUE_RETRY_AFTER=str(LEASE))
     return driver, env, f"h-{uuid.uuid4().hex[:10]}"
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from core.database import engine_from_url
+from queues.drivers.base import QueueDriver
 from queues.drivers.database import DatabaseFailedStore
 from queues.drivers.redis import RedisFailedStore
 from queues.envelope import Envelope
 from tests.conftest import MARIADB_URL, need_service, private_database_name
-from tests.driver_factories import make_driver
+from tests.driver_factories import driver_for, make_driver
 from tests.jobs_fixture.support import main_env, run_main
 from tests.test_operator_cli import add_failed, one_error_line
 
@@ -27,10 +30,22 @@ def queue() -> str:
     return f"v-{uuid.uuid4().hex[:10]}"
 
 
-def status(env: dict[str, str]) -> dict:
+@pytest.fixture(params=CONNECTIONS)
+def connected(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, QueueDriver, dict[str, str]]]:
+    """(connection, its driver, the env of main.py children sharing its state)."""
+    connection = str(request.param)
+    driver = driver_for(connection, tmp_path)
+    yield connection, driver, main_env(connection, tmp_path)
+    driver.close()
+
+
+def status(env: dict[str, str]) -> dict[str, Any]:
     result = run_main(["--queue-status", "--json"], env)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
 def both_stores(tmp_path: Path) -> tuple[RedisFailedStore, DatabaseFailedStore, dict[str, str]]:
@@ -41,12 +56,10 @@ def both_stores(tmp_path: Path) -> tuple[RedisFailedStore, DatabaseFailedStore, 
     return redis_driver.failed_store, sqlite_driver.failed_store, env  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("connection", CONNECTIONS)
 def test_status_shows_a_queue_whose_only_jobs_are_failed(
-    connection: str, queue: str, tmp_path: Path
+    connected: tuple[str, QueueDriver, dict[str, str]], queue: str
 ) -> None:
-    driver = make_driver("redis" if connection == "redis" else "sqlite", tmp_path)
-    env = main_env(connection, tmp_path)
+    connection, driver, env = connected
     for value in range(3):
         add_failed(driver, queue, value)
     report = status(env)
@@ -71,12 +84,10 @@ def test_each_failed_store_is_counted_once_with_where_it_lives(queue: str, tmp_p
     assert all("failed" not in row for e in report["connections"] for row in e["queues"])
 
 
-@pytest.mark.parametrize("connection", CONNECTIONS)
 def test_failed_job_commands_accept_the_job_id_that_dispatch_printed(
-    connection: str, queue: str, tmp_path: Path
+    connected: tuple[str, QueueDriver, dict[str, str]], queue: str
 ) -> None:
-    driver = make_driver("redis" if connection == "redis" else "sqlite", tmp_path)
-    env = main_env(connection, tmp_path)
+    _, driver, env = connected
     job_id = add_failed(driver, queue, 1)
     shown = run_main(["--queue-failed-show", job_id], env)
     assert shown.returncode == 0, shown.stderr

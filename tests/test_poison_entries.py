@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +26,18 @@ from queues.drivers.redis import RedisDriver, RedisFailedStore
 from queues.envelope import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, Envelope
 from queues.worker import Worker
 from tests.conftest import REDIS_HOST, REDIS_TEST_DB
-from tests.driver_factories import DRIVER_NAMES, make_driver
+from tests.driver_factories import driver_for, make_driver
 from tests.jobs_fixture import jobs
 from tests.jobs_fixture.support import main_env, registry, run_main
+from tests.test_worker import assert_empty
 
 #: Levels of the deep JSON of the issue's reproduction (past Python's recursion limit).
 DEEP = 100_000
 
 
-@pytest.fixture(params=DRIVER_NAMES)
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueDriver]:
-    made = make_driver(request.param, tmp_path)
-    yield made
-    made.close()
+@pytest.fixture
+def driver(any_driver: QueueDriver) -> QueueDriver:
+    return any_driver
 
 
 @pytest.fixture
@@ -187,8 +186,7 @@ def test_every_poison_entry_is_failed_with_its_reason_and_the_valid_jobs_behind_
         reason = POISON[name][1]
         matching = [f for f in failed if reason in f.exception.splitlines()[0]]
         assert len(matching) >= copies, f"{name}: no failed record says {reason!r}"
-    after = driver.sizes(queue)
-    assert (after.pending, after.delayed, after.reserved) == (0, 0, 0)
+    assert_empty(driver, queue)
 
 
 def test_a_copy_of_a_running_job_is_failed_as_a_duplicate_and_the_original_still_settles(
@@ -216,8 +214,7 @@ def test_a_copy_of_a_running_job_is_failed_as_a_duplicate_and_the_original_still
         f.exception.startswith(f"DuplicateJob: job RecordJob ({original.id})") for f in failed
     )
     assert driver.ack(running), "the running copy's reservation is untouched"
-    sizes = driver.sizes(queue)
-    assert (sizes.pending, sizes.delayed, sizes.reserved) == (0, 0, 0)
+    assert_empty(driver, queue)
 
 
 def test_failed_hook_hears_the_real_reason_of_a_refused_envelope(
@@ -239,7 +236,7 @@ def test_workers_and_status_survive_a_deep_entry_at_the_head(
     connection: str, queue: str, tmp_path: Path
 ) -> None:
     """The issue's reproduction: deep JSON at the head, then three jobs, one worker process."""
-    driver = make_driver("redis" if connection == "redis" else "sqlite", tmp_path)
+    driver = driver_for(connection, tmp_path)
     env = main_env(connection, tmp_path)
     out = tmp_path / "after"
     try:

@@ -6,7 +6,6 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from queues import dispatch
 from queues.drivers.base import QueueDriver
 from queues.envelope import MAX_DELAY_SECONDS, validate_queue_name
 from queues.job import JobDataError
-from tests.driver_factories import DRIVER_NAMES, make_driver
+from tests.driver_factories import make_driver
 from tests.jobs_fixture import jobs
 from tests.jobs_fixture.support import main_env, registry, run_main
 from tests.test_operator_cli import add_failed, one_error_line
@@ -24,11 +23,9 @@ from tests.test_operator_cli import add_failed, one_error_line
 COLLIDING = ["failed:probe", "probe:reserved", "probe:delayed", "failed", "pops:abc"]
 
 
-@pytest.fixture(params=DRIVER_NAMES)
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueDriver]:
-    made = make_driver(request.param, tmp_path)
-    yield made
-    made.close()
+@pytest.fixture
+def driver(any_driver: QueueDriver) -> QueueDriver:
+    return any_driver
 
 
 @pytest.mark.parametrize("name", COLLIDING)

@@ -14,7 +14,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import redis
 
 from queues.drivers.redis import RedisDriver, RedisFailedStore
 from queues.envelope import Envelope
-from tests.conftest import REDIS_HOST, REDIS_PORT, REDIS_TEST_DB, need_service
+from tests.conftest import REDIS_HOST, REDIS_PORT, REDIS_TEST_DB
 from tests.driver_factories import make_driver
 from tests.jobs_fixture.support import main_env, run_main
 
@@ -86,16 +85,6 @@ def failed_text(n: int) -> str:
     )
 
 
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    need_service("Redis", REDIS_HOST, REDIS_PORT)
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
-
-
 def build(client: redis.Redis) -> None:
     """200,000 pending jobs (indexed) and 50,000 failed records, pipelined in chunks."""
     pipe = client.pipeline(transaction=False)
@@ -114,20 +103,21 @@ def build(client: redis.Redis) -> None:
 
 @pytest.mark.slow
 def test_operator_commands_on_a_200k_job_queue_keep_redis_responsive(
-    client: redis.Redis, tmp_path: Path
+    redis_client: redis.Redis, tmp_path: Path
 ) -> None:
+    client = redis_client
     build(client)
     driver = RedisDriver(client, RedisFailedStore(client))
     source = make_driver("sqlite", tmp_path)  # --queue-migrate's source, shares no Redis state
     client.sadd("routemq:queues", QUEUE)  # make_driver("sqlite") did not flush Redis
     moving = [Envelope(job="RecordJob", data={"path": "/dev/null", "value": i}, queue=QUEUE)
               for i in range(100)]  # fmt: skip
-    for env in moving:
-        source.push(QUEUE, env.to_json())
+    for job in moving:
+        source.push(QUEUE, job.to_json())
     retrying = [Envelope(job="RecordJob", data={"path": "/dev/null", "value": i}, queue=QUEUE)
                 for i in range(100)]  # fmt: skip
-    for env in retrying:
-        driver.failed_store.add("redis", QUEUE, env.to_json(), "RuntimeError: boom")
+    for job in retrying:
+        driver.failed_store.add("redis", QUEUE, job.to_json(), "RuntimeError: boom")
     env = main_env("redis", tmp_path)
 
     watch = PingWatch()

@@ -13,7 +13,7 @@ from queues import Job, dispatch
 from queues.envelope import Envelope
 from queues.registry import JobRegistry
 from queues.worker import Worker
-from tests.driver_factories import make_driver
+from tests.driver_factories import driver_for, make_driver
 from tests.jobs_fixture import jobs
 from tests.jobs_fixture.support import main_env, registry, run_main
 from tests.test_operator_cli import one_error_line
@@ -86,7 +86,7 @@ def test_default_queues_are_the_registered_classes_queues_in_registry_order() ->
 def test_a_worker_without_queue_works_every_registered_queue(
     connection: str, tmp_path: Path
 ) -> None:
-    driver = make_driver("redis" if connection == "redis" else "sqlite", tmp_path)
+    driver = driver_for(connection, tmp_path)
     out = tmp_path / "fleet"
     try:
         dispatch(jobs.FleetJob(path=str(out), value=7), connection=driver, registry=registry())
