@@ -235,7 +235,11 @@ class QueueDriver(ABC):
 
     @abstractmethod
     def contains(self, queue: str, job_id: str) -> bool:
-        """True if a job with this envelope id is pending, delayed or reserved."""
+        """True if a job with this envelope id is pending, delayed or reserved.
+
+        Redis answers from its id index in O(1): an entry written by hand is
+        seen once a pop or migration has reserved it.
+        """
 
     @abstractmethod
     def clear(self, queue: str) -> int:

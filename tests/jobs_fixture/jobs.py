@@ -149,6 +149,8 @@ class FleetJob(Job):
 
 #: Items a stuck job sums: hours of C code that never checks for signals.
 STUCK_ITEMS = 10**13
+#: Timeout of the stuck jobs, seconds (below the 1 s lease some worker tests use).
+STUCK_TIMEOUT = 0.8
 
 
 def _stuck_in_c() -> None:
@@ -159,7 +161,7 @@ def _stuck_in_c() -> None:
 class StuckOnceJob(Job):
     """Attempt 1 is stuck in GIL-holding C code; later attempts finish."""
 
-    timeout = 1
+    timeout = STUCK_TIMEOUT
     max_tries = 2
 
     def handle(self) -> None:
@@ -175,7 +177,7 @@ class StuckOnceJob(Job):
 class StuckJob(Job):
     """Always stuck in GIL-holding C code; its failed() hook records the reason."""
 
-    timeout = 1
+    timeout = STUCK_TIMEOUT
 
     def handle(self) -> None:
         _append(self.path, f"attempt {self.attempts}")
