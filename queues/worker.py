@@ -4,8 +4,8 @@ Guarantees:
 
 * Nothing a queue holds stops the worker. Every entry is decoded and checked
   once (`Envelope.from_json`: size, depth, field types); garbage, deep or huge
-  JSON, wrong field types, an unknown job or a second copy of a running job is
-  moved to the failed store with a one-line reason, and the next job runs.
+  JSON, wrong field types, an unknown job or (Redis) a second copy of a running
+  job is moved to the failed store with a one-line reason, and the next job runs.
 * A job's exception never stops the worker: the attempt is released for a retry
   (after its backoff) or, on its last attempt, moved to the failed store with
   the exception class, message and full traceback, and `job.failed(exc)` is

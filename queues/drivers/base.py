@@ -17,9 +17,11 @@ test suite (tests/test_driver_contract.py) runs against every driver:
   unsettled (`ReservedJob.abandoned_after`), so the worker can tell an attempt
   that overran its timeout (and was ended by the hard limit) from one whose
   worker died early.
-* A second copy of a job (same envelope id) met while the job is reserved is
-  reserved on its own, never under the running copy's reservation, and marked
-  `duplicate_of`: the worker moves it to the failed store.
+* A second copy of a job (same envelope id) is never reserved under the
+  running copy's reservation, so it can neither settle nor hide it. Redis
+  marks such a copy `duplicate_of` when it meets it while the job is reserved,
+  and the worker moves it to the failed store; on SQL each copy is its own row,
+  fenced on its own, and runs (see queues/drivers/database.py).
 * Delays (`later`, `bulk`, `release`) must be finite (ValueError otherwise) and
   are capped at `queues.envelope.MAX_DELAY_SECONDS`.
 """
@@ -59,7 +61,7 @@ class ReservedJob:
     token: str
     available_at: float | None = None  #: unix due time; set only by take_for_transfer
     #: the envelope id of the job this entry is a second copy of, met while that
-    #: job was reserved: the worker fails this copy and never runs it
+    #: job was reserved (Redis): the worker fails this copy and never runs it
     duplicate_of: str | None = None
     #: seconds the job's previous attempt stayed unsettled before its lease
     #: expired (None if the previous reservation was settled, or there was none)
