@@ -8,6 +8,7 @@ WORKDIR /srv/app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
+# .dockerignore keeps tests, benchmarks, deployment files and secrets out.
 COPY . .
 RUN useradd --create-home app && mkdir -p storage && chown -R app storage
 USER app

@@ -14,12 +14,28 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-# The router in the foreground and one queue worker beside it; Ctrl-C stops both.
-# With no --queue the worker works every queue of the registered job classes.
+# Runs a command in a session of its own, out of reach of the terminal's Ctrl-C (see `run`).
+DETACHED = $(PY) -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])'
+
+# The router and, a second later (the broker's line comes first), one queue worker working
+# every queue of the registered job classes (no --queue). Both run
+# detached from the terminal: Ctrl-C (SIGINT to the foreground group) or a SIGTERM to make
+# reaches only this shell, whose trap sends each process exactly one SIGTERM, a graceful stop.
+# If the router ends by itself, the worker is stopped the same way. A second Ctrl-C sends a
+# second SIGTERM, which makes the worker abandon its job at once.
 run: $(STAMP)
-	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	(sleep 1; exec $(PY) main.py --queue-work) & worker=$$!; \
-	$(PY) main.py --run
+	@stopping=; worker=; \
+	trap 'stopping=1; kill -TERM $$router $$worker 2>/dev/null' INT TERM; \
+	$(DETACHED) $(PY) main.py --run & router=$$!; \
+	sleep 1; \
+	if [ -z "$$stopping" ] && kill -0 $$router 2>/dev/null; then \
+		$(DETACHED) $(PY) main.py --queue-work & worker=$$!; \
+	fi; \
+	wait $$router; status=$$?; \
+	while kill -0 $$router 2>/dev/null; do wait $$router; status=$$?; done; \
+	[ -n "$$stopping" ] || [ -z "$$worker" ] || kill -TERM $$worker 2>/dev/null; \
+	while [ -n "$$worker" ] && kill -0 $$worker 2>/dev/null; do wait $$worker; done; \
+	exit $$status
 
 worker: $(STAMP)
 	$(PY) main.py --queue-work

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from backends.sql_engine import engine_from_url
+from backends.sql_tables import create_tables, drop_tables
 from benchmarks.common import BenchResult, ops_per_sec
-from core.database import create_tables, drop_tables, engine_from_url
 from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 from queues.envelope import Envelope
 

@@ -2,14 +2,16 @@
 
 With no MQTT_HOST an embedded broker starts first (its log line is the first
 one). With `--workers 1` (the default) this process loads the routes and runs
-one `MqttRuntime`. With `--workers N` it supervises N spawned processes, each
-initialised from scratch like a main process (settings, queue connections,
-routes) and each its own MQTT client `{client id}-{index}`: every worker
-subscribes to the shared (`$share/...`) routes, so the broker spreads their
-messages over the workers; only worker 0 subscribes to the non-shared routes, so
-those are handled once. A worker that dies is restarted (with backoff if it keeps
-dying); SIGTERM/SIGINT stop everything cleanly: workers disconnect, then the
-embedded broker stops.
+one `MqttRuntime`. With `--workers N` it supervises (support/supervisor.py) N
+child processes `main.py --run --child-index I ...`, each initialised from
+scratch like a main process (settings, queue connections, routes) and each its
+own MQTT client `{client id}-{index}`: every worker subscribes to the shared
+(`$share/...`) routes, so the broker spreads their messages over the workers;
+only worker 0 subscribes to the non-shared routes, so those are handled once.
+The supervisor's rules apply: a worker that dies is restarted (with a jittered
+backoff if it keeps dying), workers exit when the parent is gone, and
+SIGTERM/SIGINT stop everything cleanly: workers disconnect, then the embedded
+broker stops.
 """
 
 from __future__ import annotations
@@ -17,34 +19,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import multiprocessing
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from config.settings import ConfigError, Settings, load_settings
+from config.settings import ConfigError, Settings
 from core.broker import BrokerStartError, EmbeddedBroker, start_embedded_broker
-from core.logging_setup import configure_logging
-from core.mqtt import MqttRuntime, SubscriptionSpec, check_session_settings, generated_client_id
+from core.intake import Outbox
+from core.mqtt import MqttRuntime, SubscriptionSpec, default_client_id
+from support.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 
 #: Package whose modules' `router` objects make up the route table.
 DEFAULT_ROUTES_PACKAGE = "routes"
-#: Seconds between two checks of the worker processes by the supervisor.
-SUPERVISE_INTERVAL = 0.2
-#: Seconds before a dead worker is restarted; doubles while it keeps dying young.
-RESTART_DELAY = 1.0
-#: Longest wait before restarting a worker that keeps dying, in seconds.
-MAX_RESTART_DELAY = 30.0
-#: Seconds a worker must have lived for its death to reset the restart backoff.
-HEALTHY_UPTIME = 10.0
 #: Seconds the supervisor waits for workers to exit after forwarding SIGTERM.
 WORKER_STOP_TIMEOUT = 15.0
 #: Seconds between checks that the MQTT network thread is still alive.
@@ -53,7 +46,7 @@ HEALTH_INTERVAL = 1.0
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker process needs beyond its own settings (picklable for spawn)."""
+    """Everything a worker process needs beyond its own settings (see `child_arguments`)."""
 
     index: int
     count: int
@@ -72,20 +65,16 @@ class _PlainSubscription:
     qos: int
 
 
-def run_command(args: argparse.Namespace, settings: Settings) -> int:
+def run_command(args: argparse.Namespace, settings: Settings, outbox: Outbox | None = None) -> int:
     """`--run`: start the embedded broker if needed, then serve routes until SIGTERM/SIGINT.
 
     Returns 0 after a clean stop, 2 for a configuration problem (printed as one line).
+    In a child of `--run --workers N` (`--child-index` given) it serves that
+    worker's share instead. `outbox` records what handlers dispatch (core/intake.py).
     """
+    if getattr(args, "child_index", None) is not None:
+        return _run_child(args, settings, outbox)
     workers = int(getattr(args, "workers", 1) or 1)
-    if workers < 1:
-        print(f"error: --workers must be at least 1, got {workers}", file=sys.stderr)
-        return 2
-    try:
-        check_session_settings(settings)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
     broker: EmbeddedBroker | None = None
     if settings.uses_embedded_broker:
         try:
@@ -98,7 +87,9 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         return serve(
             settings,
             workers,
+            routes_package=settings.routes_package,
             shared_supported=broker is None or broker.supports_shared_subscriptions,
+            outbox=outbox,
         )
     finally:
         if broker is not None:
@@ -111,6 +102,7 @@ def serve(
     workers: int = 1,
     routes_package: str = DEFAULT_ROUTES_PACKAGE,
     shared_supported: bool = True,
+    outbox: Outbox | None = None,
 ) -> int:
     """Serve the routes of `routes_package` with `workers` processes until SIGTERM/SIGINT.
 
@@ -124,7 +116,7 @@ def serve(
             workers,
         )
         workers = 1
-    base_id = settings.mqtt_client_id or generated_client_id()
+    base_id = default_client_id(settings)
 
     def spec(index: int) -> WorkerSpec:
         return WorkerSpec(
@@ -137,29 +129,66 @@ def serve(
             routes_package=routes_package,
         )
 
+    if workers > 1:
+        children = [
+            Child(f"run-worker-{i}", tuple(child_arguments(spec(i)))) for i in range(workers)
+        ]
+        return Supervisor(children, stop_timeout=WORKER_STOP_TIMEOUT).run()
     stop = threading.Event()
     with _stop_on_signals(stop):
-        if workers == 1:
-            return run_worker(settings, spec(0), stop)
-        return _supervise([spec(i) for i in range(workers)], stop)
+        return run_worker(settings, spec(0), stop, outbox)
 
 
-def run_worker(settings: Settings, spec: WorkerSpec, stop: threading.Event) -> int:
-    """Initialise this process (queue connections, routes) and route messages until `stop`.
+def child_arguments(spec: WorkerSpec) -> list[str]:
+    """The `main.py` arguments of the `--run` child serving `spec` (read by `spec_of_child`)."""
+    argv = ["--run", "--child-index", str(spec.index), "--child-count", str(spec.count)]
+    argv += ["--child-client-id", spec.client_id, "--child-routes", spec.routes_package]
+    argv += ["--child-mqtt-host", spec.mqtt_host, "--child-mqtt-port", str(spec.mqtt_port)]
+    if not spec.shared_supported:
+        argv.append("--child-no-shared")
+    return argv
+
+
+def spec_of_child(args: argparse.Namespace) -> WorkerSpec:
+    """The `WorkerSpec` a supervisor passed to this child on its command line."""
+    return WorkerSpec(
+        index=args.child_index,
+        count=args.child_count,
+        client_id=args.child_client_id,
+        mqtt_host=args.child_mqtt_host,
+        mqtt_port=args.child_mqtt_port,
+        shared_supported=not args.child_no_shared,
+        routes_package=args.child_routes,
+    )
+
+
+def _run_child(args: argparse.Namespace, settings: Settings, outbox: Outbox | None) -> int:
+    """Serve one worker's share of the routes until SIGTERM/SIGINT (or the parent's death)."""
+    spec = spec_of_child(args)
+    settings = dataclasses.replace(settings, mqtt_host=spec.mqtt_host, mqtt_port=spec.mqtt_port)
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        return run_worker(settings, spec, stop, outbox)
+
+
+def run_worker(
+    settings: Settings, spec: WorkerSpec, stop: threading.Event, outbox: Outbox | None = None
+) -> int:
+    """Load the routes and route messages until `stop`.
 
     Returns 0 after `stop`, 1 if the MQTT network loop died (the supervisor restarts us).
+    The queues `dispatch()` uses are configured by the command line (cli.py).
     """
     from core.discovery import load_routes
-    from queues import connections
 
-    connections.configure(settings)
     router = load_routes(spec.routes_package)
+    router.default_max_payload = settings.mqtt_max_payload
     subscriptions = worker_subscriptions(
         router.subscriptions(settings.mqtt_group_name), spec.index, spec.shared_supported
     )
     if not subscriptions:
         log.warning("worker %d has no routes to subscribe to (no shared routes?)", spec.index)
-    runtime = MqttRuntime(settings, router, subscriptions, client_id=spec.client_id)
+    runtime = MqttRuntime(settings, router, subscriptions, client_id=spec.client_id, outbox=outbox)
     runtime.start()
     try:
         while not stop.wait(HEALTH_INTERVAL):
@@ -211,79 +240,3 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _worker_main(spec: WorkerSpec) -> None:
-    """Entry point of a spawned worker: initialise like a main process, then serve."""
-    settings = load_settings()
-    settings = dataclasses.replace(settings, mqtt_host=spec.mqtt_host, mqtt_port=spec.mqtt_port)
-    configure_logging(settings.log_level)
-    stop = threading.Event()
-    with _stop_on_signals(stop):
-        code = run_worker(settings, spec, stop)
-    sys.exit(code)
-
-
-class _Supervised:
-    """One worker slot: its current process and its restart backoff."""
-
-    def __init__(self, spec: WorkerSpec, context: Any) -> None:
-        self.spec = spec
-        self.context = context
-        self.process: Any = None
-        self.started_at = 0.0
-        self.delay = RESTART_DELAY
-        self.restart_at: float | None = None
-
-    def start(self) -> None:
-        self.process = self.context.Process(
-            target=_worker_main, args=(self.spec,), name=f"mqtt-worker-{self.spec.index}"
-        )
-        self.process.start()
-        self.started_at = time.monotonic()
-        self.restart_at = None
-        log.info("worker %d started (pid %d)", self.spec.index, self.process.pid)
-
-    def check(self) -> None:
-        """Schedule a restart of a dead process, and do it when its delay has passed."""
-        now = time.monotonic()
-        if self.restart_at is None:
-            if self.process.is_alive():
-                return
-            if now - self.started_at >= HEALTHY_UPTIME:
-                self.delay = RESTART_DELAY
-            wait = self.delay
-            self.delay = min(self.delay * 2, MAX_RESTART_DELAY)
-            log.warning(
-                "worker %d (pid %d) exited with code %s; restarting in %.1f s",
-                self.spec.index,
-                self.process.pid,
-                self.process.exitcode,
-                wait,
-            )
-            self.restart_at = now + wait
-        if now >= self.restart_at:
-            self.start()
-
-
-def _supervise(specs: list[WorkerSpec], stop: threading.Event) -> int:
-    """Run one process per spec, restart those that die, stop them all on `stop`."""
-    context = multiprocessing.get_context("spawn")
-    slots = [_Supervised(spec, context) for spec in specs]
-    for slot in slots:
-        slot.start()
-    while not stop.wait(SUPERVISE_INTERVAL):
-        for slot in slots:
-            slot.check()
-    log.info("stopping %d worker(s)", len(slots))
-    for slot in slots:
-        if slot.process.is_alive():
-            slot.process.terminate()  # SIGTERM: the worker disconnects cleanly
-    deadline = time.monotonic() + WORKER_STOP_TIMEOUT
-    for slot in slots:
-        slot.process.join(max(0.0, deadline - time.monotonic()))
-        if slot.process.is_alive():
-            log.warning("worker %d did not stop in time; killing it", slot.spec.index)
-            slot.process.kill()
-            slot.process.join()
-    return 0

@@ -1,83 +1,79 @@
-"""The MQTT runtime: one paho client that hands every incoming message to a dispatcher.
+"""The MQTT runtime: one paho client whose network thread only receives, sends and acks.
 
 It knows nothing about routes beyond the subscription list it is given. What it
 guarantees:
 
+- paho's own network thread (`loop_start`) reads, writes, pings and acks; it
+  never runs user code and never waits for a backend, so keepalive holds
+  whatever handlers do. Each received message goes to the `Intake`
+  (core/intake.py), whose handler threads route it: one topic in arrival order,
+  different topics in parallel (MQTT_HANDLER_CONCURRENCY).
+- A QoS 1 message is acknowledged only after its handler returned, and PUBACKs
+  leave in arrival order (core/acks.py), so a crash mid-handler means the broker
+  redelivers it (with a persistent session, also across a restart). The broker's
+  in-flight window (MQTT 5 Receive Maximum = MQTT_MAX_INFLIGHT; mosquitto's
+  `max_inflight_messages` for 3.1.1) bounds how many unacknowledged messages we hold.
 - Every subscription is (re)sent in `on_connect`, so each reconnect restores them
-  all; reconnects back off from `RECONNECT_MIN_DELAY` to `RECONNECT_MAX_DELAY`.
-- Handlers run inline on the network thread (`loop_forever` in our own thread),
-  one message at a time, in arrival order. A QoS 1/2 message is acknowledged only
-  after its handler returned (paho `manual_ack`), so a crash mid-handler means the
-  broker redelivers it (with a persistent session, also across a restart). Acks
-  therefore leave in arrival order, and the broker's in-flight window (MQTT 5
-  Receive Maximum = MQTT_MAX_INFLIGHT; mosquitto's `max_inflight_messages` for
-  3.1.1) bounds how many unacknowledged messages we hold.
-- A handler exception never stops the loop: it is logged with topic and route,
-  the message is retried up to MQTT_HANDLER_RETRIES attempts, then acknowledged and
-  dead-lettered. A `PayloadError` (undecodable payload) is permanent: dead-lettered
-  at once. A topic no route matches is acknowledged and logged at DEBUG.
-- Dead letters go to `{MQTT_DEAD_LETTER_TOPIC}/{original topic}` at QoS 1 with a
-  JSON body: topic, route, error, attempts, qos, retain, payload (UTF-8 text when it
-  decodes, else base64, as `payload_encoding` says) and failed_at (UTC ISO time).
-- Handlers publish on the same connection; any other thread publishes through a
-  second connection `{client id}-out`, because paho under `loop_forever` would
-  write from the calling thread and race the network thread.
-- Persistent sessions (MQTT_PERSISTENT_SESSION) need a fixed client id: 3.1.1
+  all; reconnects start after `RECONNECT_MIN_DELAY` and back off to `RECONNECT_MAX_DELAY`.
+- Handler failures, payload errors and backend outages follow the intake's rules:
+  retried then dead-lettered, dead-lettered at once, and held unacknowledged
+  until the backend is back. An exception in any paho callback is caught,
+  logged with the topic and counted (`callback_errors`): the network loop never ends
+  because of what a message holds.
+- Publishing is safe from any thread: paho's loop thread writes the socket, other
+  threads only queue packets. MQTT 5 properties go through (`MessageProperties`);
+  over 3.1.1 they are refused.
+- On MQTT 5, non-shared routes subscribe with NoLocal: the app's own publications
+  (replies, dead letters) never come back to it through them.
+- Sessions are persistent by default (MQTT_PERSISTENT_SESSION=true): 3.1.1
   connects with clean_session=False; 5 with clean_start=False and
-  SessionExpiryInterval=MQTT_SESSION_EXPIRY on every CONNECT.
+  SessionExpiryInterval=MQTT_SESSION_EXPIRY on every CONNECT. The client id is
+  MQTT_CLIENT_ID, else a stable id made of APP_NAME and the host name
+  (`default_client_id`), so a restarted app finds its session again.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import contextlib
+import functools
 import logging
-import ssl
+import re
+import socket
 import threading
-import time
-import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from backends.mqtt_client import (
+    connect_async,
+    generated_client_id,
+    is_mqtt5,
+    new_paho_client,
+)
+from backends.mqtt_message import MessageProperties, Payload, prepare_publish
 from config.settings import ConfigError, Settings
-from core.message import Message, PayloadError
-from core.topics import validate_publish_topic
+from core.acks import AckSequencer
+from core.intake import Dispatcher, Intake, IntakeStats, Outbox
+from core.topics import SHARE_PREFIX
 
 log = logging.getLogger(__name__)
 
-#: Seconds before the first reconnect attempt; doubles per failed attempt.
-RECONNECT_MIN_DELAY = 1
-#: Seconds between reconnect attempts at most.
-RECONNECT_MAX_DELAY = 30
-#: Seconds before the second attempt of a failing handler; doubles per attempt.
-HANDLER_RETRY_DELAY = 0.05
 #: Highest QoS we subscribe with. paho answers a QoS 2 PUBLISH with PUBREC before
 #: the handler runs and, with manual acks, ignores a redelivered PUBREL it does not
 #: know: a crash mid-handler would lose the message and leak a broker in-flight
 #: slot. Acking after the handler is only sound up to QoS 1 (at least once).
 MAX_SUBSCRIBE_QOS = 1
-#: Seconds `stop()` waits for the network thread to finish.
+#: Seconds `stop()` waits for handlers to finish the messages already received.
 STOP_TIMEOUT = 10.0
-#: QoS of dead-letter publications: at least once, so a poison message is not lost twice.
-DEAD_LETTER_QOS = 1
-#: Seconds the side publisher (for non-network threads) waits for its first connection.
-SIDE_CONNECT_TIMEOUT = 5.0
-#: Prefix of generated client ids (a random suffix makes each run distinct).
-CLIENT_ID_PREFIX = "mqtt-jobs-"
+#: Characters kept in a derived client id; others become `-`.
+_CLIENT_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: MQTT 5 DISCONNECT reason code sent when another client took over our session.
+SESSION_TAKEN_OVER = 142
 
-
-class Dispatcher(Protocol):
-    """What the runtime needs from the router: route one message."""
-
-    def dispatch(self, message: Message) -> bool:
-        """Run the matching route; False if none matched; raise what the handler raised."""
+_Callback = TypeVar("_Callback", bound=Callable[..., None])
 
 
 class SubscriptionSpec(Protocol):
@@ -92,91 +88,51 @@ class SubscriptionSpec(Protocol):
         """Maximum QoS requested for it."""
 
 
-def generated_client_id() -> str:
-    """A fresh random client id, for runs without MQTT_CLIENT_ID (non-persistent sessions)."""
-    return CLIENT_ID_PREFIX + uuid.uuid4().hex[:12]
+def default_client_id(settings: Settings) -> str:
+    """The client id of this process: MQTT_CLIENT_ID, else one that survives restarts.
 
-
-def check_session_settings(settings: Settings) -> None:
-    """`ConfigError` if a persistent session is asked for without a fixed client id."""
-    if settings.mqtt_persistent_session and not settings.mqtt_client_id:
-        raise ConfigError(
-            "MQTT_PERSISTENT_SESSION=true needs a fixed MQTT_CLIENT_ID: the broker keeps the "
-            "session under that id, and a generated id would start an empty session each run"
-        )
-
-
-def _route_pattern(message: Message) -> str:
-    route = message.route
-    if route is None:
-        return "-"
-    return str(getattr(route, "pattern", route))
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def new_paho_client(settings: Settings, client_id: str, persistent: bool) -> paho.Client:
-    """A paho 2.x client with the protocol, credentials, TLS and limits of `settings`.
-
-    Messages are acknowledged manually (`client.ack`), after their handler.
+    A persistent session needs the same id at every start, so without
+    MQTT_CLIENT_ID it is `{APP_NAME}-{host name}`; a clean session gets a random
+    id. Two processes must never share an id (the broker would disconnect one
+    of them for the other, over and over): `--run --workers N` appends the
+    worker number, and two apps on one host need their own APP_NAME or
+    MQTT_CLIENT_ID.
     """
-    v5 = settings.mqtt_protocol == "5"
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=None if v5 else not persistent,
-        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        manual_ack=True,
-    )
-    if settings.mqtt_username:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    if settings.mqtt_tls_enabled:
-        client.tls_set(
-            ca_certs=settings.mqtt_tls_ca,
-            certfile=settings.mqtt_tls_cert,
-            keyfile=settings.mqtt_tls_key,
-            cert_reqs=ssl.CERT_NONE if settings.mqtt_tls_insecure else ssl.CERT_REQUIRED,
-        )
-        if settings.mqtt_tls_insecure:
-            client.tls_insecure_set(True)
-    client.max_inflight_messages_set(settings.mqtt_max_inflight)
-    client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)
-    return client
+    if settings.mqtt_client_id:
+        return settings.mqtt_client_id
+    if not settings.mqtt_persistent_session:
+        return generated_client_id()
+    derived = f"{settings.app_name}-{socket.gethostname()}"
+    return _CLIENT_ID_UNSAFE.sub("-", derived).strip("-") or generated_client_id()
 
 
-def connect_async(client: paho.Client, settings: Settings, persistent: bool) -> None:
-    """Set the CONNECT parameters; the network loop connects (and reconnects) with them.
+def _guarded(callback: _Callback) -> _Callback:
+    """Wrap a paho callback method: an exception is logged and counted, never raised.
 
-    MQTT 5: Receive Maximum = MQTT_MAX_INFLIGHT; a persistent session sends
-    clean_start=False and SessionExpiryInterval=MQTT_SESSION_EXPIRY on EVERY
-    connect (paho's default, clean start on the first connect only, would wipe
-    the session at each process start).
+    paho re-raises a callback's exception out of its network loop, which would
+    end the loop (and the process) over one bad message.
     """
-    assert settings.mqtt_host is not None
-    if settings.mqtt_protocol != "5":
-        client.connect_async(settings.mqtt_host, settings.mqtt_port, settings.mqtt_keepalive)
-        return
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.ReceiveMaximum = settings.mqtt_max_inflight
-    if persistent:
-        properties.SessionExpiryInterval = settings.mqtt_session_expiry
-    client.connect_async(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        settings.mqtt_keepalive,
-        clean_start=not persistent,
-        properties=properties,
-    )
+
+    @functools.wraps(callback)
+    def run(self: MqttRuntime, *args: Any) -> None:
+        try:
+            callback(self, *args)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("MQTT callback %s of %s failed", callback.__name__, self.describe)
+
+    return cast(_Callback, run)
 
 
 class MqttRuntime:
-    """A connected paho client feeding `dispatcher` with the messages of `subscriptions`.
+    """A connected paho client feeding the router with the messages of `subscriptions`.
 
-    `start()` connects in the background (retrying until the broker answers),
-    `stop()` finishes the message being handled, disconnects and joins the thread.
-    `publish()` is what `Message.publish` calls from handlers.
+    `start()` connects in the background (retrying until the broker answers);
+    `stop()` stops taking messages, lets handlers finish those received (their
+    PUBACKs go out), disconnects and joins the network thread. `publish()` is
+    what `Message.publish` calls from handlers, from any thread. With an
+    `outbox`, what handlers dispatch is stored per batch before the acks (see
+    core/intake.py).
     """
 
     def __init__(
@@ -185,14 +141,14 @@ class MqttRuntime:
         dispatcher: Dispatcher,
         subscriptions: Sequence[SubscriptionSpec],
         client_id: str | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
-        check_session_settings(settings)
         if settings.mqtt_host is None:
             raise ConfigError("MQTT_HOST is not set: start the embedded broker first (core.app)")
         self.settings = settings
         self.host: str = settings.mqtt_host
         self.port = settings.mqtt_port
-        self.client_id = client_id or settings.mqtt_client_id or generated_client_id()
+        self.client_id = client_id or default_client_id(settings)
         self.subscriptions = [(sub.topic, min(sub.qos, MAX_SUBSCRIBE_QOS)) for sub in subscriptions]
         for sub in subscriptions:
             if sub.qos > MAX_SUBSCRIBE_QOS:
@@ -203,60 +159,78 @@ class MqttRuntime:
                     sub.qos,
                     MAX_SUBSCRIBE_QOS,
                 )
-        self._dispatcher = dispatcher
-        self._v5 = settings.mqtt_protocol == "5"
-        self._attempts = settings.mqtt_handler_retries
-        self._dead_letter_prefix = settings.mqtt_dead_letter_topic.rstrip("/") + "/"
-        self._handling = threading.Lock()  #: held while a message is handled and acked
+        self._v5 = is_mqtt5(settings)
         self._stopping = False
+        self._started = False
         self._connected = False
         self._pending_subscribe: dict[int, list[str]] = {}
-        self._thread: threading.Thread | None = None
-        self._side: paho.Client | None = None  #: publisher for non-network threads
-        self._side_lock = threading.Lock()
 
         #: Set while connected with every subscription acknowledged by the broker.
         self.ready = threading.Event()
         self.connections = 0  #: successful CONNACKs so far (1 + reconnects)
-        self.handled = 0  #: messages whose route returned
-        self.unmatched = 0  #: messages no route matched (acked)
-        self.dead_lettered = 0  #: messages published to the dead-letter topic
-        self.handler_failures = 0  #: failed handler attempts, retries included
+        self.callback_errors = 0  #: exceptions caught in paho callbacks
 
         self.client = self._build_client()
+        self._acks = AckSequencer(self.client.ack)
+        self.intake = Intake(
+            dispatcher,
+            self.publish,
+            self._acks,
+            concurrency=settings.mqtt_handler_concurrency,
+            window=settings.mqtt_max_inflight,
+            attempts=settings.mqtt_handler_retries,
+            dead_letter_prefix=settings.mqtt_dead_letter_topic.rstrip("/") + "/",
+            dead_letter_max_bytes=settings.mqtt_dead_letter_max_bytes,
+            outbox=outbox,
+        )
+
+    # -- counters (see IntakeStats) ----------------------------------------------
+
+    @property
+    def stats(self) -> IntakeStats:
+        """The intake's counters."""
+        return self.intake.stats
+
+    @property
+    def handled(self) -> int:
+        """Messages whose route returned."""
+        return self.intake.stats.handled
+
+    @property
+    def unmatched(self) -> int:
+        """Messages no route matched (acknowledged)."""
+        return self.intake.stats.unmatched
+
+    @property
+    def dead_lettered(self) -> int:
+        """Messages published to the dead-letter topic."""
+        return self.intake.stats.dead_lettered
+
+    @property
+    def acked(self) -> int:
+        """PUBACKs handed to the network thread so far."""
+        return self._acks.acked
+
+    @property
+    def handler_failures(self) -> int:
+        """Failed handler attempts, retries included."""
+        return self.intake.stats.handler_failures
 
     # -- setup --------------------------------------------------------------------
 
     def _build_client(self) -> paho.Client:
         settings = self.settings
-        client = new_paho_client(settings, self.client_id, settings.mqtt_persistent_session)
+        client = new_paho_client(
+            settings, self.client_id, settings.mqtt_persistent_session, manual_ack=True
+        )
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
         connect_async(client, settings, settings.mqtt_persistent_session)
         return client
-
-    def _side_publisher(self) -> paho.Client:
-        """The connection publishing for threads other than the network thread.
-
-        paho, run by `loop_forever` in our thread, writes a publish straight to the
-        socket from the calling thread, which races the network thread (fatal on a
-        TLS socket). Other threads therefore publish through this second, clean-session
-        connection (`{client id}-out`), made on first use with paho's own thread.
-        """
-        with self._side_lock:
-            if self._side is None:
-                connected = threading.Event()
-                side = new_paho_client(self.settings, f"{self.client_id}-out", persistent=False)
-                side.on_connect = lambda *_args: connected.set()
-                connect_async(side, self.settings, persistent=False)
-                side.loop_start()
-                if not connected.wait(SIDE_CONNECT_TIMEOUT):
-                    log.warning("side publisher of %s is not connected yet", self.describe)
-                self._side = side
-            return self._side
 
     @property
     def describe(self) -> str:
@@ -267,52 +241,40 @@ class MqttRuntime:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the network thread; it connects, retrying with backoff until it succeeds."""
-        if self._thread is not None:
+        """Start paho's network thread; it connects, retrying with backoff until it succeeds."""
+        if self._started:
             raise RuntimeError("MqttRuntime.start() called twice")
-        self._thread = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
-        self._thread.start()
-
-    def _network_loop(self) -> None:
-        try:
-            self.client.loop_forever(retry_first_connection=True)
-        except Exception:
-            log.exception("MQTT network loop of %s crashed", self.describe)
-            raise
+        self._started = True
+        if self.client.loop_start() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise RuntimeError(f"cannot start the MQTT network thread of {self.describe}")
 
     @property
     def alive(self) -> bool:
         """True while the network thread runs (connected or reconnecting)."""
-        return self._thread is not None and self._thread.is_alive()
+        thread: threading.Thread | None = getattr(self.client, "_thread", None)
+        return thread is not None and thread.is_alive()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until connected and subscribed; True if that happened within `timeout` s."""
         return self.ready.wait(timeout)
 
-    def stop(self) -> None:
-        """Finish the message in hand, disconnect and end the network thread.
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop taking messages, finish those received, disconnect, end the network thread.
 
-        Messages that arrive after this are neither handled nor acknowledged: a
+        Messages that arrive after this are neither handled nor acknowledged, nor
+        are those whose handler is still running after `timeout` seconds: a
         persistent session gets them redelivered at the next start.
         """
-        acquired = self._handling.acquire(timeout=STOP_TIMEOUT)
         self._stopping = True
-        if acquired:
-            self._handling.release()
-        else:
+        if not self.intake.stop(timeout):
             log.warning("a handler of %s is still running; disconnecting anyway", self.describe)
         self.client.disconnect()
-        if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT)
-            if self._thread.is_alive():
-                log.warning("MQTT network thread of %s did not stop in time", self.describe)
+        self.client.loop_stop()
         self.ready.clear()
-        if self._side is not None:
-            self._side.disconnect()
-            self._side.loop_stop()
 
     # -- paho callbacks (network thread) -----------------------------------------
 
+    @_guarded
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
@@ -321,6 +283,11 @@ class MqttRuntime:
             return
         self.connections += 1
         self._connected = True
+        broker_limit = getattr(properties, "MaximumPacketSize", None)
+        if isinstance(broker_limit, int) and broker_limit > 0:
+            self.intake.dead_letter_max_bytes = min(
+                self.settings.mqtt_dead_letter_max_bytes, broker_limit
+            )
         log.info(
             "connected to MQTT broker as %s (session present: %s)",
             self.describe,
@@ -337,27 +304,47 @@ class MqttRuntime:
         self._pending_subscribe[mid] = [topic for topic, _ in self.subscriptions]
 
     def _subscribe_request(self) -> list[tuple[str, Any]]:
-        """SUBSCRIBE entries; on MQTT 5 retained messages come only for a new subscription.
+        """SUBSCRIBE entries; on MQTT 5 with NoLocal and retained messages for new ones only.
 
-        A reconnect resubscribes every route; without RetainHandling=1 the broker
-        would resend every retained message and handlers would run for them again.
-        This only helps a persistent session: a clean session starts without
-        subscriptions, so after each reconnect the retained messages come again
-        (MQTT semantics; handlers of retained topics should be idempotent).
+        NoLocal: the broker never sends this client its own publications on a
+        non-shared route, so a handler that publishes or replies under its own
+        filter is not handed its message back. MQTT 5 forbids NoLocal on a shared
+        subscription (a protocol error, [MQTT-3.8.3-4]; mosquitto 2.0 accepts the
+        bit and ignores it), so shared routes do receive the app's own messages.
+
+        RetainHandling=1: a reconnect resubscribes every route; without it the
+        broker would resend every retained message and handlers would run for
+        them again. This only helps a persistent session: a clean session starts
+        without subscriptions, so after each reconnect the retained messages come
+        again (MQTT semantics; handlers of retained topics should be idempotent).
         """
         if not self._v5:
             return list(self.subscriptions)
         return [
             (
                 topic,
-                SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB),
+                SubscribeOptions(
+                    qos=qos,
+                    noLocal=not topic.startswith(SHARE_PREFIX),
+                    retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB,
+                ),
             )
             for topic, qos in self.subscriptions
         ]
 
+    @_guarded
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # PUBACKs leave from handler threads one by one; with Nagle's algorithm each
+        # small write after the first waits for the broker's delayed TCP ACK (~40 ms),
+        # which caps the intake at about (in-flight window / 40 ms).
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    @_guarded
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         log.warning("cannot reach MQTT broker for %s; retrying with backoff", self.describe)
 
+    @_guarded
     def _on_disconnect(
         self,
         client: paho.Client,
@@ -367,18 +354,27 @@ class MqttRuntime:
         properties: Any,
     ) -> None:
         self.ready.clear()
+        # Before paho reconnects: acks of this connection's packet ids must not
+        # reach the next connection, where the same ids name other messages.
+        self._acks.new_connection()
         if not self._connected:
             return  # paho reports the end of an already closed connection again
         self._connected = False
         if self._stopping:
             log.info("disconnected %s: %s", self.describe, reason_code)
-        else:
-            log.warning(
-                "lost MQTT connection of %s: %s; reconnecting with backoff",
+            return
+        if getattr(reason_code, "value", None) == SESSION_TAKEN_OVER:
+            log.error(
+                "the broker disconnected %s: another client connected with the same client id "
+                "(set a distinct MQTT_CLIENT_ID or APP_NAME per process); reconnecting",
                 self.describe,
-                reason_code,
             )
+            return
+        log.warning(
+            "lost MQTT connection of %s: %s; reconnecting with backoff", self.describe, reason_code
+        )
 
+    @_guarded
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
     ) -> None:
@@ -394,113 +390,38 @@ class MqttRuntime:
         if not self._pending_subscribe:
             self.ready.set()
 
+    @_guarded
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        with self._handling:
-            if self._stopping:
-                return  # not acked: redelivered to the next session
-            try:
-                topic = msg.topic
-            except UnicodeDecodeError:
-                log.error("dropping a message whose topic is not UTF-8: %r", msg._topic)
-            else:
-                self._handle(topic, cast(bytes, msg.payload), msg.qos, msg.retain, msg.properties)
-            if msg.qos:
-                client.ack(msg.mid, msg.qos)
-
-    # -- message handling ---------------------------------------------------------
-
-    def _handle(self, topic: str, payload: bytes, qos: int, retain: bool, properties: Any) -> None:
-        """Route one message, retrying failures, dead-lettering what keeps failing; never raises."""
-        attempt = 1
-        while True:
-            message = Message(topic, payload, qos, retain, properties, publish=self.publish)
-            try:
-                if self._dispatcher.dispatch(message):
-                    self.handled += 1
-                else:
-                    self.unmatched += 1  # the router logs it at DEBUG; we still ack it
-                return
-            except PayloadError as exc:
-                log.error(
-                    "rejected payload on topic %r (route %s): %s",
-                    topic,
-                    _route_pattern(message),
-                    exc,
-                )
-                self._dead_letter(message, exc, attempt)
-                return
-            except BaseException as exc:
-                # SystemExit from a handler must not end the network thread.
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                self.handler_failures += 1
-                if attempt < self._attempts:
-                    log.warning(
-                        "handler for topic %r (route %s) failed on attempt %d/%d: %s; retrying",
-                        topic,
-                        _route_pattern(message),
-                        attempt,
-                        self._attempts,
-                        _error_text(exc),
-                    )
-                    time.sleep(HANDLER_RETRY_DELAY * 2 ** (attempt - 1))
-                    attempt += 1
-                    continue
-                log.error(
-                    "handler for topic %r (route %s) failed %d time(s); dead-lettering it",
-                    topic,
-                    _route_pattern(message),
-                    attempt,
-                    exc_info=exc,
-                )
-                self._dead_letter(message, exc, attempt)
-                return
-
-    def _dead_letter(self, message: Message, exc: BaseException, attempts: int) -> None:
-        if message.topic.startswith(self._dead_letter_prefix):
-            # A route on the dead-letter topics failed too: re-publishing would loop.
-            log.error("dead letter on %r failed again; dropping it", message.topic)
-            return
         try:
-            text: str | None = message.payload.decode("utf-8")
+            topic = msg.topic
         except UnicodeDecodeError:
-            text = None
-        body = {
-            "topic": message.topic,
-            "route": _route_pattern(message),
-            "error": _error_text(exc),
-            "attempts": attempts,
-            "qos": message.qos,
-            "retain": message.retain,
-            "payload": text if text is not None else base64.b64encode(message.payload).decode(),
-            "payload_encoding": "utf-8" if text is not None else "base64",
-            "failed_at": datetime.now(UTC).isoformat(),
-        }
-        target = self._dead_letter_prefix + message.topic
-        info = self.client.publish(
-            target, json.dumps(body, separators=(",", ":")), qos=DEAD_LETTER_QOS
-        )
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            log.error("could not publish dead letter to %r: %s; body %s", target, info.rc, body)
+            log.error("dropping a message whose topic is not UTF-8: %r", msg._topic[:200])
+            if msg.qos:
+                self._acks.done(self._acks.take(msg.mid, msg.qos))
             return
-        self.dead_lettered += 1
-        log.warning("dead-lettered message from %r to %r", message.topic, target)
+        self.intake.accept(
+            topic, cast(bytes, msg.payload), msg.qos, msg.retain, msg.properties, msg.mid
+        )
 
     # -- publishing ---------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
-        """Publish through this client; `ValueError` for a wildcard/NUL/empty topic.
+    def publish(
+        self,
+        topic: str,
+        payload: Payload,
+        qos: int = 0,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> None:
+        """Publish through this client from any thread; `ValueError` for a bad topic or payload.
 
-        Handlers run on the network thread and publish on the main connection;
-        other threads publish through a second connection (see `_side_publisher`).
-
+        The calling thread only queues the packet; paho's network thread sends it.
         QoS 1/2 messages published while disconnected are queued and sent after
-        the reconnect; a QoS 0 message is dropped then, with a warning.
+        the reconnect; a QoS 0 message is dropped then, with a warning. MQTT 5
+        `properties` over MQTT 3.1.1 raise `PropertiesNotSupported`.
         """
-        validate_publish_topic(topic)
-        network_thread = self._thread is None or threading.current_thread() is self._thread
-        client = self.client if network_thread else self._side_publisher()
-        info = client.publish(topic, payload, qos, retain)
+        body, packed = prepare_publish(topic, payload, properties, self._v5)
+        info = self.client.publish(topic, body, qos, retain, packed)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             return
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:

@@ -13,14 +13,21 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
-from core.handler_call import Handler, sync_caller
+from core.handler_call import sync_caller
 from core.message import Message, PayloadError
 from core.middleware import AnyMiddleware, Next, build_chain, handle_function, middleware_name
+from core.payloads import body_caller
 from core.topics import LITERAL, REST, parse_pattern, share_topic
 
 logger = logging.getLogger(__name__)
+
+#: A route handler: `handler(message)`, or `handler(message, body: Model)` for a typed body
+#: (core/payloads.py); `def` or `async def`.
+RouteHandler = Callable[..., Any]
+#: The decorated function, returned unchanged by `@router.on(...)`.
+H = TypeVar("H", bound=RouteHandler)
 
 #: QoS levels MQTT defines.
 QOS_LEVELS = (0, 1, 2)
@@ -42,8 +49,10 @@ class Route:
     """
 
     __slots__ = (
+        "_call",
         "_chain",
         "_param_positions",
+        "_rest_capture",
         "filter",
         "handler",
         "max_payload",
@@ -57,7 +66,7 @@ class Route:
     def __init__(
         self,
         pattern: str,
-        handler: Handler,
+        handler: RouteHandler,
         qos: int = 0,
         shared: bool = False,
         middleware: list[AnyMiddleware] | None = None,
@@ -89,12 +98,19 @@ class Route:
         self.middleware = middleware
         self.max_payload = max_payload
         self.name = name or handler_name(handler)
+        self._call = body_caller(handler, pattern)  #: the handler, parsing a typed body first
         self._param_positions = parsed.param_positions
+        self._rest_capture = parsed.rest_capture
         self._chain: Next | None = None
 
     def params_from(self, levels: list[str]) -> dict[str, str]:
-        """The `{name}` values of this route in the split topic `levels`."""
-        return {name: levels[i] for i, name in self._param_positions}
+        """The `{name}` values of this route in the split topic `levels`, and the rest of
+        the topic under a `{name:#}` (levels joined with `/`; empty if there are none)."""
+        params = {name: levels[i] for i, name in self._param_positions}
+        if self._rest_capture is not None:
+            start, name = self._rest_capture
+            params[name] = "/".join(levels[start:])
+        return params
 
     def copy(self, extra_middleware: list[AnyMiddleware]) -> Route:
         """This route with `extra_middleware` run before its own (used by `include`)."""
@@ -210,15 +226,17 @@ class Router:
     """The route table and dispatcher.
 
     Patterns are MQTT topic filters whose levels may also be `{name}` (one level,
-    delivered as `message.params[name]`); `+` and `#` mean what MQTT says (`#`
-    last only and matching the parent level too; a leading wildcard never
-    matches a topic starting with `$`). Patterns are validated when registered.
+    delivered as `message.params[name]`) and whose last level may be `{name:#}`
+    (subscribed and matched as `#`; the rest of the topic is delivered as
+    `message.params[name]`); `+` and `#` mean what MQTT says (`#` last only and
+    matching the parent level too; a leading wildcard never matches a topic
+    starting with `$`). Patterns are validated when registered.
     Two routes may not share one MQTT filter (e.g. `a/{x}` and `a/+`): only one
     of them could ever receive a message, so the second registration fails.
 
     Precedence, when several routes match a topic: compare the patterns level by
     level from the left; at the first level where they differ, a literal beats
-    `{name}`/`+`, which beats `#`. When one pattern ends exactly where the topic
+    `{name}`/`+`, which beats `#`/`{name:#}`. When one pattern ends exactly where the topic
     ends and the other continues with a `#` matching zero levels (`a/+` vs
     `a/+/#` for `a/b`), the one that ends wins: it matches strictly fewer topics.
     Two distinct filters always differ somewhere under these rules, so
@@ -238,6 +256,9 @@ class Router:
         self._root = _Node()
         self._global: list[AnyMiddleware] = []
         self.unmatched = 0  #: messages `dispatch` found no route for
+        #: Byte limit of routes without their own `max_payload` (None: no limit).
+        #: The runtime sets it from MQTT_MAX_PAYLOAD.
+        self.default_max_payload: int | None = None
 
     # -- registration -------------------------------------------------------
 
@@ -252,13 +273,13 @@ class Router:
         middleware: list[AnyMiddleware] | None = None,
         max_payload: int | None = None,
         name: str | None = None,
-    ) -> Callable[[Handler], Handler]: ...
+    ) -> Callable[[H], H]: ...
 
     @overload
     def on(
         self,
         pattern: str,
-        handler: Handler,
+        handler: RouteHandler,
         *,
         qos: int = 0,
         shared: bool = False,
@@ -270,14 +291,14 @@ class Router:
     def on(
         self,
         pattern: str,
-        handler: Handler | None = None,
+        handler: RouteHandler | None = None,
         *,
         qos: int = 0,
         shared: bool = False,
         middleware: list[AnyMiddleware] | None = None,
         max_payload: int | None = None,
         name: str | None = None,
-    ) -> Route | Callable[[Handler], Handler]:
+    ) -> Route | Callable[[H], H]:
         """Route `pattern` to `handler`; without `handler`, a decorator doing the same.
 
         The direct form returns the new `Route`; the decorator returns the function
@@ -285,7 +306,7 @@ class Router:
         """
         if handler is None:
 
-            def decorator(function: Handler) -> Handler:
+            def decorator(function: H) -> H:
                 self.on(
                     pattern,
                     function,
@@ -426,9 +447,11 @@ class Router:
         """Run the best route for `message`; False (and `unmatched` += 1) if none matches.
 
         Sets `message.route` and `message.params`, refuses a payload over the
-        route's `max_payload` with `PayloadTooLarge` before any middleware or
-        decoding, then runs global -> group -> route middleware and the handler
-        (an async handler runs on the shared loop; this call waits for it).
+        route's `max_payload` (else `default_max_payload`) with `PayloadTooLarge`
+        before any middleware or decoding, then runs global -> group -> route
+        middleware and the handler (an async handler runs on the shared loop;
+        this call waits for it). A handler declaring a typed body gets it parsed
+        after the middleware (core/payloads.py: `PayloadValidationError` if invalid).
         Exceptions from middleware or handler propagate to the caller.
         """
         found = self._find(message.topic)
@@ -439,16 +462,16 @@ class Router:
         route, levels = found
         message.route = route
         message.params = route.params_from(levels) if levels is not None else {}
-        if route.max_payload is not None and len(message.payload) > route.max_payload:
+        limit = route.max_payload if route.max_payload is not None else self.default_max_payload
+        if limit is not None and len(message.payload) > limit:
+            source = "max_payload" if route.max_payload is not None else "MQTT_MAX_PAYLOAD"
             raise PayloadTooLarge(
                 f"payload on {message.topic!r} is {len(message.payload)} bytes, over the "
-                f"max_payload of {route.max_payload} bytes of route {route.pattern!r}"
+                f"{source} of {limit} bytes of route {route.pattern!r}"
             )
         chain = route._chain
         if chain is None:
-            chain = route._chain = build_chain(
-                self.middleware_for(route), sync_caller(route.handler)
-            )
+            chain = route._chain = build_chain(self.middleware_for(route), sync_caller(route._call))
         chain(message)
         return True
 
@@ -505,13 +528,13 @@ class RouteGroup:
         middleware: list[AnyMiddleware] | None = None,
         max_payload: int | None = None,
         name: str | None = None,
-    ) -> Callable[[Handler], Handler]: ...
+    ) -> Callable[[H], H]: ...
 
     @overload
     def on(
         self,
         pattern: str,
-        handler: Handler,
+        handler: RouteHandler,
         *,
         qos: int = 0,
         shared: bool = False,
@@ -523,14 +546,14 @@ class RouteGroup:
     def on(
         self,
         pattern: str,
-        handler: Handler | None = None,
+        handler: RouteHandler | None = None,
         *,
         qos: int = 0,
         shared: bool = False,
         middleware: list[AnyMiddleware] | None = None,
         max_payload: int | None = None,
         name: str | None = None,
-    ) -> Route | Callable[[Handler], Handler]:
+    ) -> Route | Callable[[H], H]:
         """`Router.on` with this group's prefix, middleware and max_payload applied."""
         return self.router.on(
             self.full_pattern(pattern),

@@ -1,4 +1,4 @@
-"""`main.py --routes`: print the route table discovered in routes/.
+"""`main.py --routes`: print the route table discovered in the ROUTES_PACKAGE (`routes/`).
 
 Shows, per route, the pattern, what is actually subscribed (with
 `$share/{MQTT_GROUP_NAME}/` for shared routes), QoS, the handler and the full
@@ -19,9 +19,6 @@ from core.topics import share_topic
 
 #: Column titles of the text table, in order.
 COLUMNS = ("pattern", "subscription", "qos", "shared", "handler", "middleware")
-
-#: Package scanned for route modules.
-ROUTES_PACKAGE = "routes"
 
 
 def route_rows(router: Router, group_name: str) -> list[dict[str, Any]]:
@@ -66,15 +63,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def routes_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the route table of routes/ (JSON with --json); 0 on success."""
-    router = load_routes(ROUTES_PACKAGE)
+    """Print the route table of the ROUTES_PACKAGE (JSON with --json); 0 on success."""
+    router = load_routes(settings.routes_package)
     rows = route_rows(router, settings.mqtt_group_name)
     if getattr(args, "json", False):
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print(
-            f"No routes were found in {ROUTES_PACKAGE}/: add a module there that defines "
+            f"No routes were found in {settings.routes_package}: add a module there that defines "
             f"`router = Router()` and registers handlers with @router.on(...)."
         )
         return 0

@@ -2,7 +2,10 @@
 
 A route pattern is an MQTT topic filter in which a level may also be written
 `{name}`: such a level matches exactly one topic level (like `+`) and its value
-is handed to the handler as `message.params[name]`. Everything here is pure
+is handed to the handler as `message.params[name]`. The last level may be
+`{name:#}`: it matches like `#` (the rest of the topic, zero levels or more) and
+`message.params[name]` holds that rest, levels joined with `/` (empty when it
+matched zero levels). Everything here is pure
 string work, shared by the router (patterns -> filters) and by handlers that
 publish (`build_topic`), so a parameter can never widen or escape a topic.
 """
@@ -11,14 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Longest topic name or filter MQTT allows, in UTF-8 bytes (a 16-bit length prefix).
-MAX_TOPIC_BYTES = 65535
+# The topic-name rules live with the publishers (backends/): re-exported for handlers.
+from backends.mqtt_message import MAX_TOPIC_BYTES as MAX_TOPIC_BYTES
+from backends.mqtt_message import validate_publish_topic as validate_publish_topic
 
 #: Prefix of an MQTT 5 shared subscription: `$share/{group}/{filter}`.
 SHARE_PREFIX = "$share/"
 
 SINGLE_LEVEL = "+"
 MULTI_LEVEL = "#"
+#: What follows a parameter's name in a `{name:#}` level, which captures the rest of the topic.
+REST_CAPTURE = ":#"
 
 #: Kinds of a parsed pattern level.
 LITERAL, PARAM, WILDCARD, REST = "literal", "param", "wildcard", "rest"
@@ -28,8 +34,9 @@ LITERAL, PARAM, WILDCARD, REST = "literal", "param", "wildcard", "rest"
 class Level:
     """One level of a route pattern: its kind and its text (or parameter name)."""
 
-    kind: str  #: LITERAL, PARAM (`{name}`), WILDCARD (`+`) or REST (`#`)
+    kind: str  #: LITERAL, PARAM (`{name}`), WILDCARD (`+`) or REST (`#` or `{name:#}`)
     text: str  #: the literal text, the parameter name, `+` or `#`
+    capture: str | None = None  #: the parameter name of a `{name:#}` level
 
     @property
     def filter_text(self) -> str:
@@ -54,6 +61,12 @@ class Pattern:
         """(level index, parameter name) of each `{name}` level, left to right."""
         return tuple((i, lv.text) for i, lv in enumerate(self.levels) if lv.kind == PARAM)
 
+    @property
+    def rest_capture(self) -> tuple[int, str] | None:
+        """(level index, parameter name) of a final `{name:#}` level, else None."""
+        last = self.levels[-1]
+        return None if last.capture is None else (len(self.levels) - 1, last.capture)
+
 
 def _is_param_name(name: str) -> bool:
     return name.isidentifier()
@@ -71,6 +84,8 @@ def parse_level(pattern: str, level: str, is_last: bool) -> Level:
         return Level(WILDCARD, level)
     if level.startswith("{") and level.endswith("}") and level.count("{") == 1:
         name = level[1:-1]
+        if name.endswith(REST_CAPTURE):
+            return _rest_capture(pattern, level, name[: -len(REST_CAPTURE)], is_last)
         if not _is_param_name(name):
             raise ValueError(
                 f"route pattern {pattern!r}: parameter {level!r} must be a Python identifier "
@@ -90,12 +105,27 @@ def parse_level(pattern: str, level: str, is_last: bool) -> Level:
     return Level(LITERAL, level)
 
 
+def _rest_capture(pattern: str, level: str, name: str, is_last: bool) -> Level:
+    """The `{name:#}` level: `#` whose match is kept as `message.params[name]`."""
+    if not _is_param_name(name):
+        raise ValueError(
+            f"route pattern {pattern!r}: parameter {level!r} must be a Python identifier "
+            f"followed by ':#', such as {{path:#}}"
+        )
+    if not is_last:
+        raise ValueError(
+            f"route pattern {pattern!r}: {level!r} must be the last level "
+            f"(it captures the rest of the topic, like '#')"
+        )
+    return Level(REST, MULTI_LEVEL, name)
+
+
 def parse_pattern(pattern: str) -> Pattern:
     """Parse and validate a route pattern; `ValueError` naming the pattern and the problem.
 
-    Rejects: empty patterns, NUL, `#` anywhere but alone in the last level, `+`
-    or `{...}` sharing a level with other text, bad or duplicate parameter
-    names, `$share/...` (use `shared=True`), and filters over 65535 bytes.
+    Rejects: empty patterns, NUL, `#` or `{name:#}` anywhere but alone in the
+    last level, `+` or `{...}` sharing a level with other text, bad or duplicate
+    parameter names, `$share/...` (use `shared=True`), and filters over 65535 bytes.
     """
     if not isinstance(pattern, str):
         raise TypeError(f"route pattern must be a string, got {type(pattern).__name__}")
@@ -114,40 +144,20 @@ def parse_pattern(pattern: str) -> Pattern:
     )
     seen: set[str] = set()
     for level in levels:
-        if level.kind == PARAM:
-            if level.text in seen:
+        name = level.text if level.kind == PARAM else level.capture
+        if name is not None:
+            if name in seen:
                 raise ValueError(
-                    f"route pattern {pattern!r}: parameter {{{level.text}}} appears twice; "
+                    f"route pattern {pattern!r}: parameter {{{name}}} appears twice; "
                     f"each parameter name must be unique"
                 )
-            seen.add(level.text)
+            seen.add(name)
     parsed = Pattern(pattern, levels)
     if len(parsed.filter.encode("utf-8")) > MAX_TOPIC_BYTES:
         raise ValueError(
             f"route pattern {pattern[:60]!r}...: filter is longer than {MAX_TOPIC_BYTES} bytes"
         )
     return parsed
-
-
-def validate_publish_topic(topic: str) -> str:
-    """Return `topic` if it is a valid MQTT topic name to publish to, else `ValueError`.
-
-    A topic name is non-empty, has no `+`/`#` wildcard and no NUL, and is at most
-    65535 bytes in UTF-8.
-    """
-    if not isinstance(topic, str):
-        raise TypeError(f"topic must be a string, got {type(topic).__name__}")
-    if topic == "":
-        raise ValueError("topic to publish to must not be empty")
-    if SINGLE_LEVEL in topic or MULTI_LEVEL in topic:
-        raise ValueError(
-            f"topic {topic!r} contains a wildcard ('+' or '#'); wildcards are for subscribing"
-        )
-    if "\x00" in topic:
-        raise ValueError(f"topic {topic!r} contains a NUL character")
-    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
-        raise ValueError(f"topic {topic[:60]!r}... is longer than {MAX_TOPIC_BYTES} bytes")
-    return topic
 
 
 def validate_param_value(name: str, value: object) -> str:

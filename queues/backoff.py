@@ -2,7 +2,8 @@
 
 A policy is a number of seconds, a list of seconds per attempt (the last value
 repeats), or `"exponential"`: a random delay in `[0, min(cap, base * 2**(n-1))]`
-("full jitter", so many jobs failing together do not retry in lockstep).
+("full jitter", so many jobs failing together do not retry in lockstep; drawn by
+support/backoff.py, the framework's one backoff rule).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+
+from support.backoff import full_jitter
 
 #: Seconds of the first exponential backoff step.
 EXPONENTIAL_BASE = 1.0
@@ -44,8 +47,7 @@ def backoff_delay(policy: BackoffPolicy, attempt: int, rng: random.Random | None
     """Seconds to wait before retrying after failed attempt number `attempt` (1-based)."""
     attempt = max(1, attempt)
     if isinstance(policy, str):
-        ceiling = min(EXPONENTIAL_CAP, EXPONENTIAL_BASE * 2.0 ** min(attempt - 1, 64))
-        return (rng or random).uniform(0.0, ceiling)
+        return full_jitter(attempt, EXPONENTIAL_BASE, EXPONENTIAL_CAP, rng)
     if isinstance(policy, int | float):
         return float(policy)
     steps = list(policy)

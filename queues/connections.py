@@ -1,15 +1,20 @@
 """Build queue drivers and the failed store from settings, once per process.
 
 `get_driver("redis" | "database" | None)` returns the process-wide driver of that
-connection (None means QUEUE_CONNECTION). Worker processes started with
-`--workers N` call `reset()` after fork so that no socket is shared across
-processes.
+connection (None means QUEUE_CONNECTION); `get_publisher()` the MQTT connection
+jobs publish through (`Job.publish`), opened on its first publish. Worker
+processes started with `--workers N` call `reset()` after fork so that no
+socket is shared across processes.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.settings import Settings, load_settings
 from queues.drivers.base import FailedStore, QueueDriver
@@ -17,6 +22,9 @@ from queues.failed_stores import FailedStores
 
 #: Kinds of failed store: the Redis failed lists and the SQL table.
 FAILED_STORE_KINDS = ("redis", "database")
+
+if TYPE_CHECKING:
+    from backends.mqtt_publisher import MqttPublisher
 
 _lock = threading.Lock()
 _settings: Settings | None = None
@@ -29,6 +37,20 @@ def configure(settings: Settings) -> None:
     global _settings
     reset()
     _settings = settings
+
+
+@contextmanager
+def configured(settings: Settings) -> Iterator[Settings]:
+    """Use `settings` while inside (drivers and engines built anew from them), then go
+    back to the settings in force before, with fresh connections."""
+    global _settings
+    previous = _settings
+    configure(settings)
+    try:
+        yield settings
+    finally:
+        reset()
+        _settings = previous
 
 
 def current_settings() -> Settings:
@@ -67,11 +89,11 @@ def _build_failed_store(settings: Settings) -> FailedStore:
 
 def _failed_store_of(kind: str, settings: Settings) -> FailedStore:
     if kind == "database":
-        from core.database import get_engine
+        from backends.sql_engine import get_engine
         from queues.drivers.database import DatabaseFailedStore
 
         return DatabaseFailedStore(get_engine(settings))
-    from core.redis_connection import get_redis
+    from backends.redis_client import get_redis
     from queues.drivers.redis import RedisFailedStore
 
     return RedisFailedStore(get_redis(settings))
@@ -113,10 +135,22 @@ def failed_stores(settings: Settings | None = None) -> FailedStores:
     return FailedStores(stores)
 
 
+#: Why the sync connection has no driver: one line for the operator commands that need one.
+SYNC_HAS_NO_QUEUE = (
+    "QUEUE_CONNECTION=sync runs each job inside dispatch(), so there is no queue to work, "
+    "inspect or fill: pass --connection redis or --connection database"
+)
+
+
 def get_driver(connection: str | None = None, settings: Settings | None = None) -> QueueDriver:
-    """The process-wide driver of `connection` ("redis" or "database")."""
+    """The process-wide driver of `connection` ("redis" or "database").
+
+    `ValueError` for the sync connection, which runs jobs in `dispatch()` and has no queue.
+    """
     settings = settings or current_settings()
     name = connection or settings.queue_connection
+    if name == "sync":
+        raise ValueError(SYNC_HAS_NO_QUEUE)
     if name not in ("redis", "database"):
         raise ValueError(f"unknown queue connection {name!r}: use 'redis' or 'database'")
     existing = _drivers.get(name)
@@ -133,25 +167,35 @@ def _build_driver(name: str, settings: Settings, failed_store: FailedStore) -> Q
     if name == "redis":
         if not settings.enable_redis:
             raise ValueError("the redis queue connection needs ENABLE_REDIS=true")
-        from core.redis_connection import get_redis
+        from backends.redis_client import get_redis
         from queues.drivers.redis import RedisDriver
 
         return RedisDriver(get_redis(settings), failed_store, settings.queue_retry_after)
-    from core.database import get_engine
+    from backends.sql_engine import get_engine
     from queues.drivers.database import DatabaseDriver
 
     return DatabaseDriver(get_engine(settings), failed_store, settings.queue_retry_after)
 
 
+def get_publisher(settings: Settings | None = None) -> MqttPublisher:
+    """The process-wide MQTT publisher of jobs (it connects on its first publish)."""
+    from backends.mqtt_publisher import get_publisher as shared_publisher
+
+    return shared_publisher(settings or current_settings())
+
+
 def reset() -> None:
-    """Forget every cached driver and connection (after fork, or in tests)."""
+    """Forget every cached driver and connection (after fork, at exit, or in tests)."""
     global _failed_store
     with _lock:
         for driver in _drivers.values():
             driver.close()
         _drivers.clear()
         _failed_store = None
-    from core import database, redis_connection
+    from backends import redis_client, sql_engine
 
-    database.reset()
-    redis_connection.reset()
+    sql_engine.reset()
+    redis_client.reset()
+    publisher = sys.modules.get("backends.mqtt_publisher")  # not loaded: nothing published
+    if publisher is not None:
+        publisher.reset()

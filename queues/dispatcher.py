@@ -4,6 +4,10 @@ A job is turned into a JSON `Envelope` (never pickle) carrying its registered
 name, its data and its retry policy. Every check that can fail - data that is
 not JSON, a class the workers would not recognise, a bad backoff - fails here,
 in the dispatching process, before anything is queued.
+
+The `sync` connection (queues/sync.py) runs the job at once instead; inside a
+test's `fake_queue()` or `sync_queue()` every dispatch goes to that stand-in
+(queues/substitution.py), after the same checks.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from queues import connections, substitution
 from queues.drivers.base import QueueDriver
 from queues.envelope import (
     MAX_PAYLOAD_BYTES,
@@ -22,7 +27,9 @@ from queues.envelope import (
     validate_queue_name,
 )
 from queues.job import Job, JobDataError
+from queues.outbox import JobSink, PendingJob, recorded
 from queues.registry import JobRegistry, get_registry
+from queues.sync import SYNC_QUEUE, SyncQueue
 
 
 class UnregisteredJobError(LookupError):
@@ -84,12 +91,18 @@ def envelope_json(envelope: Envelope) -> str:
     return text
 
 
-def _driver(connection: str | QueueDriver | None) -> QueueDriver:
+def _target(connection: str | QueueDriver | None) -> JobSink | SyncQueue:
+    """Where jobs for `connection` go: a test's stand-in, the sync queue, or a driver."""
+    substitute = substitution.current()
+    if substitute is not None:
+        target: JobSink | SyncQueue = substitute.target(connection)
+        return target
     if isinstance(connection, QueueDriver):
         return connection
-    from queues.connections import get_driver
-
-    return get_driver(connection)
+    name = connection or connections.current_settings().queue_connection
+    if name == SYNC_QUEUE.name:
+        return SYNC_QUEUE
+    return connections.get_driver(name)
 
 
 def dispatch(
@@ -105,15 +118,26 @@ def dispatch(
     `delay` (seconds) defaults to the class's `delay`; `queue` to its `queue`;
     `connection` ("redis", "database" or a driver) to QUEUE_CONNECTION. Raises
     `JobDataError` / `UnregisteredJobError` before queueing anything.
+
+    Outside an MQTT handler the job is stored before this returns
+    (`QueueUnavailable` when the backend cannot be reached), and concurrent
+    callers share round trips (`QueueDriver.enqueue`). Inside a handler run by
+    the intake it is recorded and stored with the jobs of the other messages of
+    its batch before its message is acknowledged; if the handler raises, it is
+    never stored (see queues/outbox.py). On the `sync` connection the job has
+    run (or raised) when this returns.
     """
     envelope = build_envelope(job, queue, registry)
     text = envelope_json(envelope)
-    wait = _delay(job, delay)
-    driver = _driver(connection)
-    if wait > 0:
-        driver.later(envelope.queue, text, wait)
+    target, wait = _target(connection), _delay(job, delay)
+    if isinstance(target, SyncQueue):
+        target.run(envelope, registry or get_registry())
+        return envelope.id
+    pending = recorded()
+    if pending is not None:
+        pending.append(PendingJob(target, envelope.queue, text, wait))
     else:
-        driver.push(envelope.queue, text)
+        target.enqueue(envelope.queue, text, wait)
     return envelope.id
 
 
@@ -127,17 +151,30 @@ def dispatch_many(
 ) -> list[str]:
     """Queue many jobs in one atomic driver call, in order; return their ids.
 
-    Every job is validated first: one bad job queues none.
+    Every job is validated first: one bad job queues none. Inside an MQTT
+    handler they are recorded and stored like `dispatch`'s. On the `sync`
+    connection they run one after the other; the first that fails stops the rest.
     """
     now = time.time()
+    envelopes: list[Envelope] = []
     rows: list[tuple[str, str, float]] = []
-    ids: list[str] = []
     for job in jobs:
         envelope = build_envelope(job, queue, registry, now)
+        envelopes.append(envelope)
         rows.append((envelope.queue, envelope_json(envelope), _delay(job, delay)))
-        ids.append(envelope.id)
-    if rows:
-        _driver(connection).bulk(rows)
+    ids = [envelope.id for envelope in envelopes]
+    if not rows:
+        return ids
+    target = _target(connection)
+    if isinstance(target, SyncQueue):
+        for envelope in envelopes:
+            target.run(envelope, registry or get_registry())
+        return ids
+    pending = recorded()
+    if pending is not None:
+        pending.extend(PendingJob(target, *row) for row in rows)
+    else:
+        target.bulk(rows)
     return ids
 
 

@@ -1,26 +1,22 @@
 """The allowlist of runnable job classes.
 
 Workers never import a module named by a payload: a job class is runnable only
-if it was found by importing the jobs package (default `app.jobs`, or the
-`JOBS_PACKAGE` environment variable) and registered under its name. A payload
-naming anything else is failed with the reason and nothing is imported.
+if it was found by importing the jobs package (the JOBS_PACKAGE setting, from
+the environment or `.env`; default `app.jobs`) and registered under its name. A
+payload naming anything else is failed with the reason and nothing is imported.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import os
 import pkgutil
 import threading
 from types import ModuleType
 
+from queues.connections import current_settings
 from queues.job import Job
 
-#: Package scanned for Job subclasses unless JOBS_PACKAGE says otherwise.
-DEFAULT_JOBS_PACKAGE = "app.jobs"
-#: Environment variable naming the jobs package (dotted import path).
-JOBS_PACKAGE_ENV = "JOBS_PACKAGE"
 #: The queue of a job class that does not name one (`Job.queue`).
 DEFAULT_QUEUE = "default"
 
@@ -34,8 +30,8 @@ class DuplicateJobError(ValueError):
 
 
 def default_package() -> str:
-    """The jobs package: `JOBS_PACKAGE` if set, else `app.jobs`."""
-    return os.environ.get(JOBS_PACKAGE_ENV, "").strip() or DEFAULT_JOBS_PACKAGE
+    """The jobs package of the configured settings (JOBS_PACKAGE, default `app.jobs`)."""
+    return current_settings().jobs_package
 
 
 class JobRegistry:

@@ -56,6 +56,7 @@ from queues.envelope import Envelope, EnvelopeError
 from queues.job import Job
 from queues.registry import JobRegistry, UnknownJobError, get_registry
 from queues.timeouts import HARD_LIMIT_GRACE, Deadline, JobTimeout, watchdog
+from support.backoff import Backoff
 
 logger = logging.getLogger("queues.worker")
 
@@ -63,12 +64,13 @@ logger = logging.getLogger("queues.worker")
 GRACE_PERIOD = 30.0
 #: Exit code after a second stop signal (the job was abandoned to its lease).
 EXIT_FORCED = 1
-#: Seconds to wait after a failed `pop` before trying again.
+#: Seconds: ceiling of the jittered pause after a first failed `pop`; doubles per
+#: consecutive failure up to ERROR_PAUSE (or `--sleep`, if shorter).
+ERROR_PAUSE_BASE = 0.1
+#: Seconds: the longest pause between two failed `pop`s.
 ERROR_PAUSE = 1.0
 #: Shortest time between two lease renewals of one job, seconds.
 MIN_HEARTBEAT_INTERVAL = 0.05
-#: Environment variable holding the supervisor's pid; the worker stops when orphaned.
-SUPERVISOR_PID_ENV = "QUEUE_SUPERVISOR_PID"
 
 
 class WorkerStopping(BaseException):
@@ -226,8 +228,8 @@ class Worker:
         self._deadline: Deadline | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat: _Heartbeat | None = None
-        supervisor = os.environ.get(SUPERVISOR_PID_ENV, "")
-        self._supervisor_pid = int(supervisor) if supervisor.isdigit() else None
+        pause_cap = min(ERROR_PAUSE, sleep) if sleep > 0 else ERROR_PAUSE
+        self._pop_backoff = Backoff(min(ERROR_PAUSE_BASE, pause_cap), pause_cap)
 
     # -- loop ---------------------------------------------------------------
 
@@ -255,8 +257,9 @@ class Worker:
                     reserved = self.driver.pop(self.queues, block=wait)
                 except Exception as exc:
                     logger.error("worker %d: cannot reserve a job: %s", os.getpid(), exc)
-                    time.sleep(min(ERROR_PAUSE, self.sleep) if self.sleep > 0 else ERROR_PAUSE)
+                    time.sleep(self._pop_backoff.next_delay())
                     continue
+                self._pop_backoff.reset()
                 if reserved is None:
                     continue
                 self._process_guarded(reserved)
@@ -293,8 +296,6 @@ class Worker:
             rss = current_rss_mb()
             if rss > self.memory_mb:
                 return f"memory {rss:.0f} MB exceeds --memory {self.memory_mb} MB"
-        if self._supervisor_pid is not None and os.getppid() != self._supervisor_pid:
-            return "the supervisor is gone"
         return None
 
     # -- one job ------------------------------------------------------------

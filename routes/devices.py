@@ -1,4 +1,7 @@
-"""Example routes: device telemetry, commands and alerts become background jobs."""
+"""Example routes: device telemetry, commands and alerts become background jobs.
+
+Every route also runs the middleware of `routes/__init__.py` (request logging).
+"""
 
 from __future__ import annotations
 
@@ -7,33 +10,25 @@ import time
 from app.jobs.notify_webhook import NotifyWebhook
 from app.jobs.reboot_device import RebootDevice
 from app.jobs.store_reading import StoreReading
-from app.middleware.json_validation import JsonValidation
-from app.middleware.request_logging import RequestLogging
+from app.payloads import Reading
 from core.message import Message
 from core.router import Router
 from queues import dispatch
 
 router = Router()
-router.use(RequestLogging())
-
-telemetry_schema = JsonValidation(
-    required=["value"], schema={"value": (int, float), "id": str, "ts": (int, float)}
-)
 
 
-@router.on("devices/{device_id}/telemetry", qos=1, shared=True, middleware=[telemetry_schema])
-def telemetry(message: Message) -> None:
-    """Queue the reading for storage; `id` makes a redelivered message store once."""
-    body = message.json()
-    reading_id = body.get("id") or f"{message.params['device_id']}-{time.time_ns()}"
-    dispatch(
-        StoreReading(
-            reading_id=reading_id,
-            device_id=message.params["device_id"],
-            value=body["value"],
-            published_at=body.get("ts"),
-        )
-    )
+@router.on("devices/{device_id}/telemetry", qos=1, shared=True)
+def telemetry(message: Message, body: Reading) -> None:
+    """Queue the reading for storage; its `id` makes a redelivered message store once.
+
+    The id is the device's own: it is unique per device (the topic's `device_id`,
+    which the broker's ACL ties to the device's login), never across devices.
+    """
+    device_id = message.params["device_id"]
+    if body.id is None:
+        body = body.model_copy(update={"id": f"{device_id}-{time.time_ns()}"})
+    dispatch(StoreReading(device_id=device_id, reading=body))
 
 
 @router.on("devices/{device_id}/commands/reboot", qos=1)

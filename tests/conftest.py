@@ -7,6 +7,7 @@ skipping it: a skipped test is not a passing test.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,17 @@ def need_service(name: str, host: str, port: int) -> None:
     if port_open(host, port):
         return
     reason = f"{name} is not reachable on {host}:{port}"
+    if services_required():
+        pytest.fail(f"{reason} (REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def need_binaries(*names: str) -> None:
+    """Skip (or, with REQUIRE_SERVICES=1, fail) unless every named program is on PATH."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if not missing:
+        return
+    reason = f"needs {', '.join(missing)} on PATH"
     if services_required():
         pytest.fail(f"{reason} (REQUIRE_SERVICES=1)")
     pytest.skip(reason)

@@ -32,7 +32,8 @@ def make_driver(name: str, tmp_path: Path, retry_after: int = 90) -> QueueDriver
         client.flushdb()
         return RedisDriver(client, RedisFailedStore(client), retry_after)
 
-    from core.database import create_tables, drop_tables, engine_from_url
+    from backends.sql_engine import engine_from_url
+    from backends.sql_tables import create_tables, drop_tables
     from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 
     if name == "mariadb":

@@ -50,7 +50,7 @@ def connect_driver(name: str, state_dir: Path, retry_after: int, url: str | None
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
         return RedisDriver(client, RedisFailedStore(client), retry_after)
 
-    from core.database import engine_from_url
+    from backends.sql_engine import engine_from_url
     from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 
     # engine_from_url: the same WAL, busy-timeout and isolation settings as the app.

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from config.settings import Settings
 from core.broker import MosquittoBroker, free_port, port_is_free
 from core.mqtt import MqttRuntime, SubscriptionSpec
+from tests.tls_helpers import make_certificates
 
 #: Seconds a test waits for a connection, subscription or message before failing.
 WAIT_TIMEOUT = 10.0
@@ -44,8 +45,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_TIMEOUT) -> 
 
 
 def make_settings(host: str, port: int, **overrides: Any) -> Settings:
-    """Settings pointing at host:port, with fast test-friendly defaults, plus `overrides`."""
-    values: dict[str, Any] = {"mqtt_host": host, "mqtt_port": port, "mqtt_keepalive": 10}
+    """Settings pointing at host:port, with fast test-friendly defaults, plus `overrides`.
+
+    Clean sessions unless overridden: a test's persistent session would stay on the
+    shared broker (queueing messages) after the test, and the derived client id
+    would be the same for every test on this host.
+    """
+    values: dict[str, Any] = {
+        "mqtt_host": host,
+        "mqtt_port": port,
+        "mqtt_keepalive": 10,
+        "mqtt_persistent_session": False,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -152,6 +163,13 @@ class PrivateMosquitto:
         """Start (or restart) mosquitto on the same port and storage."""
         self.broker = MosquittoBroker("mosquitto", self.port, self.storage, self.max_inflight)
 
+    def kill(self) -> None:
+        """SIGKILL mosquitto: a crash; it keeps only what it had saved."""
+        if self.broker is not None:
+            self.broker.kill()
+            self.broker.stop()  # reaps nothing more; removes the temp config
+            self.broker = None
+
     def stop(self) -> None:
         """Stop mosquitto (SIGTERM); clients lose their connections."""
         if self.broker is not None:
@@ -175,9 +193,10 @@ def running_runtime(
     dispatcher: Any,
     subscriptions: Sequence[SubscriptionSpec],
     client_id: str | None = None,
+    outbox: Any = None,
 ) -> Iterator[MqttRuntime]:
     """An `MqttRuntime` started and subscribed (asserted), stopped on exit."""
-    runtime = MqttRuntime(settings, dispatcher, subscriptions, client_id=client_id)
+    runtime = MqttRuntime(settings, dispatcher, subscriptions, client_id=client_id, outbox=outbox)
     runtime.start()
     try:
         assert runtime.wait_ready(WAIT_TIMEOUT), f"runtime {runtime.describe} never got ready"
@@ -198,8 +217,7 @@ class SecureMosquitto:
     def __init__(self, folder: Path) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
-        self.ca = folder / "ca.crt"
-        self._make_certificates(folder)
+        self.ca = Path(make_certificates(folder).ca)
         passwords = folder / "passwords"
         subprocess.run(
             ["mosquitto_passwd", "-b", "-c", str(passwords), self.username, self.password],
@@ -230,20 +248,6 @@ class SecureMosquitto:
         if not wait_until(lambda: not port_is_free(self.port), WAIT_TIMEOUT):
             self.stop()
             raise RuntimeError(f"TLS mosquitto did not start: {folder / 'mosquitto.log'}")
-
-    @staticmethod
-    def _make_certificates(folder: Path) -> None:
-        def openssl(*args: str) -> None:
-            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
-
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-                "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")  # fmt: skip
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-                "-out", "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
-        (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "server.crt", "-days", "1",
-                "-extfile", "san.ext")  # fmt: skip
 
     def stop(self) -> None:
         """Stop mosquitto."""

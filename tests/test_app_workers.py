@@ -1,4 +1,4 @@
-"""`--run --workers N`: N spawned MQTT clients sharing `$share` routes, supervised.
+"""`--run --workers N`: N `main.py --run` child processes sharing `$share` routes, supervised.
 
 The app runs as a real process tree against the shared Mosquitto; handlers append
 `pid:message` lines to a file (O_APPEND writes of one line are atomic), so the
@@ -60,7 +60,7 @@ RUNNER = """
 import sys
 from config.settings import load_settings
 from core.app import serve
-from core.logging_setup import configure_logging
+from support.logging_setup import configure_logging
 
 settings = load_settings()
 configure_logging(settings.log_level)

@@ -21,15 +21,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event, inspect, text
 
+from backends import sql_engine
+from backends.sql_engine import engine_from_url, get_engine, settings_url
+from backends.sql_tables import create_tables, drop_tables
 from config.settings import Settings
-from core import database
-from core.database import (
-    create_tables,
-    drop_tables,
-    engine_from_url,
-    get_engine,
-    settings_url,
-)
 from queues.drivers.base import QueueError
 from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 from queues.envelope import Envelope
@@ -287,8 +282,13 @@ def test_migrate_on_the_embedded_sqlite_creates_the_file_and_tables(tmp_path: Pa
     result = _main("--migrate", SQLITE_PATH=str(path))
     assert result.returncode == 0, result.stderr
     assert "created tables queue_jobs, queue_failed_jobs" in result.stdout
+    assert "created app tables device_readings" in result.stdout  # app/models.py's
     engine = engine_from_url(f"sqlite:///{path}", create_sqlite_tables=False)
-    assert set(inspect(engine).get_table_names()) == {"queue_jobs", "queue_failed_jobs"}
+    assert set(inspect(engine).get_table_names()) == {
+        "queue_jobs",
+        "queue_failed_jobs",
+        "device_readings",
+    }
     engine.dispose()
 
 
@@ -362,14 +362,14 @@ def test_settings_url_keeps_every_password_character() -> None:
     url = settings_url(Settings(enable_mysql=True, db_host="db", db_pass=password))
     assert url.password == password
     assert (url.host, url.port, url.database) == ("db", 3306, "mqtt_framework")
-    assert password not in database.masked(url)
+    assert password not in sql_engine.masked(url)
 
 
 def test_embedded_sqlite_default_creates_its_folder_and_tables_on_first_use(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "storage" / "queue.db"
-    database.reset()
+    sql_engine.reset()
     try:
         engine = get_engine(Settings(sqlite_path=str(path)))
         assert engine is get_engine(Settings(sqlite_path=str(path)))
@@ -380,7 +380,7 @@ def test_embedded_sqlite_default_creates_its_folder_and_tables_on_first_use(
             mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
         assert mode == "wal"
     finally:
-        database.reset()
+        sql_engine.reset()
     assert path.exists()
 
 
@@ -591,7 +591,7 @@ def test_bulk_on_mariadb_keeps_each_jobs_own_attempts(mariadb_engine: Engine) ->
 def test_time_zone_check_accepts_only_zones_without_daylight_saving(
     system_zone: str, session_zone: str, safe: bool
 ) -> None:
-    assert database.time_zone_is_dst_free(system_zone, session_zone) is safe
+    assert sql_engine.time_zone_is_dst_free(system_zone, session_zone) is safe
 
 
 def test_engine_warns_about_the_time_zone_exactly_when_it_may_observe_dst(
@@ -599,12 +599,15 @@ def test_engine_warns_about_the_time_zone_exactly_when_it_may_observe_dst(
 ) -> None:
     engine = engine_from_url(_private_mariadb())
     try:
-        with caplog.at_level("WARNING", logger="core.database"), engine.connect() as connection:
+        with (
+            caplog.at_level("WARNING", logger="backends.sql_engine"),
+            engine.connect() as connection,
+        ):
             zone = connection.execute(text("SELECT @@system_time_zone, @@time_zone")).one()
     finally:
         engine.dispose()
     warned = [r for r in caplog.records if "daylight saving" in r.getMessage()]
-    assert database.time_zone_is_dst_free(str(zone[0]), str(zone[1])) == (warned == [])
+    assert sql_engine.time_zone_is_dst_free(str(zone[0]), str(zone[1])) == (warned == [])
 
 
 def test_the_embedded_sqlite_database_is_upgraded_on_first_use(tmp_path: Path) -> None:
@@ -619,9 +622,9 @@ def test_the_embedded_sqlite_database_is_upgraded_on_first_use(tmp_path: Path) -
     )
     old.commit()
     old.close()
-    database.reset()
+    sql_engine.reset()
     try:
-        engine = database.get_engine(Settings(sqlite_path=str(path)))
+        engine = sql_engine.get_engine(Settings(sqlite_path=str(path)))
         columns = {c["name"] for c in inspect(engine).get_columns("queue_jobs")}
         assert "reservations" in columns
         driver = DatabaseDriver(engine, DatabaseFailedStore(engine))
@@ -629,4 +632,4 @@ def test_the_embedded_sqlite_database_is_upgraded_on_first_use(tmp_path: Path) -
         job = driver.pop(["default"])
         assert job is not None and driver.ack(job)
     finally:
-        database.reset()
+        sql_engine.reset()

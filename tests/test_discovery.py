@@ -34,7 +34,31 @@ def test_merged_router_keeps_each_module_middleware_and_dispatches():
     found = router.match("devices/1/commands")
     assert found is not None
     names = [type(m).__name__ for m in router.middleware_for(found.route)]
-    assert names == ["RequestLogging", "JsonValidation"]
+    assert names == ["Stamp", "RequestLogging", "JsonValidation"]
+
+
+def test_the_packages_all_routes_middleware_runs_first_for_every_modules_routes():
+    import tests.fixture_routes as package
+
+    package.stamped.clear()
+    router = load_routes("tests.fixture_routes")
+    assert router.dispatch(Message("alerts/a/b", b""))  # nested module, no middleware of its own
+    assert router.dispatch(Message("devices/d1/telemetry", b""))
+    assert package.stamped == ["alerts/a/b", "devices/d1/telemetry"]
+    from tests.fixture_routes import devices
+
+    module_route = devices.router.routes()[0]  # a module's own router is left as it was
+    assert [type(m).__name__ for m in devices.router.middleware_for(module_route)] == [
+        "RequestLogging"
+    ]
+
+
+def test_all_routes_middleware_that_is_not_a_list_is_an_error_naming_it(monkeypatch):
+    import tests.fixture_routes as package
+
+    monkeypatch.setattr(package, "all_routes_middleware", "RequestLogging")
+    with pytest.raises(RouteDiscoveryError, match=r"fixture_routes\.all_routes_middleware must be"):
+        load_routes("tests.fixture_routes")
 
 
 def test_import_error_names_the_route_module():
@@ -56,16 +80,15 @@ def test_missing_routes_package_is_an_error_naming_it():
         load_routes("tests.no_such_routes")
 
 
-def run_routes_command(monkeypatch, capsys, package: str, as_json: bool) -> str:
-    monkeypatch.setattr(routes_table, "ROUTES_PACKAGE", package)
-    settings = Settings(mqtt_group_name="workers")
+def run_routes_command(capsys, package: str, as_json: bool) -> str:
+    settings = Settings(mqtt_group_name="workers", routes_package=package)
     assert routes_table.routes_command(argparse.Namespace(json=as_json), settings) == 0
     out: str = capsys.readouterr().out
     return out
 
 
-def test_routes_table_shows_subscription_qos_handler_and_middleware(monkeypatch, capsys):
-    out = run_routes_command(monkeypatch, capsys, "tests.fixture_routes", as_json=False)
+def test_routes_table_shows_subscription_qos_handler_and_middleware(capsys):
+    out = run_routes_command(capsys, "tests.fixture_routes", as_json=False)
     lines = out.splitlines()
     assert lines[0].split() == ["pattern", "subscription", "qos", "shared", "handler", "middleware"]
     telemetry = next(line for line in lines if "telemetry" in line)
@@ -75,19 +98,17 @@ def test_routes_table_shows_subscription_qos_handler_and_middleware(monkeypatch,
     assert "RequestLogging, JsonValidation" in command
 
 
-def test_routes_json_lists_every_route(monkeypatch, capsys):
-    out = run_routes_command(monkeypatch, capsys, "tests.fixture_routes", as_json=True)
+def test_routes_json_lists_every_route(capsys):
+    out = run_routes_command(capsys, "tests.fixture_routes", as_json=True)
     rows = {row["pattern"]: row for row in json.loads(out)}
     assert rows["devices/{device_id}/telemetry"]["subscription"] == (
         "$share/workers/devices/+/telemetry"
     )
     assert rows["devices/{device_id}/commands"]["qos"] == 2
-    assert rows["alerts/#"]["shared"] is False and rows["alerts/#"]["middleware"] == []
+    assert rows["alerts/#"]["shared"] is False and rows["alerts/#"]["middleware"] == ["Stamp"]
 
 
-def test_routes_table_says_when_there_are_no_routes(monkeypatch, capsys):
-    out = run_routes_command(monkeypatch, capsys, "tests.fixture_routes_empty", as_json=False)
+def test_routes_table_says_when_there_are_no_routes(capsys):
+    out = run_routes_command(capsys, "tests.fixture_routes_empty", as_json=False)
     assert "No routes were found in" in out
-    assert (
-        run_routes_command(monkeypatch, capsys, "tests.fixture_routes_empty", True).strip() == "[]"
-    )
+    assert run_routes_command(capsys, "tests.fixture_routes_empty", True).strip() == "[]"

@@ -58,6 +58,7 @@ def _base_env(tmp_path: Path) -> dict[str, str]:
         # Its own $share group: another checkout's suite on the same broker must not
         # take a share of these messages.
         MQTT_GROUP_NAME=f"e2e{uuid.uuid4().hex[:8]}",
+        MQTT_PERSISTENT_SESSION="false",  # no session left behind on the shared broker
         MQTT_MAX_INFLIGHT="20",
         ENABLE_REDIS="true",
         REDIS_HOST=REDIS_HOST,
@@ -91,7 +92,7 @@ def _reset_state(driver: str, tmp_path: Path) -> None:
     import redis
 
     from app.models import AppBase
-    from core.database import create_tables, drop_tables
+    from backends.sql_tables import create_tables, drop_tables
 
     if driver == "redis":
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB).flushdb()

@@ -40,7 +40,7 @@ def test_telemetry_route_queues_a_reading(sqlite_driver: QueueDriver) -> None:
     assert router.dispatch(Message("devices/d7/telemetry", b'{"value": 3.5, "id": "r1"}', qos=1))
     job = sqlite_driver.pop(["readings"])
     assert job is not None
-    assert '"device_id":"d7"' in job.payload and '"reading_id":"r1"' in job.payload
+    assert '"device_id":"d7"' in job.payload and '"reading":{"value":3.5,"id":"r1"' in job.payload
 
 
 def test_telemetry_route_rejects_a_non_json_payload(sqlite_driver: QueueDriver) -> None:
@@ -63,3 +63,34 @@ def test_webhook_job_fails_first_then_succeeds_on_retry(
     assert "alert for d7 delivered: too hot" in caplog.text
     sizes = sqlite_driver.sizes("default")
     assert (sizes.pending, sizes.delayed, sizes.reserved, sizes.failed) == (0, 0, 0, 0)
+
+
+def test_a_device_cannot_mark_another_devices_reading_as_a_repeat(
+    sqlite_driver: QueueDriver,
+) -> None:
+    from sqlalchemy import select
+
+    from app.models import DeviceReading
+    from backends.sql_engine import get_engine
+    from queues.connections import current_settings
+
+    router = load_routes("routes")
+    # Device a sends the id device b will use next, then b sends its real reading,
+    # then a's message is redelivered (a genuine repeat of a's own reading).
+    for device, value in (("a", 1.0), ("b", 2.0), ("a", 1.0)):
+        body = f'{{"value": {value}, "id": "r-42"}}'.encode()
+        assert router.dispatch(Message(f"devices/{device}/telemetry", body, qos=1))
+    worker = Worker(
+        sqlite_driver, ["readings"], sleep=0.1, max_jobs=3, max_time=10, handle_signals=False
+    )
+    worker.run()
+    with get_engine(current_settings()).connect() as connection:
+        rows = connection.execute(
+            select(
+                DeviceReading.device_id,
+                DeviceReading.reading_id,
+                DeviceReading.value,
+                DeviceReading.repeats,
+            ).order_by(DeviceReading.device_id)
+        ).all()
+    assert [tuple(row) for row in rows] == [("a", "r-42", 1.0, 1), ("b", "r-42", 2.0, 0)]

@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import pytest
 
+from config.settings import load_settings
+from queues import connections
 from queues.backoff import EXPONENTIAL_CAP, backoff_delay, parse_backoff, validate_backoff
 from queues.dispatcher import UnregisteredJobError, build_envelope
 from queues.envelope import Envelope
@@ -18,6 +20,7 @@ from queues.registry import (
     JobRegistry,
     UnknownJobError,
     default_package,
+    get_registry,
 )
 from tests.jobs_fixture import jobs
 from tests.jobs_fixture.support import PACKAGE, registry
@@ -57,6 +60,42 @@ def test_non_json_data_fails_at_dispatch_naming_job_and_argument(value, culprit)
 def test_tuples_are_accepted_and_arrive_as_lists():
     envelope = build_envelope(jobs.RecordJob(path="p", value=(1, (2, 3))), registry=registry())
     assert Envelope.from_json(envelope.to_json()).data["value"] == [1, [2, 3]]
+
+
+def test_a_model_argument_travels_as_json_and_comes_back_as_the_model():
+    point = jobs.Point(x=1.5)
+    job = jobs.PlotJob(path="p", point=point, label=None)
+    assert job.point is point  # the dispatching code keeps its object
+    envelope = build_envelope(job, registry=registry())
+    data = Envelope.from_json(envelope.to_json()).data
+    assert data == {"path": "p", "point": {"x": 1.5, "y": 0.0}, "label": None}
+    rebuilt = jobs.PlotJob(**data)  # what a worker does
+    assert rebuilt.point == point and isinstance(rebuilt.point, jobs.Point)
+    assert rebuilt.data == data
+    labelled = jobs.PlotJob(path="p", point={"x": "2"}, label={"x": 3, "y": 4})
+    assert labelled.point == jobs.Point(x=2.0) and labelled.label == jobs.Point(x=3, y=4)
+    assert labelled.data["point"] == {"x": 2.0, "y": 0.0}  # validated, then dumped
+
+
+def test_a_dict_that_does_not_fit_the_model_names_the_job_argument_and_fields():
+    with pytest.raises(JobDataError, match=r"PlotJob argument 'point' is not a valid Point: x: "):
+        jobs.PlotJob(path="p", point={"y": "north"}, label=None)
+
+
+def test_an_argument_declared_without_a_default_is_required_at_dispatch():
+    with pytest.raises(JobDataError, match=r"PlotJob needs argument\(s\) 'label', 'point'"):
+        jobs.PlotJob(path="p")
+
+    class Optional(Job):
+        note: str = "none"  # a default: may be left out
+
+    assert Optional().note == "none"
+
+
+def test_a_model_argument_without_an_annotation_arrives_as_its_dict():
+    job = jobs.RecordJob(path="p", value=jobs.Point(x=1))
+    data = Envelope.from_json(build_envelope(job, registry=registry()).to_json()).data
+    assert jobs.RecordJob(**data).value == {"x": 1.0, "y": 0.0}
 
 
 def test_envelope_carries_the_class_policy_and_absolute_retry_until():
@@ -122,11 +161,18 @@ def test_dispatching_an_unregistered_class_fails_before_queueing():
         build_envelope(Stray(), registry=registry())
 
 
-def test_jobs_package_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("JOBS_PACKAGE", "tests.jobs_fixture")
-    assert default_package() == "tests.jobs_fixture"
-    monkeypatch.delenv("JOBS_PACKAGE")
-    assert default_package() == "app.jobs"
+def test_jobs_package_comes_from_the_settings_so_dotenv_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(connections, "_settings", None)  # restored after the test
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("JOBS_PACKAGE=tests.jobs_fixture\n")
+    connections.configure(load_settings({}, dotenv_path=dotenv))
+    try:
+        assert default_package() == "tests.jobs_fixture"
+        assert get_registry().package == "tests.jobs_fixture"
+        connections.configure(load_settings({}, dotenv_path=None))
+        assert default_package() == "app.jobs"
+    finally:
+        connections.reset()
 
 
 def test_backoff_list_is_per_attempt_and_its_last_value_repeats():

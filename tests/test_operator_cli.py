@@ -185,7 +185,7 @@ def test_unreachable_database_server_fails_in_one_line(tmp_path):
         (["--queue-work", "--backoff", "soon"], "--backoff must be"),
         (["--queue-work", "--workers", "0"], "--workers must be at least 1"),
         (["--queue-migrate", "--from", "database", "--to", "database"], "must differ"),
-        (["--queue-migrate", "--from", "database"], "needs --from and --to"),
+        (["--queue-migrate", "--from", "database"], "--queue-migrate needs --to"),
         (["--queue-migrate", "--from", "database", "--to", "redis"], "ENABLE_REDIS=true"),
         (["--queue-failed-show", "12345"], "no failed job with id '12345'"),
     ],
@@ -200,11 +200,11 @@ def test_retry_all_gets_past_records_that_cannot_be_retried(tmp_path, monkeypatc
     import argparse
 
     from config.settings import load_settings
-    from queues import cli
+    from queues import commands
     from queues.connections import configure, get_driver, get_failed_store, reset
     from queues.envelope import Envelope
 
-    monkeypatch.setattr(cli, "RETRY_BATCH", 2)
+    monkeypatch.setattr(commands, "RETRY_BATCH", 2)
     settings = load_settings({"SQLITE_PATH": str(tmp_path / "q.db")}, dotenv_path=None)
     configure(settings)
     try:
@@ -214,7 +214,7 @@ def test_retry_all_gets_past_records_that_cannot_be_retried(tmp_path, monkeypatc
         for n in range(3):  # newer than the good one, and not envelopes
             store.add("database", "retry-q", f"not json {n}", "RuntimeError: boom")
         args = argparse.Namespace(queue_retry="all", queue="retry-q")
-        assert cli.retry_command(args, settings) == 1  # three could not be retried
+        assert commands.retry_command(args, settings) == 1  # three could not be retried
         assert get_driver("database", settings).contains("retry-q", good.id)
         assert len(store.all("retry-q")) == 3
     finally:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from core.database import engine_from_url
+from backends.sql_engine import engine_from_url
 from queues.drivers.base import QueueDriver
 from queues.drivers.database import DatabaseFailedStore
 from queues.drivers.redis import RedisFailedStore

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from backends.redis_client import build_redis
 from config.settings import Settings
-from core.redis_connection import build_redis
 from queues import dispatch
 from queues.drivers.base import QueueDriver
 from queues.drivers.redis import RedisDriver, RedisFailedStore

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from backends import redis_client
+from backends.redis_client import build_redis, get_redis
 from config.settings import Settings
-from core import redis_connection
-from core.redis_connection import build_redis, get_redis
 from queues.drivers.base import QueueError, ReservedJob
 from queues.drivers.redis import (
     NOTIFY_CAP,
@@ -369,14 +369,14 @@ def test_same_driver_works_again_after_a_redis_restart(private_redis: tuple[int,
 
 def test_get_redis_is_process_wide_until_reset() -> None:
     settings = Settings(enable_redis=True, redis_host="127.0.0.1", redis_db=REDIS_TEST_DB)
-    redis_connection.reset()
+    redis_client.reset()
     try:
         first = get_redis(settings)
         assert get_redis(settings) is first
-        redis_connection.reset()
+        redis_client.reset()
         assert get_redis(settings) is not first
     finally:
-        redis_connection.reset()
+        redis_client.reset()
 
 
 def test_release_with_undo_attempt_rewrites_only_the_count_and_never_below_zero(

@@ -70,6 +70,28 @@ def test_topics_containing_wildcards_are_never_matched():
     assert router.match("") is None
 
 
+def test_a_rest_capture_holds_the_remainder_of_the_topic_and_subscribes_as_hash():
+    router = router_with("fleet/{site}/cmd/{path:#}", "fleet/{site}/cmd/reboot")
+    assert [s.filter for s in router.subscriptions("g")] == ["fleet/+/cmd/#", "fleet/+/cmd/reboot"]
+    found = router.match("fleet/s1/cmd/valve/3/open")
+    assert found is not None and found.params == {"site": "s1", "path": "valve/3/open"}
+    at_parent = router.match("fleet/s1/cmd")  # '#' matches the parent level too
+    assert at_parent is not None and at_parent.params == {"site": "s1", "path": ""}
+    assert best(router, "fleet/s1/cmd/reboot") == "fleet/{site}/cmd/reboot"  # literal still wins
+
+
+def test_a_rest_capture_must_be_last_and_named_once():
+    for bad, problem in (
+        ("a/{p:#}/b", "must be the last level"),
+        ("a/{9:#}", "Python identifier followed by ':#'"),
+        ("a/{p}/{p:#}", "appears twice"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            router_with(bad)
+    with pytest.raises(ValueError, match="same MQTT filter"):
+        router_with("a/#", "a/{rest:#}")
+
+
 def test_exact_literal_route_is_found():
     router = router_with("a/b/c", "a/+/c")
     found = router.match("a/b/c")

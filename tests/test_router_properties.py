@@ -17,16 +17,33 @@ level = st.sampled_from(LEVELS)
 topic_strategy = st.lists(level, min_size=1, max_size=5).map("/".join).filter(bool)
 
 
+#: A final level capturing the rest of the topic: subscribed and matched as `#`.
+REST_CAPTURE = "{rest:#}"
+
+
 @st.composite
 def topic_filter(draw: st.DrawFn) -> str:
+    """A route pattern; its last level may be `#` or `{rest:#}`, which mean the same filter."""
     body = draw(st.lists(st.sampled_from([*LEVELS, "+"]), min_size=0, max_size=4))
     if not body or draw(st.booleans()):
-        body.append("#")
+        body.append(draw(st.sampled_from(["#", REST_CAPTURE])))
     joined = "/".join(body)
     return joined or "+"  # the empty filter is not valid MQTT
 
 
-filters_strategy = st.lists(topic_filter(), min_size=1, max_size=12, unique=True)
+def as_filter(pattern: str) -> str:
+    """The MQTT filter a pattern subscribes to."""
+    return pattern.replace(REST_CAPTURE, "#")
+
+
+def unique_filters(patterns: list[str]) -> bool:
+    """True when no two patterns share a filter (`a/#` and `a/{rest:#}` would)."""
+    return len({as_filter(p) for p in patterns}) == len(patterns)
+
+
+filters_strategy = st.lists(topic_filter(), min_size=1, max_size=12, unique=True).filter(
+    unique_filters
+)
 
 
 def noop(message: Message) -> None:
@@ -40,7 +57,7 @@ def test_trie_finds_exactly_the_filters_paho_matches(filters, topics):
     for f in filters:
         router.on(f, noop)
     for topic in topics:
-        expected = {f for f in filters if topic_matches_sub(f, topic)}
+        expected = {as_filter(f) for f in filters if topic_matches_sub(as_filter(f), topic)}
         found = [m.route.filter for m in router.match_all(topic)]
         assert len(found) == len(set(found)), f"{topic!r} matched a route twice: {found}"
         assert set(found) == expected, f"topic {topic!r}"
@@ -87,13 +104,38 @@ def test_best_match_is_the_leftmost_most_specific_filter(filters, topic):
     router = Router()
     for f in filters:
         router.on(f, noop)
-    matching = [f for f in filters if topic_matches_sub(f, topic)]
+    matching = [as_filter(f) for f in filters if topic_matches_sub(as_filter(f), topic)]
     best = router.match(topic)
     if not matching:
         assert best is None
         return
     expected = min(matching, key=lambda f: specificity(f, len(topic.split("/"))))
     assert best is not None and best.route.filter == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pattern=param_pattern(),
+    values=st.lists(st.sampled_from(["a", "x", "", "42"]), min_size=5),
+    rest=st.lists(st.sampled_from(["a", "x", "", "$s"]), max_size=4),
+)
+def test_a_rest_capture_holds_exactly_the_levels_its_hash_matched(pattern, values, rest):
+    text, names = pattern
+    levels = text.split("/")
+    topic_levels = [values[i] if lv.startswith("{") else lv for i, lv in enumerate(levels)]
+    topic = "/".join(topic_levels + rest)
+    assume(topic != "")
+    router = Router()
+    route = router.on(f"{text}/{REST_CAPTURE}", noop)
+    assert route.filter == "/".join(["+" if lv.startswith("{") else lv for lv in levels] + ["#"])
+    assert topic_matches_sub(route.filter, topic)
+    found = router.match(topic)
+    assert found is not None
+    assert found.params["rest"] == "/".join(rest)
+    assert list(found.params) == [*names, "rest"]
+    assert [found.params[n] for n in names] == [
+        topic_levels[i] for i, lv in enumerate(levels) if lv.startswith("{")
+    ]
 
 
 #: Rank of a filter level when comparing specificity: lower is more specific.

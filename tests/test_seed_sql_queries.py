@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 
-from core.database import create_tables, drop_tables, engine_from_url
+from backends.sql_engine import engine_from_url
+from backends.sql_tables import create_tables, drop_tables
 from queues.drivers.base import ReservedJob
 from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 from queues.envelope import Envelope

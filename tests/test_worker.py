@@ -313,9 +313,9 @@ def test_second_signal_exits_at_once_and_the_lease_keeps_the_job(queue, tmp_path
 
 
 def test_a_dead_backend_at_ack_time_does_not_kill_the_worker(tmp_path, caplog):
+    from backends.redis_client import build_redis
     from config.settings import Settings
     from core.broker import free_port
-    from core.redis_connection import build_redis
     from queues.drivers.redis import RedisDriver, RedisFailedStore
 
     port = free_port()

@@ -25,15 +25,18 @@ class NotifyWebhook(Job):
     max_tries = 3
     backoff = [1, 5]
 
+    device_id: str
+    text: str
+    succeed_on_attempt: int = 2  #: the attempt the webhook answers (a default: optional)
+
     def handle(self) -> None:
         """Fail until the configured attempt, then deliver."""
-        attempt = self.attempts
-        if attempt < int(self.data.get("succeed_on_attempt", 2)):
+        if self.attempts < self.succeed_on_attempt:
             raise WebhookUnavailable(
-                f"webhook for device {self.data['device_id']} unavailable (attempt {attempt})"
+                f"webhook for device {self.device_id} unavailable (attempt {self.attempts})"
             )
-        logger.info("alert for %s delivered: %s", self.data["device_id"], self.data["text"])
+        logger.info("alert for %s delivered: %s", self.device_id, self.text)
 
     def failed(self, exc: BaseException) -> None:
         """Runs once after the last attempt failed."""
-        logger.error("alert for %s was never delivered: %s", self.data["device_id"], exc)
+        logger.error("alert for %s was never delivered: %s", self.device_id, exc)

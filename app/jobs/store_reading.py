@@ -7,12 +7,10 @@ import time
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 
-from app.models import DeviceReading, create_app_tables
-from core.database import get_engine
+from app.models import DeviceReading, app_engine
+from app.payloads import Reading
 from queues import Job
-from queues.connections import current_settings
-
-_tables_ready = False
+from queues.job import JobDataError
 
 
 class StoreReading(Job):
@@ -23,29 +21,34 @@ class StoreReading(Job):
     backoff = "exponential"
     timeout = 30
 
+    device_id: str
+    reading: Reading  #: travels as JSON, arrives as a Reading again
+
+    def __init__(self, **data: object) -> None:
+        super().__init__(**data)
+        if self.reading.id is None:  # checked at dispatch: the id makes a second run harmless
+            raise JobDataError("StoreReading needs the reading's id (reading.id)")
+
     def handle(self) -> None:
-        """Store the reading; an existing `reading_id` means it was stored already."""
-        global _tables_ready
-        handled_at = time.time()
-        engine = get_engine(current_settings())
-        if not _tables_ready:
-            create_app_tables(engine)
-            _tables_ready = True
+        """Store the reading; an existing reading id of the same device means it was stored."""
         row = {
-            "reading_id": self.data["reading_id"],
-            "device_id": self.data["device_id"],
-            "value": float(self.data["value"]),
-            "published_at": self.data.get("published_at"),
-            "handled_at": handled_at,
+            "reading_id": self.reading.id,
+            "device_id": self.device_id,
+            "value": self.reading.value,
+            "published_at": self.reading.ts,
+            "handled_at": time.time(),
         }
         try:
-            with engine.begin() as connection:
+            with app_engine().begin() as connection:
                 connection.execute(insert(DeviceReading), row)
         except IntegrityError:
             # Stored by an earlier run of this job: keep the reading once, count the repeat.
-            with engine.begin() as connection:
+            with app_engine().begin() as connection:
                 connection.execute(
                     update(DeviceReading)
-                    .where(DeviceReading.reading_id == row["reading_id"])
+                    .where(
+                        DeviceReading.device_id == self.device_id,
+                        DeviceReading.reading_id == self.reading.id,
+                    )
                     .values(repeats=DeviceReading.repeats + 1)
                 )

@@ -35,14 +35,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from backends.errors import BackendError, BackendUnavailableError
 from queues.envelope import JOB_ID_PATTERN
+from queues.group_commit import GroupCommit
 
 #: Seconds a reservation lasts without a heartbeat before another worker may take it.
 DEFAULT_RETRY_AFTER = 90
 
 
-class QueueError(RuntimeError):
-    """A queue backend failed or is unreachable; the message names the backend."""
+#: A queue backend failed or is unreachable; the message names the backend. The
+#: same class as `BackendError`, which the connections in `backends/` raise.
+QueueError = BackendError
+
+
+#: The queue backend cannot take work now (unreachable, timing out, locked,
+#: refusing): an outage, not a fault of the job; callers hold their work and retry.
+QueueUnavailable = BackendUnavailableError
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,30 @@ class QueueDriver(ABC):
     def __init__(self, failed_store: FailedStore, retry_after: int = DEFAULT_RETRY_AFTER):
         self.failed_store = failed_store
         self.retry_after = retry_after
+        self._group_commit: GroupCommit[tuple[str, str, float]] | None = None
+
+    def enqueue(self, queue: str, payload: str, delay: float = 0.0) -> None:
+        """Add one job durably, sharing a round trip with concurrent callers (group commit).
+
+        Returns once the job is stored, like `push`/`later`; when several threads
+        enqueue at the same time (the MQTT intake's handlers), their jobs are
+        written together by one atomic `bulk` call. A lone caller pays one `push`
+        or `later`, exactly as without batching.
+        """
+        group = self._group_commit
+        if group is None:
+            group = self._group_commit = GroupCommit(self._write_rows)
+        group.write((queue, payload, delay))
+
+    def _write_rows(self, rows: Sequence[tuple[str, str, float]]) -> None:
+        if len(rows) > 1:
+            self.bulk(rows)
+            return
+        queue, payload, delay = rows[0]
+        if delay > 0:
+            self.later(queue, payload, delay)
+        else:
+            self.push(queue, payload)
 
     @abstractmethod
     def push(self, queue: str, payload: str) -> None:

@@ -22,11 +22,11 @@ the session zone, so a DST jump moves `NOW(6)` against every stored time: one
 hour forward expires every lease at once (jobs run twice), one hour back holds
 delayed jobs and expired leases an extra hour. The session zone is left as the
 server's on purpose, so the spec's monitoring queries typed by an operator agree
-with the driver; `core.database` logs a warning when the zone may observe DST.
+with the driver; `backends.sql_engine` logs a warning when the zone may observe DST.
 
 Fencing: every reservation of a row, a worker's claim and a migration's take
 alike, adds one to its `reservations` column, which nothing ever lowers (the
-one column beyond the spec's; see sql_models). A reservation's token is
+one column beyond the spec's; see backends/sql_tables.py). A reservation's token is
 `"{id}:{reservations}"` (`":transfer"` appended for a migration's), so every
 later reservation of the same row has another token, forever. `ack`,
 `release`, `extend` and `fail` match on `(id, reservations)` and on a lease
@@ -70,7 +70,6 @@ polls every `BLOCKING_POLL_SECONDS` until its `block` time is used up.
 
 from __future__ import annotations
 
-import random
 import re
 import sqlite3
 import time
@@ -81,7 +80,9 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
-from core.database import connection_error, mark_clean, server_name
+from backends.sql_engine import mark_clean
+from backends.sql_errors import connection_error, server_name
+from backends.sql_tables import MYSQL_DIALECTS
 from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
     JOB_ID_HEAD,
@@ -90,9 +91,9 @@ from queues.drivers.base import (
     QueueDriver,
     QueueError,
     QueueSizes,
+    QueueUnavailable,
     ReservedJob,
 )
-from queues.drivers.sql_models import MYSQL_DIALECTS
 from queues.envelope import (
     JOB_ID_PATTERN,
     EnvelopeError,
@@ -100,6 +101,7 @@ from queues.envelope import (
     decode_json,
     validate_queue_name,
 )
+from support.backoff import full_jitter
 
 #: Seconds between two claim attempts of a blocking pop (no push notifications in SQL).
 BLOCKING_POLL_SECONDS = 0.05
@@ -216,15 +218,16 @@ def run_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
                 return result
         except (DBAPIError, sqlite3.Error) as exc:  # sqlite3's own: from _HotPath
             table = missing_table(exc)
-            if table is not None:
-                raise QueueError(
+            if table is not None:  # an outage, not the job's fault: it waits for --migrate
+                raise QueueUnavailable(
                     f"database {server_name(engine)} has no table {table}: "
                     "run `python main.py --migrate` to create the queue tables"
                 ) from None
             if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS - 1:
                 raise connection_error(engine, exc) from None
-            ceiling = min(TRANSIENT_BACKOFF_CAP_SECONDS, TRANSIENT_BACKOFF_SECONDS * 2**attempt)
-            time.sleep(random.uniform(0, ceiling))
+            time.sleep(
+                full_jitter(attempt + 1, TRANSIENT_BACKOFF_SECONDS, TRANSIENT_BACKOFF_CAP_SECONDS)
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 

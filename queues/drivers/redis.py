@@ -52,7 +52,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 from redis.commands.core import Script
 
-from core.redis_connection import redis_errors
+from backends.redis_client import redis_errors
 from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
     FailedJob,

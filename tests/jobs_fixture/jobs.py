@@ -12,6 +12,8 @@ import signal
 import time
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from queues import Job
 
 
@@ -209,3 +211,27 @@ class SwallowingJob(Job):
             with contextlib.suppress(BaseException):  # the point: it swallows the alarm
                 time.sleep(0.02)
         _append(self.path, "returned")
+
+
+class Point(BaseModel):
+    """A model argument: travels as JSON, comes back as a Point."""
+
+    x: float
+    y: float = 0.0
+
+
+class PlotJob(Job):
+    """Appends its point (a model) and its optional label point to the file `path`."""
+
+    point: Point
+    label: Point | None
+
+    def handle(self) -> None:
+        _append(self.path, f"{type(self.point).__name__} {self.point.x} {self.point.y}")
+
+
+class PublishJob(Job):
+    """Publishes `{"n": n}` to `topic` at QoS 1 through the worker's MQTT connection."""
+
+    def handle(self) -> None:
+        self.publish(self.topic, {"n": self.n}, qos=1)

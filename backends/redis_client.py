@@ -1,13 +1,14 @@
-"""The process-wide Redis client, and the translation of Redis failures to `QueueError`.
+"""The process-wide Redis client, and the translation of Redis failures to `BackendError`.
 
-`get_redis(settings)` builds one client per process from REDIS_HOST/PORT/DB/
-PASSWORD/TLS. The client checks a pooled connection's health before reuse and
+`get_redis(settings)` builds one client per process from REDIS_HOST/PORT/DB,
+the credentials (REDIS_USERNAME for an ACL user, REDIS_PASSWORD) and TLS
+(`tls_options`). The client checks a pooled connection's health before reuse and
 retries a command on connection errors with a short backoff, so a worker keeps
 working after a Redis restart without being restarted itself. `reset()` drops
 the cached client (call it in a child after fork so no socket is shared).
 
 `redis_errors(client)` turns a dead or refusing server into one
-`QueueError("Redis at host:port is unreachable: ...")`; the password never
+`BackendError("Redis at host:port is unreachable: ...")`; the password never
 appears in any message.
 """
 
@@ -16,13 +17,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import AbstractBackoff
 from redis.retry import Retry
 
+from backends.errors import BackendError, BackendUnavailableError
 from config.settings import Settings
-from queues.drivers.base import QueueError
+from support.backoff import full_jitter
 
 #: Seconds to wait for the TCP (and TLS) connection to Redis before giving up.
 CONNECT_TIMEOUT = 2.0
@@ -32,8 +35,13 @@ SOCKET_TIMEOUT = 10.0
 HEALTH_CHECK_INTERVAL = 15
 #: Times a command is retried after a connection error (Redis restarting).
 CONNECTION_RETRIES = 3
-#: Backoff between those retries: first wait and cap, in seconds.
-RETRY_BACKOFF_BASE = 0.05
+#: Error replies of a server that cannot take writes for now (out of memory, a failing
+#: snapshot, a replica, loading, a busy script, a cluster in failover): outages, not bugs.
+UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
+                       "CLUSTERDOWN", "NOREPLICAS")  # fmt: skip
+#: Seconds: ceiling of the jittered pause before the first of those retries (doubles per retry).
+RETRY_BACKOFF_BASE = 0.1
+#: Seconds: the longest pause between two of those retries.
 RETRY_BACKOFF_CAP = 0.5
 
 _lock = threading.Lock()
@@ -52,15 +60,14 @@ def build_redis(settings: Settings) -> redis.Redis:
     and `SETTLE_RECEIPT_TTL`, which must outlast CONNECTION_RETRIES x
     (SOCKET_TIMEOUT + RETRY_BACKOFF_CAP)).
     """
-    retry = Retry(
-        ExponentialBackoff(cap=RETRY_BACKOFF_CAP, base=RETRY_BACKOFF_BASE), CONNECTION_RETRIES
-    )
+    retry = Retry(JitteredBackoff(), CONNECTION_RETRIES)
     return redis.Redis(
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
+        username=settings.redis_username,
         password=settings.redis_password,
-        ssl=settings.redis_tls,
+        **tls_options(settings),
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_keepalive=True,
@@ -72,6 +79,32 @@ def build_redis(settings: Settings) -> redis.Redis:
         # fails it), not break every reply that carries it.
         encoding_errors="replace",
     )
+
+
+class JitteredBackoff(AbstractBackoff):
+    """redis-py's pause between connection retries, drawn by support/backoff.py (full jitter)."""
+
+    def compute(self, failures: int) -> float:
+        """Seconds before retry number `failures` (1-based), under `RETRY_BACKOFF_CAP`."""
+        return full_jitter(failures, RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP)
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py keyword arguments for TLS: none when it is off.
+
+    With TLS on, the server's certificate must chain to the system's CAs or to
+    REDIS_TLS_CA and name REDIS_HOST; REDIS_TLS_CERT/KEY add a client certificate.
+    """
+    if not settings.redis_tls_enabled:
+        return {}
+    return {
+        "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "ssl_ca_certs": settings.redis_tls_ca,
+        "ssl_certfile": settings.redis_tls_cert,
+        "ssl_keyfile": settings.redis_tls_key,
+    }
 
 
 def get_redis(settings: Settings) -> redis.Redis:
@@ -100,14 +133,24 @@ def address(client: redis.Redis) -> str:
 
 @contextmanager
 def redis_errors(client: redis.Redis) -> Iterator[None]:
-    """Re-raise Redis failures inside the block as `QueueError` naming the server."""
+    """Re-raise Redis failures inside the block as `BackendError` naming the server.
+
+    A server that cannot be reached, times out, refuses our credentials or
+    cannot take writes for now raises `BackendUnavailableError` (an outage:
+    retry later); any other error reply raises a plain `BackendError`.
+    """
     try:
         yield
     except redis.exceptions.AuthenticationError:
-        raise QueueError(
-            f"Redis at {address(client)} rejected the credentials: check REDIS_PASSWORD"
+        raise BackendUnavailableError(
+            f"Redis at {address(client)} rejected the credentials: "
+            "check REDIS_USERNAME and REDIS_PASSWORD"
         ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise QueueError(f"Redis at {address(client)} is unreachable: {exc}") from exc
+        raise BackendUnavailableError(f"Redis at {address(client)} is unreachable: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith(UNAVAILABLE_REPLIES):
+            raise BackendUnavailableError(f"Redis at {address(client)} refused: {exc}") from exc
+        raise BackendError(f"Redis at {address(client)} failed: {exc}") from exc
     except redis.exceptions.RedisError as exc:
-        raise QueueError(f"Redis at {address(client)} failed: {exc}") from exc
+        raise BackendError(f"Redis at {address(client)} failed: {exc}") from exc

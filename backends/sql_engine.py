@@ -1,4 +1,4 @@
-"""The SQL engine of the database queue: built once per process from settings.
+"""The SQL engine: one per process, built from settings, shared by the queue and app jobs.
 
 `get_engine(settings)` returns one cached SQLAlchemy engine:
 
@@ -7,10 +7,10 @@
 * otherwise the embedded SQLite file `SQLITE_PATH`, whose tables are created on
   first use (no server, no migration step).
 
-Tables are otherwise created only by `python main.py --migrate`, which also
-upgrades tables an earlier version created (`upgrade_tables`: it adds the
-`queue_jobs.reservations` fencing column when missing). Worker processes
-call `reset()` after fork so no connection is shared between processes.
+Tables are otherwise created only by `python main.py --migrate`
+(backends/migrations.py), which also upgrades tables an earlier version created
+(backends/sql_tables.py `upgrade_tables`). Worker processes call `reset()` after
+fork so no connection is shared between processes.
 
 MySQL/MariaDB must run in UTC (or a fixed offset without daylight saving time):
 the queue's leases and delays compare DATETIME values written with `NOW(6)` in
@@ -22,23 +22,21 @@ hold every delayed job an hour. The first connection of each MySQL engine reads
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sqlite3
-import sys
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Column, Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.schema import CreateColumn
 
+from backends.errors import BackendError
+from backends.sql_errors import server_name
+from backends.sql_tables import MYSQL_DIALECTS, create_tables, upgrade_tables
 from config.settings import Settings
-from queues.drivers.base import QueueError
-from queues.drivers.sql_models import MYSQL_DIALECTS, Base
 
 #: Milliseconds a SQLite connection waits for another process's write lock.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -97,13 +95,18 @@ def masked(url: URL | Engine) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def server_name(url: URL | Engine) -> str:
-    """`host:port` of a server URL, or the file of a SQLite URL (never a password)."""
-    if isinstance(url, Engine):
-        url = url.url
-    if url.get_backend_name() == "sqlite":
-        return f"sqlite file {url.database or ':memory:'}"
-    return f"{url.host or 'localhost'}:{url.port or 3306}"
+def tls_connect_args(settings: Settings) -> dict[str, Any]:
+    """PyMySQL connect arguments for TLS from DB_SSL_*: none when they are unset.
+
+    The server's certificate must chain to the system's CAs or to DB_SSL_CA and
+    name DB_HOST; DB_SSL_CERT/KEY add a client certificate (for `REQUIRE X509`).
+    """
+    if not settings.db_ssl_enabled:
+        return {}
+    context = ssl.create_default_context(cafile=settings.db_ssl_ca)
+    if settings.db_ssl_cert:
+        context.load_cert_chain(settings.db_ssl_cert, settings.db_ssl_key)
+    return {"ssl": context}
 
 
 def engine_from_url(
@@ -111,12 +114,14 @@ def engine_from_url(
     pool_size: int = 5,
     pool_pre_ping: bool = True,
     create_sqlite_tables: bool = True,
+    connect_args: dict[str, Any] | None = None,
 ) -> Engine:
     """A new engine for `url`, tuned for the queue.
 
     MySQL/MariaDB: READ COMMITTED (locking reads take no gap locks, which is what
     makes SKIP LOCKED claims deadlock-light), pool of `pool_size`, pre-ping and
-    recycling. SQLite: WAL journal, a busy timeout, and `BEGIN IMMEDIATE` for
+    recycling; `connect_args` (such as `tls_connect_args`) go to PyMySQL. SQLite:
+    WAL journal, a busy timeout, and `BEGIN IMMEDIATE` for
     every transaction so concurrent processes serialise on the write lock instead
     of failing on a lock upgrade; its tables are created when missing unless
     `create_sqlite_tables` is False.
@@ -133,7 +138,10 @@ def engine_from_url(
     if backend in MYSQL_DIALECTS:
         options["isolation_level"] = "READ COMMITTED"
         if url.get_driver_name() == "pymysql":
-            options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+            options["connect_args"] = {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                **(connect_args or {}),
+            }
     # The pool's default reset sends a ROLLBACK at every check-in, even right
     # after a COMMIT: one wasted round trip per queue operation. The reset
     # below skips it only for connections `mark_clean` vouched for.
@@ -195,7 +203,7 @@ def mark_clean(connection: Connection) -> None:
 
 def _sqlite_engine(url: URL, pool_size: int, create_tables_now: bool) -> Engine:
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-        raise QueueError(
+        raise BackendError(
             f"SQLite {sqlite3.sqlite_version} is too old for the database queue: "
             f"need {'.'.join(map(str, MIN_SQLITE_VERSION))} or newer (UPDATE ... RETURNING)"
         )
@@ -248,6 +256,7 @@ def get_engine(settings: Settings) -> Engine:
                 settings_url(settings),
                 pool_size=settings.db_pool_size,
                 pool_pre_ping=settings.db_pool_pre_ping,
+                connect_args=tls_connect_args(settings),
             )
         return _engine
 
@@ -263,87 +272,3 @@ def reset() -> None:
         if _engine is not None:
             _engine.dispose(close=False)
         _engine = None
-
-
-def create_tables(engine: Engine) -> list[str]:
-    """Create the queue tables and indexes that are missing; return the names created."""
-    try:
-        with engine.begin() as connection:
-            existing = set(inspect(connection).get_table_names())
-            Base.metadata.create_all(connection, checkfirst=True)
-    except DBAPIError as exc:
-        raise connection_error(engine, exc) from None
-    return [name for name in Base.metadata.tables if name not in existing]
-
-
-#: Columns a later version added to tables an earlier `--migrate` may have made.
-UPGRADE_COLUMNS: tuple[Column[Any], ...] = (Base.metadata.tables["queue_jobs"].c.reservations,)
-
-
-def upgrade_tables(engine: Engine) -> list[str]:
-    """Add the columns of `UPGRADE_COLUMNS` missing from existing tables; return them.
-
-    The one upgrade step so far: `queue_jobs.reservations` (the fencing
-    counter, NOT NULL DEFAULT 0) came after the first release, and a table
-    made without it gets it by `ALTER TABLE ... ADD COLUMN`; existing rows get
-    0. Stop workers and migrations for the upgrade: a reservation taken by the
-    old code fenced on `attempts`, so its holder's ack may be refused and the
-    job then runs again once its lease expires (at least once, as for any lost
-    lease). Only `--migrate` runs this; a missing table is left to
-    `create_tables`.
-    """
-    added: list[str] = []
-    try:
-        with engine.begin() as connection:
-            inspector = inspect(connection)
-            tables = set(inspector.get_table_names())
-            for column in UPGRADE_COLUMNS:
-                table = column.table.name
-                if table not in tables:
-                    continue
-                if column.name in {c["name"] for c in inspector.get_columns(table)}:
-                    continue
-                definition = CreateColumn(column).compile(dialect=engine.dialect)
-                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {definition}"))
-                added.append(f"{table}.{column.name}")
-    except DBAPIError as exc:
-        raise connection_error(engine, exc) from None
-    return added
-
-
-def drop_tables(engine: Engine) -> None:
-    """Drop the queue tables (tests only: this deletes every job)."""
-    Base.metadata.drop_all(engine, checkfirst=True)
-
-
-def connection_error(engine: Engine, exc: Exception) -> QueueError:
-    """A QueueError naming the server (host:port, never the password) and the cause."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    return QueueError(f"database {server_name(engine)} failed: {cause}")
-
-
-def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
-    """`main.py --migrate`: create or upgrade the queue tables; print what changed and where.
-
-    Exit code 0 on success (also when nothing was missing), 1 when the database
-    failed; the message names the server, never its password.
-    """
-    del args
-    # Not get_engine(): for SQLite that would create the tables before we look.
-    engine = engine_from_url(settings_url(settings), pool_size=1, create_sqlite_tables=False)
-    target = masked(engine)
-    try:
-        added = upgrade_tables(engine)
-        created = create_tables(engine)
-    except QueueError as exc:
-        print(f"migrate failed for {target}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        engine.dispose()
-    if added:
-        print(f"added columns {', '.join(added)} in {target}")
-    if created:
-        print(f"created tables {', '.join(created)} in {target}")
-    if not added and not created:
-        print(f"tables already present in {target}: nothing to do")
-    return 0

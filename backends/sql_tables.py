@@ -1,4 +1,7 @@
-"""SQLAlchemy models of the database queue: `queue_jobs` and `queue_failed_jobs`.
+"""The tables of the database queue, `queue_jobs` and `queue_failed_jobs`, and their DDL.
+
+`create_tables` makes the missing ones, `upgrade_tables` adds the columns a
+later version introduced, `drop_tables` removes them (tests only).
 
 Column for column the tables of the user's spec (docs "Database Tables"), so the
 spec's monitoring and cleanup SQL runs on them unchanged. Where a type is wider
@@ -16,7 +19,7 @@ pushed envelope carries (a job moved from another driver keeps what it spent
 there) and each worker claim adds one. A heartbeat moves `reserved_at` forward,
 and a reservation has expired when `reserved_at` is older than the driver's
 `retry_after`. Tables made by an earlier `--migrate` without the column get it
-from the next `--migrate` (core/database.py: `upgrade_tables`).
+from the next `--migrate` (`upgrade_tables` below).
 
 Times on MySQL/MariaDB are DATETIME in the session time zone, which must be UTC
 or a fixed offset (see queues/drivers/database.py: a DST jump moves every lease).
@@ -25,10 +28,27 @@ or a fixed offset (see queues/drivers/database.py: a DST jump moves every lease)
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    inspect,
+    text,
+)
 from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CreateColumn
+
+from backends.sql_errors import connection_error
 
 #: Dialect names of MySQL and MariaDB (SQLAlchemy names MariaDB "mysql" over PyMySQL).
 MYSQL_DIALECTS = ("mysql", "mariadb")
@@ -103,3 +123,59 @@ class QueueFailedJob(Base):
 
 #: Every table of the queue, in creation order.
 TABLES = (QueueJob.__table__, QueueFailedJob.__table__)
+
+
+def create_tables(engine: Engine) -> list[str]:
+    """Create the queue tables and indexes that are missing; return the names created."""
+    return create_missing_tables(engine, Base.metadata)
+
+
+def create_missing_tables(engine: Engine, metadata: MetaData) -> list[str]:
+    """Create the tables (and indexes) of `metadata` that are missing; return their names."""
+    try:
+        with engine.begin() as connection:
+            existing = set(inspect(connection).get_table_names())
+            metadata.create_all(connection, checkfirst=True)
+    except DBAPIError as exc:
+        raise connection_error(engine, exc) from None
+    return [name for name in metadata.tables if name not in existing]
+
+
+#: Columns a later version added to tables an earlier `--migrate` may have made.
+UPGRADE_COLUMNS: tuple[Column[Any], ...] = (Base.metadata.tables["queue_jobs"].c.reservations,)
+
+
+def upgrade_tables(engine: Engine) -> list[str]:
+    """Add the columns of `UPGRADE_COLUMNS` missing from existing tables; return them.
+
+    The one upgrade step so far: `queue_jobs.reservations` (the fencing
+    counter, NOT NULL DEFAULT 0) came after the first release, and a table
+    made without it gets it by `ALTER TABLE ... ADD COLUMN`; existing rows get
+    0. Stop workers and migrations for the upgrade: a reservation taken by the
+    old code fenced on `attempts`, so its holder's ack may be refused and the
+    job then runs again once its lease expires (at least once, as for any lost
+    lease). Only `--migrate` and the embedded SQLite's first use run this; a
+    missing table is left to `create_tables`.
+    """
+    added: list[str] = []
+    try:
+        with engine.begin() as connection:
+            inspector = inspect(connection)
+            tables = set(inspector.get_table_names())
+            for column in UPGRADE_COLUMNS:
+                table = column.table.name
+                if table not in tables:
+                    continue
+                if column.name in {c["name"] for c in inspector.get_columns(table)}:
+                    continue
+                definition = CreateColumn(column).compile(dialect=engine.dialect)
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {definition}"))
+                added.append(f"{table}.{column.name}")
+    except DBAPIError as exc:
+        raise connection_error(engine, exc) from None
+    return added
+
+
+def drop_tables(engine: Engine) -> None:
+    """Drop the queue tables (tests only: this deletes every job)."""
+    Base.metadata.drop_all(engine, checkfirst=True)

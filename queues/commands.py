@@ -1,8 +1,9 @@
 """Operator commands of main.py for queues and workers.
 
-Each command is `fn(args, settings) -> exit code` (see core/cli.py COMMANDS).
-A wrong argument or an unreachable server ends the command with ONE line on
-stderr and a non-zero exit code: 2 for a wrong argument, 1 for a backend error.
+Each command is `fn(args, settings) -> exit code`; cli.py declares each
+command's options, checks their values and calls it. A wrong argument or an
+unreachable server ends the command with ONE line on stderr and a non-zero exit
+code: 2 for a wrong argument, 1 for a backend error.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ def _age(seconds: float | None) -> str:
 
 # -- worker -----------------------------------------------------------------
 
+#: Seconds beyond the workers' shutdown grace period that `--workers N` waits before killing them.
+STOP_MARGIN = 15.0
+
 
 def _work(args: argparse.Namespace, settings: Settings) -> int:
     """Run one worker, or a supervisor of `--workers N` worker processes.
@@ -167,24 +171,7 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
     from queues.registry import DuplicateJobError, get_registry
     from queues.worker import Worker, current_rss_mb
 
-    for flag, value in (
-        ("--sleep", args.sleep),
-        ("--max-jobs", args.max_jobs),
-        ("--max-time", args.max_time),
-        ("--memory", args.memory),
-    ):
-        if value < 0:
-            raise UsageError(f"{flag} must be >= 0, got {value}")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    if args.tries is not None and args.tries < 1:
-        raise UsageError(f"--tries must be at least 1, got {args.tries}")
-    try:
-        backoff = None if args.backoff is None else parse_backoff(args.backoff)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    backoff = None if args.backoff is None else parse_backoff(args.backoff)
     try:
         registry = get_registry()
     except (ImportError, DuplicateJobError) as exc:
@@ -201,9 +188,12 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
             f"({baseline:.0f} MB): it would exit after every job; give it more than that"
         )
     if args.workers > 1:
-        from queues.supervisor import Supervisor, worker_arguments
+        from queues.worker import GRACE_PERIOD
+        from support.supervisor import Child, Supervisor
 
-        return Supervisor(worker_arguments(args), args.workers).run()
+        argv = tuple(worker_arguments(args))
+        children = [Child(f"queue-worker-{i}", argv) for i in range(args.workers)]
+        return Supervisor(children, stop_timeout=GRACE_PERIOD + STOP_MARGIN).run()
 
     worker = Worker(
         driver,
@@ -221,6 +211,26 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
 
 
 work_command = _guarded(_work)
+
+
+def worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The `main.py` flags of one worker child: the parent's worker flags minus --workers."""
+    argv = ["--queue-work"]
+    for flag, attribute in (
+        ("--connection", "connection"),
+        ("--queue", "queue"),
+        ("--sleep", "sleep"),
+        ("--max-jobs", "max_jobs"),
+        ("--max-time", "max_time"),
+        ("--memory", "memory"),
+        ("--timeout", "timeout"),
+        ("--tries", "tries"),
+        ("--backoff", "backoff"),
+    ):
+        value = getattr(args, attribute, None)
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
 
 
 # -- status -----------------------------------------------------------------
@@ -487,8 +497,6 @@ forget_command = _guarded(_forget)
 
 def _flush(args: argparse.Namespace, settings: Settings) -> int:
     """Delete all failed jobs of every store, or those older than --older-than DAYS."""
-    if args.older_than is not None and args.older_than < 0:
-        raise UsageError(f"--older-than must be days >= 0, got {args.older_than}")
     count = connections.failed_stores(settings).flush(args.older_than)
     scope = "" if args.older_than is None else f" older than {args.older_than:g} days"
     print(f"deleted {count} failed job(s){scope}")
@@ -518,8 +526,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--data is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"--data must be a JSON object, got {type(data).__name__}")
-    if args.delay < 0:
-        raise UsageError(f"--delay must be seconds >= 0, got {args.delay}")
     cls = registry.resolve(name)
     try:
         job = cls(**data)
@@ -543,8 +549,6 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from queues.transfer import transfer, transfer_failed
 
     source_name, target_name = args.from_connection, args.to_connection
-    if not source_name or not target_name:
-        raise UsageError("--queue-migrate needs --from and --to (redis or database)")
     if source_name == target_name:
         raise UsageError(f"--from and --to must differ, both are {source_name!r}")
     source = _driver(source_name, settings)

@@ -1,0 +1,59 @@
+"""How a SQL failure names its server and whether it is an outage.
+
+`server_name`, `connection_error` and `is_outage`; below both the engine and
+the table DDL, which raise through it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlalchemy import URL, Engine
+from sqlalchemy.exc import DBAPIError
+
+from backends.errors import BackendError, BackendUnavailableError
+
+#: MySQL/MariaDB error codes of a server that cannot take work now: can't connect
+#: (2002, 2003), gone or lost (2006, 2013, 2055), too many connections (1040),
+#: shutting down (1053), access denied (1045), lock wait / deadlock still failing
+#: after the driver's retries (1205, 1213), connection killed (1927), read-only
+#: (1290, 1792), no such table (1146: run --migrate).
+MYSQL_OUTAGE_CODES = frozenset(
+    {1040, 1045, 1053, 1146, 1205, 1213, 1290, 1792, 1927, 2002, 2003, 2006, 2013, 2055}
+)
+
+
+def server_name(url: URL | Engine) -> str:
+    """`host:port` of a server URL, or the file of a SQLite URL (never a password)."""
+    if isinstance(url, Engine):
+        url = url.url
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite file {url.database or ':memory:'}"
+    return f"{url.host or 'localhost'}:{url.port or 3306}"
+
+
+def connection_error(engine: Engine, exc: Exception) -> BackendError:
+    """A BackendError naming the server (host:port, never the password) and the cause.
+
+    `BackendUnavailableError` when the database cannot take work now (`is_outage`).
+    """
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    error = BackendUnavailableError if is_outage(exc) else BackendError
+    return error(f"database {server_name(engine)} failed: {cause}")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when a database error is the server's condition, not the statement's.
+
+    A lost or refused connection, a lock that stayed taken, a server shutting
+    down or out of connections, missing tables (run --migrate), a read-only
+    server; on SQLite any OperationalError (locked, unopenable, disk full).
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, sqlite3.OperationalError):
+        return True
+    args: tuple[object, ...] = tuple(getattr(cause, "args", ()))
+    code = args[0] if args else None
+    return isinstance(code, int) and code in MYSQL_OUTAGE_CODES
