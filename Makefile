@@ -17,7 +17,8 @@ install: $(STAMP)
 # Runs a command in a session of its own, out of reach of the terminal's Ctrl-C (see `run`).
 DETACHED = $(PY) -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])'
 
-# The router and, a second later (the broker's line comes first), one queue worker. Both run
+# The router and, a second later (the broker's line comes first), one queue worker working
+# every queue of the registered job classes (no --queue). Both run
 # detached from the terminal: Ctrl-C (SIGINT to the foreground group) or a SIGTERM to make
 # reaches only this shell, whose trap sends each process exactly one SIGTERM, a graceful stop.
 # If the router ends by itself, the worker is stopped the same way. A second Ctrl-C sends a
@@ -39,7 +40,7 @@ run: $(STAMP)
 	sleep 1; \
 	if [ -z "$$stopping" ] && kill -0 $$router 2>/dev/null; then \
 		METRICS_PORT=$(WORKER_METRICS_PORT) \
-			$(DETACHED) $(PY) main.py --queue-work --queue readings,default & worker=$$!; \
+			$(DETACHED) $(PY) main.py --queue-work & worker=$$!; \
 	fi; \
 	wait $$router; status=$$?; \
 	while kill -0 $$router 2>/dev/null; do wait $$router; status=$$?; done; \
@@ -48,7 +49,7 @@ run: $(STAMP)
 	exit $$status
 
 worker: $(STAMP)
-	$(PY) main.py --queue-work --queue readings,default
+	$(PY) main.py --queue-work
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

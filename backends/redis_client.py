@@ -49,7 +49,7 @@ _client: redis.Redis | None = None
 
 
 def build_redis(settings: Settings) -> redis.Redis:
-    """A new Redis client for these settings (strings decoded as UTF-8).
+    """A new Redis client for these settings (strings decoded as UTF-8, bad bytes replaced).
 
     A command whose connection broke is retried on a fresh connection up to
     `CONNECTION_RETRIES` times. A retried write whose reply was lost may run
@@ -75,6 +75,9 @@ def build_redis(settings: Settings) -> redis.Redis:
         retry=retry,
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         decode_responses=True,
+        # A hand-written entry that is not UTF-8 must reach the worker (which
+        # fails it), not break every reply that carries it.
+        encoding_errors="replace",
     )
 
 

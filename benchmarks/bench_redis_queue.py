@@ -9,6 +9,7 @@ Runs on the test database (9) under a private key prefix, deleted afterwards.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import redis
 
@@ -41,23 +42,31 @@ def _cleanup(client: redis.Redis, prefix: str) -> None:
         client.delete(*keys)
 
 
+def _payloads() -> Iterator[str]:
+    """Envelopes with distinct ids, made ahead of the timing (the driver adds a job
+    whose id is already queued only once, so a repeated payload would add nothing)."""
+    text = Envelope(job="bench.noop", data={"device": "d-1", "value": 21.5}, id="ID").to_json()
+    return iter([text.replace('"id":"ID"', f'"id":"{n:08d}"') for n in range(10 * COUNT)])
+
+
 def run() -> list[BenchResult]:
     """Measure push, push+pop+ack and bulk throughput with same-run raw baselines."""
     client = _client()
     prefix = f"bench:{uuid.uuid4().hex[:8]}:queue:"
     driver = RedisDriver(client, RedisFailedStore(client, prefix), 90, prefix=prefix)
-    payload = Envelope(job="bench.noop", data={"device": "d-1", "value": 21.5}).to_json()
+    payloads = _payloads()
+    payload = next(payloads)
     raw_key, raw_reserved = f"{prefix}raw", f"{prefix}raw:reserved"
     try:
         results: list[BenchResult] = []
 
-        push = ops_per_sec(lambda: driver.push("bench", payload), COUNT)
+        push = ops_per_sec(lambda: driver.push("bench", next(payloads)), COUNT)
         raw_push = ops_per_sec(lambda: client.rpush(raw_key, payload), COUNT)
         results.append(BenchResult("redis driver push", push, "raw RPUSH", raw_push))
         _cleanup(client, prefix)
 
         def cycle() -> None:
-            driver.push("bench", payload)
+            driver.push("bench", next(payloads))
             job = driver.pop(["bench"])
             assert job is not None and driver.ack(job)
 
@@ -80,7 +89,12 @@ def run() -> list[BenchResult]:
         )
         _cleanup(client, prefix)
 
-        batch = [("bench", payload, 0.0)] * BULK_SIZE
+        batches = iter(
+            [
+                [("bench", next(payloads), 0.0) for _ in range(BULK_SIZE)]
+                for _ in range(3 * COUNT // BULK_SIZE)
+            ]
+        )
 
         def raw_bulk() -> None:
             pipe = client.pipeline(transaction=True)
@@ -88,7 +102,7 @@ def run() -> list[BenchResult]:
                 pipe.rpush(raw_key, payload)
             pipe.execute()
 
-        bulk = ops_per_sec(lambda: driver.bulk(batch), COUNT // BULK_SIZE) * BULK_SIZE
+        bulk = ops_per_sec(lambda: driver.bulk(next(batches)), COUNT // BULK_SIZE) * BULK_SIZE
         raw = ops_per_sec(raw_bulk, COUNT // BULK_SIZE) * BULK_SIZE
         results.append(
             BenchResult(f"redis driver bulk({BULK_SIZE}) jobs", bulk, "raw MULTI RPUSH jobs", raw)

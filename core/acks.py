@@ -39,7 +39,8 @@ class AckSequencer:
 
     def __init__(self, send_ack: SendAck) -> None:
         self._send_ack = send_ack
-        self._lock = threading.Lock()
+        # Re-entrant: a send whose write fails may call `new_connection` on this thread.
+        self._lock = threading.RLock()
         self._order: list[Ticket] = []  #: tickets of this connection not yet acked, in order
         self._head = 0  #: index of the first ticket in `_order` not yet acked
         self._generation = 0
@@ -59,21 +60,23 @@ class AckSequencer:
             if ticket.generation != self._generation:
                 return  # its connection is gone; the broker redelivers or forgot it
             ticket.done = True
+            generation = self._generation
             order = self._order
-            head = self._head
-            while head < len(order) and order[head].done:
-                head_ticket = order[head]
+            while self._head < len(order) and order[self._head].done:
+                head_ticket = order[self._head]
+                # Counted before the send: if the send raises, this ack is not sent again.
+                self._head += 1
+                self.acked += 1
                 # Under the lock: a reconnect cannot slip between the check and the send.
                 self._send_ack(head_ticket.mid, head_ticket.qos)
-                head += 1
-            self.acked += head - self._head
-            if head == len(order):
+                if self._generation != generation:
+                    return  # the send found the connection gone; new_connection() ran
+            if self._head == len(order):
                 order.clear()
-                head = 0
-            elif head > len(order) // 2:
-                del order[:head]
-                head = 0
-            self._head = head
+                self._head = 0
+            elif self._head > len(order) // 2:
+                del order[: self._head]
+                self._head = 0
 
     def new_connection(self) -> None:
         """Forget every unacknowledged ticket: their packet ids belonged to the old connection.
@@ -85,6 +88,10 @@ class AckSequencer:
             self._order = []
             self._head = 0
             self._generation += 1
+
+    def is_current(self, ticket: Ticket) -> bool:
+        """True while `ticket`'s connection is the live one (its ack can still be sent)."""
+        return ticket.generation == self._generation
 
     @property
     def pending(self) -> int:

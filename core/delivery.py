@@ -39,6 +39,9 @@ log = logging.getLogger("core.mqtt")
 
 #: QoS of dead-letter publications: at least once, so a poison message is not lost twice.
 DEAD_LETTER_QOS = 1
+#: Seconds a handler thread waits for the broker to acknowledge a dead letter before the
+#: message's own ack; unconfirmed, the message stays unacknowledged (redelivered later).
+DEAD_LETTER_CONFIRM_SECONDS = 10.0
 
 #: Waits before the next try of a message: `pause(tries so far, exception)`; False to give
 #: up (the message then stays unacknowledged).
@@ -92,12 +95,20 @@ class Outcome:
     routed: bool = False  #: a route matched and returned
     error: BaseException | None = None  #: why it was dead-lettered
     dead_letter: tuple[str, bytes] | None = None  #: (topic, body) published, if any
+    #: False when its dead letter was sent but not acknowledged by the broker in time:
+    #: the message must then stay unacknowledged, or it could be lost with the letter.
+    confirmed: bool = True
 
 
 class IntakeStats:
-    """Counters of message handling (read them for tests, metrics and logs)."""
+    """Counters of message handling (read them for tests, metrics and logs).
+
+    Handler threads count through `add`, under a lock: `+=` on an attribute is
+    not atomic, and tests and metrics wait for exact counts.
+    """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.received = 0  #: messages accepted from the network thread
         self.handled = 0  #: messages whose route returned
         self.unmatched = 0  #: messages no route matched (acknowledged)
@@ -106,6 +117,13 @@ class IntakeStats:
         self.handler_failures = 0  #: failed handler attempts, retries included
         self.outage_retries = 0  #: tries of held messages during backend outages
         self.qos0_dropped = 0  #: QoS 0 messages dropped because the backlog was full
+        self.stale_skipped = 0  #: messages of a lost connection left for the broker to redeliver
+        self.unexpected_errors = 0  #: framework faults caught around a message (logged)
+
+    def add(self, counter: str, amount: int = 1) -> None:
+        """Add `amount` to the counter named `counter`, safely from any thread."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + amount)
 
 
 class Outage:
@@ -215,12 +233,12 @@ class Delivery:
                 self._discard()
                 if caused_by_outage(exc):
                     held += 1
-                    stats.outage_retries += 1
+                    stats.add("outage_retries")
                     self.outage.start(exc)
                     if not self._outage_pause(held, exc):
                         return None
                     continue
-                stats.handler_failures += 1
+                stats.add("handler_failures")
                 if attempt < self._attempts:
                     log.warning(
                         "handler for topic %r (route %s) failed on attempt %d/%d: %s; retrying",
@@ -243,10 +261,8 @@ class Delivery:
                 )
                 return self._dead_lettered(message, exc, attempt)
             records = outbox.end() if outbox is not None else None
-            if routed:
-                stats.handled += 1
-            else:
-                stats.unmatched += 1  # the router logs it at DEBUG; we still ack it
+            # Unmatched: the router logs it at DEBUG; we still ack it.
+            stats.add("handled" if routed else "unmatched")
             if held:
                 self.outage.end()
             return Outcome(message, records, attempt, routed)
@@ -257,8 +273,25 @@ class Delivery:
             self._outbox.end()
 
     def _dead_lettered(self, message: Message, exc: BaseException, attempts: int) -> Outcome:
-        dead_letter = self.dead_letter(message, exc, attempts)
-        return Outcome(message, None, attempts, error=exc, dead_letter=dead_letter)
+        outcome = Outcome(message, None, attempts, error=exc)
+        outcome.dead_letter, outcome.confirmed = self._send_dead_letter(message, exc, attempts)
+        return outcome
+
+    def fail_unexpectedly(self, inbound: Inbound, exc: BaseException) -> Outcome:
+        """Dead-letter a message whose handling hit a fault of the framework itself.
+
+        Never raises: a message must end one way or another, or every later
+        acknowledgement of its connection waits behind it.
+        """
+        self.stats.add("unexpected_errors")
+        log.error(
+            "unexpected error handling the message on %r; dead-lettering it",
+            inbound.topic[:200],
+            exc_info=exc,
+        )
+        self._discard()
+        message = Message(inbound.topic, inbound.payload, inbound.qos, inbound.retain)
+        return self._dead_lettered(message, exc, 1)
 
     def store(self, finished: Sequence[Outcome]) -> bool:
         """Store the records of finished messages together; False if a pause gave up.
@@ -289,7 +322,7 @@ class Delivery:
                     error_text(exc),
                 )
                 outcome.error = exc
-                outcome.dead_letter = self.dead_letter(message, exc, 1)
+                outcome.dead_letter, outcome.confirmed = self._send_dead_letter(message, exc, 1)
         return True
 
     def _with_outage_retries(
@@ -304,7 +337,7 @@ class Delivery:
                 if not caused_by_outage(exc):
                     raise
                 held += 1
-                self.stats.outage_retries += 1
+                self.stats.add("outage_retries")
                 self.outage.start(exc)
                 if not self._outage_pause(held, exc):
                     return False
@@ -313,17 +346,20 @@ class Delivery:
                 self.outage.end()
             return True
 
-    def dead_letter(
+    def _send_dead_letter(
         self, message: Message, exc: BaseException, attempts: int
-    ) -> tuple[str, bytes] | None:
-        """Publish the dead letter of `message` and return it; a failure is logged and counted.
+    ) -> tuple[tuple[str, bytes] | None, bool]:
+        """Publish the dead letter of `message`; return it and whether the broker has it.
 
-        Returns None when nothing was published (the publish failed, or the
-        message came from a dead-letter topic itself: re-publishing would loop).
+        Returns (None, True) when nothing can be published (the publish failed
+        for good, or the message came from a dead-letter topic itself:
+        re-publishing would loop): the message is acknowledged all the same.
+        Returns (letter, False) when the broker did not acknowledge the letter
+        within DEAD_LETTER_CONFIRM_SECONDS: the message then stays unacknowledged.
         """
         if message.topic.startswith(self._dead_letter_prefix):
             log.error("dead letter on %r failed again; dropping it", message.topic)
-            return None
+            return None, True
         target = "-"
         try:
             target, body = build_dead_letter(
@@ -337,9 +373,9 @@ class Delivery:
                 message.payload,
                 self.dead_letter_max_bytes,
             )
-            self._publish(target, body, DEAD_LETTER_QOS, False)
+            receipt = self._publish(target, body, DEAD_LETTER_QOS, False)
         except Exception as publish_error:
-            self.stats.dead_letter_failures += 1
+            self.stats.add("dead_letter_failures")
             log.error(
                 "could not publish the dead letter of %r (%d bytes) to %r: %s",
                 message.topic[:200],
@@ -347,10 +383,30 @@ class Delivery:
                 target[:200],
                 error_text(publish_error),
             )
-            return None
-        self.stats.dead_lettered += 1
+            return None, True
+        if not _confirmed(receipt):
+            log.warning(
+                "the broker did not acknowledge the dead letter of %r within %g s; the message "
+                "stays unacknowledged and comes back",
+                message.topic[:200],
+                DEAD_LETTER_CONFIRM_SECONDS,
+            )
+            return (target, body), False
+        self.stats.add("dead_lettered")
         log.warning("dead-lettered message from %r to %r", message.topic[:200], target[:200])
-        return target, body
+        return (target, body), True
+
+
+def _confirmed(receipt: object) -> bool:
+    """True unless a publish receipt says the broker has not acknowledged it in time."""
+    wait = getattr(receipt, "wait_for_publish", None)
+    if wait is None:
+        return True  # a publish function without receipts (the test client)
+    try:
+        wait(DEAD_LETTER_CONFIRM_SECONDS)
+        return bool(receipt.is_published())  # type: ignore[attr-defined]
+    except (RuntimeError, ValueError):  # not connected when it was queued
+        return False
 
 
 def route_pattern(message: Message) -> str:
@@ -362,5 +418,13 @@ def route_pattern(message: Message) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """`Class: message` of an exception, for logs and dead letters."""
-    return f"{type(exc).__name__}: {exc}"
+    """`Class: message` of an exception, for logs and dead letters; never raises.
+
+    A handler's exception may have a `__str__` that itself raises: that must not
+    escape the message's handling (it would hold back every later ack).
+    """
+    try:
+        text = str(exc)
+    except BaseException:  # any failure of user code's __str__
+        text = f"<unprintable {type(exc).__name__}>"
+    return f"{type(exc).__name__}: {text}"

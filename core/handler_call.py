@@ -10,6 +10,8 @@ All async handlers share that loop, so they may share async clients.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import inspect
 import threading
 from collections.abc import Callable, Coroutine
@@ -63,6 +65,10 @@ def background_loop() -> asyncio.AbstractEventLoop:
 def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
     """Run `coroutine` on the shared loop and wait for its result (or exception).
 
+    The coroutine runs in a copy of the caller's context (`contextvars`), as if it
+    ran on the calling thread: what the caller set up for it - the recording of
+    the jobs a handler dispatches (queues/outbox.py) - holds inside it too.
+
     Refuses (RuntimeError) when called from the loop thread itself, which would
     otherwise deadlock: an async handler must not dispatch synchronously.
     """
@@ -73,7 +79,24 @@ def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
             "router.dispatch was called from inside an async handler; that would deadlock "
             "the shared event loop — await the work directly instead"
         )
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+    outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def start() -> None:  # on the loop, in the caller's context: the task copies it
+        task = loop.create_task(coroutine)
+        task.add_done_callback(lambda finished: _settle(finished, outcome))
+
+    loop.call_soon_threadsafe(start, context=contextvars.copy_context())
+    return outcome.result()
+
+
+def _settle(task: asyncio.Task[Any], outcome: concurrent.futures.Future[Any]) -> None:
+    """Hand a finished task's result, exception or cancellation to the waiting caller."""
+    if task.cancelled():
+        outcome.cancel()
+    elif task.exception() is not None:
+        outcome.set_exception(task.exception())
+    else:
+        outcome.set_result(task.result())
 
 
 def sync_caller(handler: Handler) -> Handler:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from core.acks import AckSequencer, Ticket
@@ -92,9 +92,18 @@ class Intake:
         dead_letter_max_bytes: int,
         outbox: Outbox | None = None,
         observer: BatchObserver | None = None,
+        redelivered_after_reconnect: bool = False,
+        on_stuck: Callable[[], None] | None = None,
     ) -> None:
         self._sequencer = sequencer
         self._observer = observer
+        #: A persistent session: the broker redelivers what a lost connection left
+        #: unacknowledged, so messages of an old connection are not handled again here.
+        self._skip_stale = redelivered_after_reconnect
+        #: Called when a message could not be finished by any rule (a fault of ours):
+        #: the runtime drops the connection so the broker redelivers, rather than
+        #: holding every later acknowledgement behind it.
+        self._on_stuck = on_stuck
         self._halt = threading.Event()
         self._last_drop_warning = 0.0
         self.stats = IntakeStats()
@@ -132,7 +141,12 @@ class Intake:
     def accept(
         self, topic: str, payload: bytes, qos: int, retain: bool, props: Any, mid: int
     ) -> None:
-        """Queue one received message for a handler; returns at once (network thread)."""
+        """Queue one received message for a handler; returns at once (network thread).
+
+        After `stop()` nothing is taken: unacknowledged, it comes back to the next session.
+        """
+        if self._halt.is_set():
+            return
         stats = self.stats
         stats.received += 1
         if qos:
@@ -195,23 +209,50 @@ class Intake:
         slower than expected): the messages not started go back to their lanes
         for other threads. Returns how many it finished; never raises.
         """
+        try:
+            return self._run_batch(batch)
+        except BaseException:  # a fault of ours: never stall the acks
+            log.exception("unexpected error in a batch of %d message(s)", len(batch))
+            self.stats.add("unexpected_errors")
+            if self._on_stuck is not None:
+                self._on_stuck()
+            return len(batch)
+
+    def _run_batch(self, batch: Sequence[Inbound]) -> int:
         delivery = self._delivery
-        finished: list[Outcome] = []
+        sequencer = self._sequencer
+        finished: list[tuple[Inbound, Outcome]] = []
         deadline = time.monotonic() + 2 * BATCH_SECONDS
+        consumed = 0
         for inbound in batch:
-            outcome = delivery.route(inbound)
+            consumed += 1
+            ticket = inbound.ticket
+            if self._skip_stale and ticket is not None and not sequencer.is_current(ticket):
+                self.stats.add("stale_skipped")  # the broker redelivers it to this session
+                continue
+            try:
+                outcome = delivery.route(inbound)
+            except BaseException as exc:  # route() has no other way out
+                outcome = delivery.fail_unexpectedly(inbound, exc)
             if outcome is None:
                 return len(batch)  # stopping: this message and the rest stay unacked
-            finished.append(outcome)
-            if len(finished) < len(batch) and time.monotonic() > deadline:
+            finished.append((inbound, outcome))
+            if time.monotonic() > deadline:
                 break
-        if any(outcome.records is not None for outcome in finished) and not delivery.store(
-            finished
+        outcomes = [outcome for _, outcome in finished]
+        if any(outcome.records is not None for outcome in outcomes) and not delivery.store(
+            outcomes
         ):
             return len(batch)  # stopping during an outage: nothing acked, all redelivered
         if self._observer is not None:
-            self._observer.finished(finished)
-        for inbound, _ in zip(batch, finished, strict=False):
-            if inbound.ticket is not None:
-                self._sequencer.done(inbound.ticket)
-        return len(finished)
+            self._observer.finished([outcome for _, outcome in finished])
+        for inbound, outcome in finished:
+            if inbound.ticket is None:
+                continue
+            if outcome.confirmed:
+                sequencer.done(inbound.ticket)
+            elif self._on_stuck is not None:
+                # Its dead letter is not confirmed: no ack, and none after it on this
+                # connection; dropping the connection gets them all redelivered.
+                self._on_stuck()
+        return consumed

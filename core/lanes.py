@@ -77,9 +77,14 @@ class LanePool(Generic[T]):
         for thread in self._threads:
             thread.start()
 
-    def submit(self, key: Hashable, item: T) -> None:
-        """Queue `item` behind the other items of `key`; returns at once."""
+    def submit(self, key: Hashable, item: T) -> bool:
+        """Queue `item` behind the other items of `key`; returns at once.
+
+        False (and nothing queued) once the pool is closing.
+        """
         with self._cond:
+            if self._closed:
+                return False
             self._queued += 1
             lane = self._lanes.get(key)
             if lane is None:
@@ -90,6 +95,7 @@ class LanePool(Generic[T]):
             if self._taker_wants and self._queued >= self._taker_wants:
                 self._taker_wants = 0
                 self._cond.notify()
+            return True
 
     @property
     def backlog(self) -> int:

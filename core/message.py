@@ -22,8 +22,12 @@ class PublishFunction(Protocol):
         qos: int = 0,
         retain: bool = False,
         properties: MessageProperties | None = None,
-    ) -> None:
-        """Publish `payload` to `topic`; raise `ValueError` for what cannot be sent."""
+    ) -> object:
+        """Publish `payload` to `topic`; raise `ValueError` for what cannot be sent.
+
+        May return a receipt with `wait_for_publish(timeout)` and `is_published()`
+        (paho's `MQTTMessageInfo`): the dead-letter path waits on it.
+        """
 
 
 class PayloadError(ValueError):

@@ -184,6 +184,8 @@ class MqttRuntime:
             dead_letter_max_bytes=settings.mqtt_dead_letter_max_bytes,
             outbox=outbox,
             observer=observer,
+            redelivered_after_reconnect=settings.mqtt_persistent_session,
+            on_stuck=self._drop_connection,
         )
 
     # -- counters (see IntakeStats) ----------------------------------------------
@@ -231,6 +233,10 @@ class MqttRuntime:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        # No cap on our own unacknowledged publishes: a capped one waits in paho while
+        # later PUBACKs go out, so a dead letter could be lost behind its message's ack.
+        client.max_inflight_messages_set(0)
         connect_async(client, settings, settings.mqtt_persistent_session)
         return client
 
@@ -347,6 +353,22 @@ class MqttRuntime:
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def _drop_connection(self) -> None:
+        """Cut the connection (any thread): paho reconnects, and the broker redelivers
+        every unacknowledged message. The way out when a message cannot be finished."""
+        log.error("dropping the MQTT connection of %s so unfinished messages are redelivered",
+                  self.describe)  # fmt: skip
+        sock: Any = self.client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    @_guarded
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho closes the socket on every path that ends a connection, some of which
+        # never call on_disconnect (a failing select): packet ids die with the socket.
+        self._acks.new_connection()
+
     @_guarded
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         log.warning("cannot reach MQTT broker for %s; retrying with backoff", self.describe)
@@ -419,10 +441,11 @@ class MqttRuntime:
         qos: int = 0,
         retain: bool = False,
         properties: MessageProperties | None = None,
-    ) -> None:
+    ) -> paho.MQTTMessageInfo:
         """Publish through this client from any thread; `ValueError` for a bad topic or payload.
 
         The calling thread only queues the packet; paho's network thread sends it.
+        Returns paho's receipt (`wait_for_publish`, `is_published`).
         QoS 1/2 messages published while disconnected are queued and sent after
         the reconnect; a QoS 0 message is dropped then, with a warning. MQTT 5
         `properties` over MQTT 3.1.1 raise `PropertiesNotSupported`.
@@ -430,9 +453,9 @@ class MqttRuntime:
         body, packed = prepare_publish(topic, payload, properties, self._v5)
         info = self.client.publish(topic, body, qos, retain, packed)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            return
+            return info
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
             if qos == 0:
                 log.warning("not connected: QoS 0 message to %r dropped", topic)
-            return
+            return info
         raise RuntimeError(f"cannot publish to {topic!r}: {paho.error_string(info.rc)}")

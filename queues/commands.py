@@ -18,8 +18,15 @@ from typing import Any
 
 from config.settings import Settings
 from queues import connections
-from queues.drivers.base import FailedJob, FailedStore, QueueDriver, QueueError
-from queues.envelope import Envelope, EnvelopeError
+from queues.drivers.base import QueueDriver, QueueError
+from queues.envelope import (
+    Envelope,
+    EnvelopeError,
+    colliding_queue_name,
+    decode_json,
+    validate_queue_name,
+)
+from queues.failed_stores import FailedEntry, FailedStores
 from support.progress import progress_bar
 
 #: Exit code of a wrong argument.
@@ -30,6 +37,8 @@ EXIT_BACKEND = 1
 FAILED_LIST_LIMIT = 100
 #: Failed jobs fetched per round by --queue-retry all.
 RETRY_BATCH = 500
+#: Longest exception excerpt in the --queue-failed table, characters.
+EXCEPTION_COLUMN = 120
 
 
 class UsageError(ValueError):
@@ -87,12 +96,25 @@ def _guarded(command: Callable[[argparse.Namespace, Settings], int]) -> Command:
 
 
 def _queue_names(args: argparse.Namespace, default: list[str] | None) -> list[str] | None:
+    """The `--queue` names, each checked by the one queue-name rule (`validate_queue_name`:
+    old names stay readable, but never one whose keys are another queue's)."""
     raw = getattr(args, "queue", None)
     if not raw:
         return default
     names = [part.strip() for part in raw.split(",") if part.strip()]
     if not names:
         raise UsageError(f"--queue needs at least one queue name, got {raw!r}")
+    return _checked_queue_names(names, "--queue")
+
+
+def _checked_queue_names(names: list[str], source: str) -> list[str]:
+    """`names` if each passes the queue-name rule for names that are read; else
+    UsageError naming `source` (where the names came from)."""
+    for name in names:
+        try:
+            validate_queue_name(name, existing=True)
+        except ValueError as exc:
+            raise UsageError(f"{source}: {exc}") from None
     return names
 
 
@@ -139,13 +161,33 @@ STOP_MARGIN = 15.0
 
 
 def _work(args: argparse.Namespace, settings: Settings) -> int:
-    """Run one worker, or a supervisor of `--workers N` worker processes."""
+    """Run one worker, or a supervisor of `--workers N` worker processes.
+
+    Everything that would make every worker fail is checked once, here, before
+    any worker starts: the flags, the jobs package, the queue names, the
+    connection, and a `--memory` limit below what a worker uses right after
+    start (it would exit after every job).
+    """
     from queues.backoff import parse_backoff
     from queues.registry import DuplicateJobError, get_registry
+    from queues.worker import Worker, current_rss_mb
 
     backoff = None if args.backoff is None else parse_backoff(args.backoff)
-    queues = _queue_names(args, ["default"])
-    assert queues is not None
+    try:
+        registry = get_registry()
+    except (ImportError, DuplicateJobError) as exc:
+        raise UsageError(f"cannot load the jobs package: {exc}") from None
+    queues = _queue_names(args, None) or _checked_queue_names(
+        registry.queues(), "a registered job class's queue"
+    )
+    driver = _driver(args.connection, settings)
+    driver.sizes(queues[0])  # fail fast, with one line, when the server is unreachable
+    baseline = current_rss_mb()
+    if args.memory and args.memory <= baseline:
+        raise UsageError(
+            f"--memory {args.memory} MB is below what a worker uses right after start "
+            f"({baseline:.0f} MB): it would exit after every job; give it more than that"
+        )
     once = bool(getattr(args, "once", False))
     finite = once or bool(getattr(args, "stop_when_empty", False))
     if args.workers > 1:
@@ -164,14 +206,6 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
             restart_planned=not finite,
         )
 
-    try:
-        registry = get_registry()
-    except (ImportError, DuplicateJobError) as exc:
-        raise UsageError(f"cannot load the jobs package: {exc}") from None
-    driver = _driver(args.connection, settings)
-    driver.sizes(queues[0])  # fail fast, with one line, when the server is unreachable
-
-    from queues.worker import Worker
     from queues.worker_monitor import WorkerMonitor
     from queues.worker_process import serve_worker
 
@@ -224,16 +258,29 @@ def worker_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    """Pending, delayed, reserved and failed jobs per queue of each connection."""
+    """Pending, delayed and reserved jobs per queue of each connection, then the failed
+    jobs of each failed store, each counted once, with where they live."""
     names = [args.connection] if args.connection else ["redis", "database"]
     wanted = _queue_names(args, None)
+    failed = [
+        count
+        for count in connections.failed_stores(settings).counts()
+        if wanted is None or count.queue in wanted
+    ]
+    # A failed list written by hand under a name whose keys are another queue's
+    # is still counted below, but has no queue row to read.
+    failed_queues = {count.queue for count in failed if colliding_queue_name(count.queue) is None}
     report: list[dict[str, Any]] = []
     for name in names:
         if name == "redis" and not settings.enable_redis:
             report.append({"connection": name, "enabled": False, "queues": []})
             continue
         driver = connections.get_driver(name, settings)
-        queues = wanted if wanted is not None else sorted(set(driver.queues()) | {"default"})
+        queues = (
+            wanted
+            if wanted is not None
+            else sorted(set(driver.queues()) | failed_queues | {"default"})
+        )
         rows = []
         for queue in queues:
             sizes = driver.sizes(queue)
@@ -243,18 +290,20 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
                     "pending": sizes.pending,
                     "delayed": sizes.delayed,
                     "reserved": sizes.reserved,
-                    "failed": sizes.failed,
                     "oldest_pending_age": sizes.oldest_pending_age,
                 }
             )
         report.append({"connection": name, "enabled": True, "queues": rows})
+    failed_rows: list[dict[str, Any]] = [
+        {"store": c.store, "queue": c.queue, "failed": c.count, "where": c.where} for c in failed
+    ]
     if args.json:
-        _print_json({"connections": report})
+        _print_json({"connections": report, "failed": failed_rows})
         return 0
     table: list[list[str]] = []
     for entry in report:
         if not entry["enabled"]:
-            table.append([entry["connection"], "(not enabled)", "-", "-", "-", "-", "-"])
+            table.append([entry["connection"], "(not enabled)", "-", "-", "-", "-"])
             continue
         for row in entry["queues"]:
             table.append(
@@ -264,13 +313,17 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
                     str(row["pending"]),
                     str(row["delayed"]),
                     str(row["reserved"]),
-                    str(row["failed"]),
                     _age(row["oldest_pending_age"]),
                 ]
             )
+    _table(["CONNECTION", "QUEUE", "PENDING", "DELAYED", "RESERVED", "OLDEST PENDING"], table)
+    print()
+    if not failed_rows:
+        print("no failed jobs")
+        return 0
     _table(
-        ["CONNECTION", "QUEUE", "PENDING", "DELAYED", "RESERVED", "FAILED", "OLDEST PENDING"],
-        table,
+        ["FAILED", "QUEUE", "STORE"],
+        [[str(row["failed"]), row["queue"], row["where"]] for row in failed_rows],
     )
     return 0
 
@@ -282,44 +335,51 @@ status_command = _guarded(_status)
 
 
 def _job_name(payload: str) -> str:
+    """The job name a payload gives, also when the envelope was refused ("?" if none)."""
     try:
-        return Envelope.from_json(payload).job
+        decoded = decode_json(payload)
     except EnvelopeError:
         return "?"
+    job = decoded.get("job") if isinstance(decoded, dict) else None
+    return job if isinstance(job, str) and job else "?"
 
 
-def failed_entry(failed: FailedJob, full: bool) -> dict[str, Any]:
+def failed_entry(entry: FailedEntry, full: bool) -> dict[str, Any]:
     """A failed job as operators see it: the exception's first line, or everything
-    (full traceback and decoded payload) with `full`."""
+    (full traceback and decoded payload) with `full`; with the store it lives in."""
+    failed = entry.job
     exception_lines = failed.exception.splitlines()
-    entry: dict[str, Any] = {
+    result: dict[str, Any] = {
         "id": failed.id,
+        "job_id": failed.job_id,
         "connection": failed.connection,
         "queue": failed.queue,
         "job": _job_name(failed.payload),
-        "failed_at": _iso(failed),
+        "failed_at": _iso(failed.failed_at),
+        "store": entry.store.kind,
+        "where": entry.store.where(failed.queue),
         "exception": failed.exception if full else (exception_lines[0] if exception_lines else ""),
     }
     if full:
         try:
-            entry["payload"] = json.loads(failed.payload)
-        except ValueError:
-            entry["payload"] = failed.payload
-    return entry
+            result["payload"] = decode_json(failed.payload)
+        except EnvelopeError:
+            result["payload"] = failed.payload  # shown as stored text
+    return result
 
 
-def _iso(failed: FailedJob) -> str:
-    stamp = failed.failed_at
+def _iso(stamp: Any) -> str:
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
-    return stamp.isoformat(timespec="seconds")
+    return str(stamp.isoformat(timespec="seconds"))
 
 
 def _failed(args: argparse.Namespace, settings: Settings) -> int:
-    """The newest failed jobs: id, queue, job name, time and first exception line."""
-    store = connections.get_failed_store(settings)
+    """The newest failed jobs of every failed store: ids, queue, job, time, first line."""
+    stores = connections.failed_stores(settings)
     entries = [
-        failed_entry(f, full=False) for f in store.all(_single_queue(args), FAILED_LIST_LIMIT)
+        failed_entry(entry, full=False)
+        for entry in stores.all(_single_queue(args), FAILED_LIST_LIMIT)
     ]
     if args.json:
         _print_json(entries)
@@ -328,9 +388,17 @@ def _failed(args: argparse.Namespace, settings: Settings) -> int:
         print("no failed jobs")
         return 0
     _table(
-        ["ID", "CONNECTION", "QUEUE", "JOB", "FAILED AT", "EXCEPTION"],
+        ["ID", "JOB ID", "STORE", "QUEUE", "JOB", "FAILED AT", "EXCEPTION"],
         [
-            [e["id"], e["connection"], e["queue"], e["job"], e["failed_at"], e["exception"][:120]]
+            [
+                e["id"],
+                e["job_id"] or "-",
+                e["store"],
+                e["queue"],
+                e["job"],
+                e["failed_at"],
+                e["exception"][:EXCEPTION_COLUMN],
+            ]
             for e in entries
         ],
     )
@@ -340,40 +408,52 @@ def _failed(args: argparse.Namespace, settings: Settings) -> int:
 failed_command = _guarded(_failed)
 
 
-def _get_failed(store: FailedStore, failed_id: str) -> FailedJob:
-    failed = store.get(failed_id)
-    if failed is None:
-        raise UsageError(f"no failed job with id {failed_id!r} (see --queue-failed)")
-    return failed
+def _get_failed(stores: FailedStores, key: str) -> FailedEntry:
+    """The failed job with this failed id or job id; UsageError naming `key` if none."""
+    entry = stores.find(key)
+    if entry is None:
+        raise UsageError(
+            f"no failed job with id {key!r} (a failed id or a job id; see --queue-failed)"
+        )
+    return entry
 
 
 def _failed_show(args: argparse.Namespace, settings: Settings) -> int:
-    """Everything about one failed job, including its traceback and payload."""
-    failed = _get_failed(connections.get_failed_store(settings), args.queue_failed_show)
-    entry = failed_entry(failed, full=True)
+    """Everything about one failed job (by failed id or job id): traceback and payload."""
+    entry = _get_failed(connections.failed_stores(settings), args.queue_failed_show)
+    shown = failed_entry(entry, full=True)
     if args.json:
-        _print_json(entry)
+        _print_json(shown)
         return 0
-    for key in ("id", "connection", "queue", "job", "failed_at"):
-        print(f"{key + ':':<12}{entry[key]}")
+    for key in ("id", "job_id", "connection", "queue", "job", "failed_at", "where"):
+        print(f"{key + ':':<12}{shown[key]}")
     print("payload:")
-    print(json.dumps(entry["payload"], indent=2, ensure_ascii=False))
+    print(json.dumps(shown["payload"], indent=2, ensure_ascii=False))
     print("exception:")
-    print(failed.exception.rstrip())
+    print(entry.job.exception.rstrip())
     return 0
 
 
 failed_show_command = _guarded(_failed_show)
 
 
-def retry_failed(failed: FailedJob, store: FailedStore, settings: Settings) -> str:
-    """Push one failed job back to its queue with attempts 0, then forget it.
+def retry_entry(entry: FailedEntry, stores: FailedStores, settings: Settings) -> str:
+    """Push one failed job back to its queue, then remove its record; return the job id."""
+    job_id = requeue_failed(entry, settings)
+    stores.remove([entry])
+    return job_id
 
-    Push first, forget second, so a crash in between cannot lose the job; a
-    re-run then finds the job's id already queued and only forgets it. Window:
-    if that re-queued copy already finished before the re-run, the re-run
-    queues it once more. A `retry_until` that has passed is cleared.
+
+def requeue_failed(entry: FailedEntry, settings: Settings) -> str:
+    """Push one failed job back to its queue with attempts 0; return its job id.
+
+    The caller removes the record afterwards (push first, remove second, so a
+    crash in between cannot lose the job; a re-run then finds the job's id
+    already queued and only removes the record. Window: if that re-queued copy
+    already finished before the re-run, the re-run queues it once more). A
+    `retry_until` that has passed is cleared.
     """
+    failed = entry.job
     try:
         envelope = Envelope.from_json(failed.payload)
     except EnvelopeError as exc:
@@ -381,52 +461,59 @@ def retry_failed(failed: FailedJob, store: FailedStore, settings: Settings) -> s
     envelope.attempts = 0
     if envelope.retry_until is not None and envelope.retry_until <= time.time():
         envelope.retry_until = None
-    driver = _driver(failed.connection, settings)
-    if not driver.contains(failed.queue, envelope.id):
-        driver.push(failed.queue, envelope.to_json())
-    store.forget(failed.id)
+    try:
+        driver = _driver(failed.connection, settings)
+        if not driver.contains(failed.queue, envelope.id):
+            driver.push(failed.queue, envelope.to_json())
+    except ValueError as exc:  # a queue name or connection that takes no new jobs
+        raise UsageError(f"failed job {failed.id} cannot be retried: {exc}") from None
     return envelope.id
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
-    """Retry failed jobs: by id (several ids allowed), `--range FIRST-LAST` of ids, or
-    `all` (optionally of one --queue)."""
+    """Retry failed jobs: by failed id or job id (several allowed), `--range FIRST-LAST`
+    of numeric failed ids, or `all` (optionally of one --queue)."""
     from queues.control_commands import retry_ids, retry_range
 
-    store = connections.get_failed_store(settings)
+    stores = connections.failed_stores(settings)
     given = args.queue_retry
     targets = [given] if isinstance(given, str) else list(given or [])
     span = getattr(args, "range", None)
     if span is not None:
         if targets:
             raise UsageError("give failed job ids or --range, not both")
-        return retry_range(span, store, settings)
+        return retry_range(span, stores, settings)
     if not targets:
         raise UsageError("--queue-retry needs failed job ids, all, or --range FIRST-LAST")
     if targets != ["all"]:
         if "all" in targets:
             raise UsageError("--queue-retry all takes no ids besides it")
-        return retry_ids(targets, store, settings)
+        return retry_ids(targets, stores, settings)
     queue = _single_queue(args)
     retried, problems = 0, 0
-    skipped: set[str] = set()
-    counts = store.counts()
-    bar = progress_bar("retrying", sum(counts.values()) if queue is None else counts.get(queue, 0))
-    with bar:
+    skipped: set[tuple[int, str]] = set()
+    total = sum(c.count for c in stores.counts() if queue is None or c.queue == queue)
+    with progress_bar("retrying", total) as bar:
         while True:
-            # Fetch past the ones that could not be retried, or they would fill every batch.
-            batch = [f for f in store.all(queue, RETRY_BATCH + len(skipped)) if f.id not in skipped]
+            # Oldest first, in batches; fetch past the ones that could not be retried.
+            batch = [
+                e
+                for e in stores.oldest(queue, RETRY_BATCH + len(skipped))
+                if (id(e.store), e.job.id) not in skipped
+            ][:RETRY_BATCH]
             if not batch:
                 break
-            for failed in batch:
+            done: list[FailedEntry] = []
+            for entry in batch:
                 try:
-                    retry_failed(failed, store, settings)
-                    retried += 1
+                    requeue_failed(entry, settings)
+                    done.append(entry)
                 except UsageError as exc:
                     bar.write(f"error: {exc}", file=sys.stderr)
-                    skipped.add(failed.id)
+                    skipped.add((id(entry.store), entry.job.id))
                     problems += 1
                 bar.update(1)
+            retried += stores.remove(done)
     print(f"retried {retried} failed job(s)" + (f", {problems} could not be" if problems else ""))
     return EXIT_BACKEND if problems else 0
 
@@ -435,10 +522,12 @@ retry_command = _guarded(_retry)
 
 
 def _forget(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete one failed job."""
-    if not connections.get_failed_store(settings).forget(args.queue_forget):
+    """Delete one failed job, by failed id or job id."""
+    stores = connections.failed_stores(settings)
+    entry = _get_failed(stores, args.queue_forget)
+    if not stores.remove([entry]):
         raise UsageError(f"no failed job with id {args.queue_forget!r} (see --queue-failed)")
-    print(f"forgot failed job {args.queue_forget}")
+    print(f"forgot failed job {entry.job.id}")
     return 0
 
 
@@ -446,14 +535,14 @@ forget_command = _guarded(_forget)
 
 
 def _flush(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete all failed jobs, or those older than --older-than DAYS or --hours H."""
+    """Delete the failed jobs of every store, or those older than --older-than DAYS or --hours H."""
     hours = getattr(args, "hours", None)
     if args.older_than is not None and hours is not None:
         raise UsageError("give --older-than DAYS or --hours H, not both")
     days = args.older_than if hours is None else hours / 24.0
-    store = connections.get_failed_store(settings)
-    with progress_bar("deleting", sum(store.counts().values())) as bar:
-        count = store.flush(days)
+    stores = connections.failed_stores(settings)
+    with progress_bar("deleting", sum(c.count for c in stores.counts())) as bar:
+        count = stores.flush(days)
         bar.update(count)
     if hours is not None:
         scope = f" older than {hours:g} hours"
@@ -505,20 +594,24 @@ dispatch_command = _guarded(_dispatch)
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    """Move pending and delayed jobs between connections without loss or duplicates."""
-    from queues.transfer import transfer
+    """Move pending and delayed jobs, then failed jobs, between connections without loss."""
+    from queues.transfer import transfer, transfer_failed
 
     source_name, target_name = args.from_connection, args.to_connection
     if source_name == target_name:
         raise UsageError(f"--from and --to must differ, both are {source_name!r}")
     source = _driver(source_name, settings)
     target = _driver(target_name, settings)
-    queues = _queue_names(args, None)
-    names = queues if queues is not None else source.queues()
-    sizes = [source.sizes(queue) for queue in names]
-    total = sum(size.pending + size.delayed for size in sizes)
+    wanted = _queue_names(args, None)
+    names = wanted if wanted is not None else source.queues()
+    total = sum(size.pending + size.delayed for size in (source.sizes(q) for q in names))
     with progress_bar(f"moving to {target_name}", total) as bar:
         report = transfer(source, target, names, progress=bar.update)
+    moved_failed = transfer_failed(
+        connections.get_failed_store_of(source_name, settings),
+        connections.get_failed_store_of(target_name, settings),
+        wanted,
+    )
     for queue in sorted(report.moved):
         line = f"{queue}: moved {report.moved[queue]}"
         if report.already_there[queue]:
@@ -529,6 +622,13 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             line += f", {report.lost_lease[queue]} lease(s) lost (re-run to finish)"
         print(line)
     print(f"moved {report.total_moved} job(s) from {source_name} to {target_name}")
+    for queue, count in sorted(moved_failed.items()):
+        print(f"{queue}: moved {count} failed job(s)")
+    if moved_failed:
+        print(
+            f"moved {sum(moved_failed.values())} failed job(s) from the {source_name} "
+            f"failed store to the {target_name} one"
+        )
     return 0
 
 

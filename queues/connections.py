@@ -13,10 +13,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config.settings import Settings, load_settings
 from queues.drivers.base import FailedStore, QueueDriver
+from queues.failed_stores import FailedStores
+
+#: Kinds of failed store: the Redis failed lists and the SQL table.
+FAILED_STORE_KINDS = ("redis", "database")
 
 if TYPE_CHECKING:
     from backends.mqtt_publisher import MqttPublisher
@@ -78,6 +83,12 @@ def get_failed_store(settings: Settings | None = None) -> FailedStore:
 
 def _build_failed_store(settings: Settings) -> FailedStore:
     if database_enabled(settings) or not settings.enable_redis:
+        return _failed_store_of("database", settings)
+    return _failed_store_of("redis", settings)
+
+
+def _failed_store_of(kind: str, settings: Settings) -> FailedStore:
+    if kind == "database":
         from backends.sql_engine import get_engine
         from queues.drivers.database import DatabaseFailedStore
 
@@ -86,6 +97,42 @@ def _build_failed_store(settings: Settings) -> FailedStore:
     from queues.drivers.redis import RedisFailedStore
 
     return RedisFailedStore(get_redis(settings))
+
+
+def get_failed_store_of(kind: str, settings: Settings | None = None) -> FailedStore:
+    """The failed store of one kind ("redis" lists or the "database" table).
+
+    The configured store when it is of that kind, else a store on the same
+    connection (used by `--queue-migrate` to move failed records).
+    """
+    settings = settings or current_settings()
+    if kind not in FAILED_STORE_KINDS:
+        raise ValueError(f"unknown failed store {kind!r}: use 'redis' or 'database'")
+    if kind == "redis" and not settings.enable_redis:
+        raise ValueError("the redis failed store needs ENABLE_REDIS=true")
+    primary = get_failed_store(settings)
+    return primary if primary.kind == kind else _failed_store_of(kind, settings)
+
+
+def failed_stores(settings: Settings | None = None) -> FailedStores:
+    """Every failed store that may hold records, the configured one first.
+
+    Besides the configured store: the Redis failed lists whenever Redis is
+    enabled (records left there before a database was enabled), and the SQL
+    table when a database server is configured or the SQLite file exists
+    (records left there before Redis was enabled; a missing file is not
+    created just to be read).
+    """
+    settings = settings or current_settings()
+    primary = get_failed_store(settings)
+    stores = [primary]
+    if primary.kind != "redis" and settings.enable_redis:
+        stores.append(_failed_store_of("redis", settings))
+    if primary.kind != "database" and (
+        database_enabled(settings) or Path(settings.sqlite_path).exists()
+    ):
+        stores.append(_failed_store_of("database", settings))
+    return FailedStores(stores)
 
 
 #: Why the sync connection has no driver: one line for the operator commands that need one.

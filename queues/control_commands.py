@@ -20,10 +20,10 @@ import argparse
 import sys
 
 from config.settings import Settings
-from queues.commands import EXIT_BACKEND, UsageError, _driver, _guarded, retry_failed
+from queues.commands import EXIT_BACKEND, UsageError, _driver, _guarded, retry_entry
 from queues.dashboard import enabled_drivers
-from queues.drivers.base import FailedStore
 from queues.envelope import validate_queue_name
+from queues.failed_stores import FailedStores
 from queues.worker_board import board_of
 from support.progress import progress_bar
 
@@ -110,19 +110,21 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
 monitor_command = _guarded(_monitor)
 
 
-def retry_ids(ids: list[str], store: FailedStore, settings: Settings) -> int:
-    """Retry each failed job of `ids`; report each; EXIT_BACKEND if one could not be."""
+def retry_ids(ids: list[str], stores: FailedStores, settings: Settings) -> int:
+    """Retry each failed job of `ids` (failed ids or job ids); report each; EXIT_BACKEND
+    if one could not be."""
     problems = 0
     for failed_id in ids:
-        failed = store.get(failed_id)
-        if failed is None:
+        entry = stores.find(failed_id)
+        if entry is None:
             print(
                 f"error: no failed job with id {failed_id!r} (see --queue-failed)", file=sys.stderr
             )
             problems += 1
             continue
+        failed = entry.job
         try:
-            job_id = retry_failed(failed, store, settings)
+            job_id = retry_entry(entry, stores, settings)
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             problems += 1
@@ -133,7 +135,7 @@ def retry_ids(ids: list[str], store: FailedStore, settings: Settings) -> int:
     return EXIT_BACKEND if problems else 0
 
 
-def retry_range(spec: str, store: FailedStore, settings: Settings) -> int:
+def retry_range(spec: str, stores: FailedStores, settings: Settings) -> int:
     """Retry the failed jobs whose numeric ids lie in `FIRST-LAST`; ids not found are skipped."""
     first_text, _, last_text = spec.partition("-")
     try:
@@ -149,10 +151,10 @@ def retry_range(spec: str, store: FailedStore, settings: Settings) -> int:
     retried = problems = 0
     with progress_bar("retrying", last - first + 1, unit="id") as bar:
         for number in range(first, last + 1):
-            failed = store.get(str(number))
-            if failed is not None:
+            entry = stores.find(str(number))
+            if entry is not None:
                 try:
-                    retry_failed(failed, store, settings)
+                    retry_entry(entry, stores, settings)
                     retried += 1
                 except UsageError as exc:
                     bar.write(f"error: {exc}", file=sys.stderr)

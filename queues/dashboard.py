@@ -35,8 +35,9 @@ from typing import Any
 
 from config.settings import Settings
 from queues import connections
-from queues.commands import failed_entry, retry_failed
+from queues.commands import failed_entry, retry_entry
 from queues.drivers.base import QueueDriver
+from queues.failed_stores import FailedStores
 from queues.queue_metrics import QueueDepths
 from queues.worker_board import board_of
 from support.http_server import HttpServer, Request, Response, json_response
@@ -181,7 +182,7 @@ class Dashboard:
         failed: list[dict[str, Any]] = []
         errors = dict(reading.errors)
         try:
-            failed = [failed_entry(f, full=False) for f in self._store().all(None, FAILED_SHOWN)]
+            failed = [failed_entry(e, full=False) for e in self._stores().all(None, FAILED_SHOWN)]
         except Exception as exc:
             errors["failed"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return {
@@ -196,8 +197,8 @@ class Dashboard:
             "now": time.time(),
         }
 
-    def _store(self) -> Any:
-        return connections.get_failed_store(self.settings)
+    def _stores(self) -> FailedStores:
+        return connections.failed_stores(self.settings)
 
     # -- handlers ---------------------------------------------------------------
 
@@ -211,10 +212,10 @@ class Dashboard:
 
     def _failed_show(self, request: Request) -> Response:
         failed_id = request.path.removeprefix("/api/failed/")
-        failed = self._store().get(failed_id)
-        if failed is None:
+        entry = self._stores().find(failed_id)
+        if entry is None:
             return json_response(404, {"error": f"no failed job with id {failed_id!r}"})
-        return json_response(200, failed_entry(failed, full=True))
+        return json_response(200, failed_entry(entry, full=True))
 
     def _failed_action(self, request: Request) -> Response:
         failed_id, _, action = request.path.removeprefix("/api/failed/").rpartition("/")
@@ -223,15 +224,15 @@ class Dashboard:
         refused = self._refuse(request)
         if refused is not None:
             return refused
-        store = self._store()
-        failed = store.get(failed_id)
-        if failed is None:
+        stores = self._stores()
+        entry = stores.find(failed_id)
+        if entry is None:
             return json_response(404, {"error": f"no failed job with id {failed_id!r}"})
         if action == "forget":
-            store.forget(failed_id)
+            stores.remove([entry])
             log.info("dashboard: forgot failed job %s", failed_id)
             return json_response(200, {"forgotten": failed_id})
-        job_id = retry_failed(failed, store, self.settings)
+        job_id = retry_entry(entry, stores, self.settings)
         log.info("dashboard: retried failed job %s as job %s", failed_id, job_id)
         return json_response(200, {"retried": failed_id, "job_id": job_id})
 

@@ -16,9 +16,16 @@ import time
 from collections.abc import Iterable
 
 from queues import connections, substitution
-from queues.backoff import validate_backoff
 from queues.drivers.base import QueueDriver
-from queues.envelope import Envelope, validate_queue_name
+from queues.envelope import (
+    MAX_PAYLOAD_BYTES,
+    Envelope,
+    EnvelopeError,
+    check_fields,
+    checked_delay,
+    utf8_size,
+    validate_queue_name,
+)
 from queues.job import Job, JobDataError
 from queues.outbox import JobSink, PendingJob, recorded
 from queues.registry import JobRegistry, get_registry
@@ -47,27 +54,41 @@ def build_envelope(
             f"{reg.package}: define it in a module of that package so workers can run it"
         )
     data = job.validated_data()
-    if not isinstance(cls.max_tries, int) or cls.max_tries < 1:
-        raise JobDataError(f"{name}.max_tries must be an integer >= 1, got {cls.max_tries!r}")
-    try:
-        validate_backoff(cls.backoff, f"{name}.backoff")
-    except ValueError as exc:
-        raise JobDataError(str(exc)) from None
     try:
         target_queue = validate_queue_name(queue or cls.queue)
     except ValueError as exc:
         raise JobDataError(f"{name}: {exc}") from None
     created = time.time() if now is None else now
-    return Envelope(
+    timeout = cls.timeout
+    envelope = Envelope(
         job=name,
         data=data,
         queue=target_queue,
         max_tries=cls.max_tries,
-        timeout=None if cls.timeout is None else float(cls.timeout),
+        timeout=float(timeout)
+        if isinstance(timeout, int) and not isinstance(timeout, bool)
+        else timeout,
         backoff=list(cls.backoff) if isinstance(cls.backoff, tuple) else cls.backoff,
         retry_until=job.retry_deadline(created),
         created_at=created,
     )
+    try:
+        check_fields(envelope.as_dict())  # the worker's own rules: what it would refuse
+    except EnvelopeError as exc:
+        detail = str(exc).replace("payload field", "field", 1)
+        raise JobDataError(f"{name} cannot be queued: {detail}") from None
+    return envelope
+
+
+def envelope_json(envelope: Envelope) -> str:
+    """The envelope as stored; `JobDataError` if it is larger than a worker accepts."""
+    text = envelope.to_json()
+    if len(text) * 4 > MAX_PAYLOAD_BYTES and utf8_size(text) > MAX_PAYLOAD_BYTES:
+        raise JobDataError(
+            f"{envelope.job} is {utf8_size(text)} bytes as JSON; the limit is "
+            f"{MAX_PAYLOAD_BYTES} (MAX_PAYLOAD_BYTES): pass a reference to large data instead"
+        )
+    return text
 
 
 def _target(connection: str | QueueDriver | None) -> JobSink | SyncQueue:
@@ -107,15 +128,16 @@ def dispatch(
     run (or raised) when this returns.
     """
     envelope = build_envelope(job, queue, registry)
+    text = envelope_json(envelope)
     target, wait = _target(connection), _delay(job, delay)
     if isinstance(target, SyncQueue):
         target.run(envelope, registry or get_registry())
         return envelope.id
     pending = recorded()
     if pending is not None:
-        pending.append(PendingJob(target, envelope.queue, envelope.to_json(), wait))
+        pending.append(PendingJob(target, envelope.queue, text, wait))
     else:
-        target.enqueue(envelope.queue, envelope.to_json(), wait)
+        target.enqueue(envelope.queue, text, wait)
     return envelope.id
 
 
@@ -139,7 +161,7 @@ def dispatch_many(
     for job in jobs:
         envelope = build_envelope(job, queue, registry, now)
         envelopes.append(envelope)
-        rows.append((envelope.queue, envelope.to_json(), _delay(job, delay)))
+        rows.append((envelope.queue, envelope_json(envelope), _delay(job, delay)))
     ids = [envelope.id for envelope in envelopes]
     if not rows:
         return ids
@@ -157,7 +179,14 @@ def dispatch_many(
 
 
 def _delay(job: Job, delay: float | None) -> float:
+    """Seconds before the job is due: refused unless finite and >= 0, capped at
+    MAX_DELAY_SECONDS (see `queues.envelope.checked_delay`)."""
     wait = type(job).delay if delay is None else delay
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
-        raise JobDataError(f"{type(job).job_name()} delay must be seconds >= 0, got {wait!r}")
-    return float(wait)
+    name = type(job).job_name()
+    try:
+        capped = checked_delay(wait, f"{name} delay")
+    except ValueError as exc:
+        raise JobDataError(str(exc)) from None
+    if wait < 0:
+        raise JobDataError(f"{name} delay must be seconds >= 0, got {wait!r}")
+    return capped

@@ -78,7 +78,11 @@ class GroupCommit(Generic[Row]):
             lead = not self._busy
             self._busy = True
         if not lead:
-            writer.event.wait()
+            try:
+                writer.event.wait()
+            except BaseException:
+                self._abandon(writer)
+                raise
             if not writer.lead:
                 if writer.error is not None:
                     raise writer.error
@@ -86,6 +90,21 @@ class GroupCommit(Generic[Row]):
         self._lead()
         if writer.error is not None:
             raise writer.error
+
+    def _abandon(self, writer: _Writer[Row]) -> None:
+        """A waiter interrupted (Ctrl-C in a script): take its row back if it is not
+        written yet, and pass the leadership on if it was handed to it meanwhile."""
+        with self._lock:
+            if writer in self._waiting:
+                self._waiting.remove(writer)
+            if not writer.lead:
+                return
+            following = self._waiting[0] if self._waiting else None
+            if following is None:
+                self._busy = False
+        if following is not None:
+            following.lead = True
+            following.event.set()
 
     def _lead(self) -> None:
         """Write one batch starting with the caller's own row, then pass leadership on."""

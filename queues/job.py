@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
     from backends.mqtt_message import MessageProperties, Payload
 
+from queues.envelope import MAX_JSON_DEPTH
+
+#: Nesting level of a job's data object inside its envelope (the envelope is level 1).
+DATA_DEPTH = 2
 #: Names a job's data may not use: they would hide the class's policy or methods.
 RESERVED_NAMES = frozenset(
     {
@@ -184,7 +188,7 @@ class Job:
     def validated_data(self) -> dict[str, Any]:
         """The data, checked to survive a JSON round trip; `JobDataError` names the culprit."""
         for key, value in self.data.items():
-            _check_json_value(self.job_name(), key, value)
+            _check_json_value(self.job_name(), key, value, DATA_DEPTH + 1)
         try:
             json.dumps(self.data, allow_nan=False)
         except (TypeError, ValueError) as exc:  # pragma: no cover - _check_json_value is stricter
@@ -192,8 +196,17 @@ class Job:
         return self.data
 
 
-def _check_json_value(job: str, path: str, value: Any) -> None:
-    """Raise `JobDataError` unless `value` is plain JSON (tuples allowed, become lists)."""
+def _check_json_value(job: str, path: str, value: Any, depth: int) -> None:
+    """Raise `JobDataError` unless `value` is plain JSON (tuples allowed, become lists).
+
+    `depth` is the envelope nesting level `value` would have if it is a list or
+    dict; past MAX_JSON_DEPTH a worker would refuse the job, so it is refused here.
+    """
+    if isinstance(value, list | tuple | dict) and depth > MAX_JSON_DEPTH:
+        raise JobDataError(
+            f"{job} argument {path.split('[')[0]!r} nests deeper than {MAX_JSON_DEPTH} levels "
+            "(MAX_JSON_DEPTH); flatten it"
+        )
     if value is None or isinstance(value, bool | str):
         return
     if isinstance(value, int):
@@ -207,7 +220,7 @@ def _check_json_value(job: str, path: str, value: Any) -> None:
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_json_value(job, f"{path}[{index}]", item)
+            _check_json_value(job, f"{path}[{index}]", item, depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
@@ -216,7 +229,7 @@ def _check_json_value(job: str, path: str, value: Any) -> None:
                     f"{job} argument {path!r} has a non-string key {key!r}; "
                     "JSON object keys are strings"
                 )
-            _check_json_value(job, f"{path}[{key!r}]", item)
+            _check_json_value(job, f"{path}[{key!r}]", item, depth + 1)
         return
     raise JobDataError(
         f"{job} argument {path!r} is a {type(value).__module__}.{type(value).__qualname__}, "

@@ -15,8 +15,8 @@ Outside a handler (a script, a job dispatching a job) nothing is recorded and
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,30 +41,38 @@ class PendingJob:
     delay: float
 
 
-_recording = threading.local()
+#: The list the current handler attempt's dispatches go to. A context variable, not a
+#: thread-local: an `async def` handler runs on the event loop's thread, in a copy of
+#: the calling thread's context (core/handler_call.py), and must record there too.
+_recording: ContextVar[list[PendingJob] | None] = ContextVar("dispatch_recording", default=None)
 
 
 def recorded() -> list[PendingJob] | None:
-    """The list this thread's dispatches go to, or None when they are stored at once."""
-    jobs: list[PendingJob] | None = getattr(_recording, "jobs", None)
-    return jobs
+    """The list this context's dispatches go to, or None when they are stored at once."""
+    return _recording.get()
 
 
 class DispatchOutbox:
     """The intake's `Outbox` for queue jobs (see the module docstring)."""
 
     def begin(self) -> None:
-        """Record, not store, what this thread dispatches from now on."""
-        _recording.jobs = []
+        """Record, not store, what this thread's handler attempt dispatches from now on."""
+        _recording.set([])
 
     def end(self) -> list[PendingJob] | None:
         """Stop recording; the jobs dispatched since `begin`, or None if there were none."""
-        jobs = recorded()
-        _recording.jobs = None
+        jobs = _recording.get()
+        _recording.set(None)
         return jobs or None
 
     def flush(self, records: Sequence[list[PendingJob]]) -> None:
-        """Store every recorded job, in order: one atomic `bulk` per driver."""
+        """Store every recorded job, in order: one atomic `bulk` per driver.
+
+        Drivers do not commit together, so each driver's jobs are removed from
+        `records` once its `bulk` returned: a flush tried again (after an
+        outage of another driver) or message by message (after a refusal)
+        writes only what is not stored yet, never a job twice.
+        """
         by_driver: dict[int, tuple[JobSink, list[tuple[str, str, float]]]] = {}
         for jobs in records:
             for job in jobs:
@@ -72,3 +80,5 @@ class DispatchOutbox:
                 entry[1].append((job.queue, job.payload, job.delay))
         for driver, rows in by_driver.values():
             driver.bulk(rows)
+            for jobs in records:
+                jobs[:] = [job for job in jobs if job.driver is not driver]

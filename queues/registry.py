@@ -17,6 +17,9 @@ from types import ModuleType
 from queues.connections import current_settings
 from queues.job import Job
 
+#: The queue of a job class that does not name one (`Job.queue`).
+DEFAULT_QUEUE = "default"
+
 
 class UnknownJobError(LookupError):
     """A job name is not in the registry; the message names it and the package."""
@@ -93,6 +96,24 @@ class JobRegistry:
         """Every registered class, by name."""
         self.load()
         return [self._classes[name] for name in sorted(self._classes)]
+
+    def queues(self) -> list[str]:
+        """The queues of the registered job classes: what a worker works by default.
+
+        In registry order (classes by job name), each queue once. `default` comes
+        last, unless a class declares `queue = "default"` itself: then it takes
+        that class's place.
+        """
+        names: list[str] = []
+        for cls in self.classes():
+            inherited = not any("queue" in k.__dict__ for k in cls.__mro__ if k is not Job)
+            if cls.queue == DEFAULT_QUEUE and inherited:
+                continue
+            if cls.queue not in names:
+                names.append(cls.queue)
+        if DEFAULT_QUEUE not in names:
+            names.append(DEFAULT_QUEUE)
+        return names
 
     def __contains__(self, name: object) -> bool:
         self.load()

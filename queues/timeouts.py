@@ -1,4 +1,4 @@
-"""Hard time limits for job attempts, enforced with SIGALRM.
+"""Hard time limits for job attempts: SIGALRM first, then a watchdog that ends the process.
 
 `Deadline` arms `signal.setitimer(ITIMER_REAL)` around a job attempt; when it
 fires, the signal handler raises an exception (by default `JobTimeout`) inside
@@ -7,25 +7,41 @@ whatever Python code the main thread is running, so a busy loop or a
 `except Exception:` does not swallow it, and the timer re-fires every
 `REFIRE_INTERVAL` seconds until the attempt ends, in case a bare `except:` does.
 
-Limitations: signals are delivered only to the main thread and only between
-Python bytecodes, so C code that blocks without checking for signals (some
-database drivers, a lock acquire in an extension) is not interrupted until it
-returns. The backstop is the lease: a worker stuck that way stops sending
-heartbeats only if the whole process is stuck; run workers under `--workers N`
-(the supervisor) and give jobs a timeout shorter than QUEUE_RETRY_AFTER.
+Signals are handled only in the main thread and only when the interpreter
+checks for them, so C code that runs without checking (a long `sum()` over a
+C iterator, big-integer arithmetic, a C extension) is not interrupted until it
+returns, and while it holds the GIL no other Python thread runs either (not
+even the heartbeat). (CPython 3.11's `re` engine does check for signals every
+few thousand steps, so SIGALRM ends a catastrophic regex.) `watchdog` is the
+backstop: `faulthandler.dump_traceback_later(exit=True)` runs a C thread that
+needs no GIL; if the attempt is still running HARD_LIMIT_GRACE seconds past
+its timeout it writes every thread's traceback to stderr ("Timeout (...)!")
+and ends the process with exit code WATCHDOG_EXIT_CODE, with or without a
+supervisor. The job's lease then runs out and the next worker to reserve it
+learns from the driver that the attempt overran its timeout
+(`ReservedJob.abandoned_after`).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
 #: Seconds between repeated alarms if an attempt swallows the first one.
 REFIRE_INTERVAL = 1.0
+#: Seconds an attempt may run past its timeout (unwinding after the alarm)
+#: before the watchdog ends the process and heartbeats stop renewing its lease.
+HARD_LIMIT_GRACE = 2.0
+#: Exit code of a process ended by the watchdog (faulthandler's `_exit(1)`).
+WATCHDOG_EXIT_CODE = 1
+#: File descriptor the watchdog writes the tracebacks to (stderr).
+WATCHDOG_FD = 2
 
 
 class JobTimeout(BaseException):
@@ -101,3 +117,22 @@ class Deadline:
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._active:
             raise self._factory()
+
+
+@contextmanager
+def watchdog(seconds: float | None) -> Iterator[None]:
+    """End the whole process if the body of `with` runs longer than `seconds`.
+
+    A C thread (faulthandler) that needs no GIL: it fires even while C code
+    holds the GIL and ignores signals. It dumps every thread's traceback to
+    stderr and calls `_exit(WATCHDOG_EXIT_CODE)`. `seconds=None` arms nothing.
+    One watchdog per process at a time (faulthandler keeps a single timer).
+    """
+    if seconds is None:
+        yield
+        return
+    faulthandler.dump_traceback_later(seconds, exit=True, file=WATCHDOG_FD)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()

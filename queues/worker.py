@@ -2,16 +2,31 @@
 
 Guarantees:
 
+* Nothing a queue holds stops the worker. Every entry is decoded and checked
+  once (`Envelope.from_json`: size, depth, field types); garbage, deep or huge
+  JSON, wrong field types, an unknown job or (Redis) a second copy of a running
+  job is moved to the failed store with a one-line reason, and the next job runs.
 * A job's exception never stops the worker: the attempt is released for a retry
   (after its backoff) or, on its last attempt, moved to the failed store with
   the exception class, message and full traceback, and `job.failed(exc)` is
-  called (its own exceptions are logged only).
-* Only registered job classes run (see `queues.registry`); an unknown name or a
-  malformed payload goes to the failed store with the reason.
+  called with that exception (its own exceptions are logged only). The hook is
+  also called, with the real reason, for a refused envelope whose job and data
+  are valid, and for a job failed for overrunning its timeout.
+* Only registered job classes run (see `queues.registry`).
 * A job whose attempts already exceed its max_tries (its previous worker died
   and the lease expired) is failed without running.
+* `timeout` is hard. SIGALRM stops Python code at the deadline; a watchdog
+  (`queues.timeouts.watchdog`, when the worker owns its process) ends the
+  process HARD_LIMIT_GRACE seconds later if the attempt is stuck in code that
+  signals cannot reach. The heartbeat stops renewing the lease at that moment
+  too, so no second worker can run the job while this one still might. The next
+  worker that reserves the job learns that the attempt overran (the driver's
+  `abandoned_after`) and retries or fails it per its policy, with a JobTimeout
+  reason.
 * While a job runs, a heartbeat thread renews its lease every `retry_after / 3`
   seconds, so a long job is not handed to a second worker.
+* `max_time`: no wait for a job runs past it. `memory_mb` is checked between
+  jobs (the worker exits cleanly once its RSS is above it).
 * SIGTERM/SIGINT: no new job is started; the current job may finish within
   `GRACE_PERIOD` seconds (or its own shorter timeout), else it is stopped and
   released at once; the worker then exits 0. A second signal exits immediately
@@ -44,7 +59,7 @@ from queues.drivers.base import QueueDriver, ReservedJob
 from queues.envelope import Envelope, EnvelopeError
 from queues.job import Job
 from queues.registry import JobRegistry, UnknownJobError, get_registry
-from queues.timeouts import Deadline, JobTimeout
+from queues.timeouts import HARD_LIMIT_GRACE, Deadline, JobTimeout, watchdog
 from queues.worker_events import WorkerEvents
 from support import log_context
 from support.backoff import Backoff
@@ -76,6 +91,14 @@ class RetryUntilExpired(Exception):
     """The job's retry_until deadline passed before this attempt."""
 
 
+class DuplicateJob(Exception):
+    """A second copy of a job was met while the job itself was reserved."""
+
+
+#: Longest part of a refused payload copied into its failed record's reason, characters.
+PAYLOAD_EXCERPT = 2000
+
+
 def describe_exception(exc: BaseException) -> str:
     """`Class: message` on the first line, then the full traceback."""
     details = "".join(traceback.format_exception(exc))
@@ -97,26 +120,32 @@ class _Heartbeat:
     """Renews the lease of the job being run from one background thread per worker.
 
     The lease is `3 * interval`, and the thread renews the current job every
-    `interval` seconds, so a running job's lease never runs out; `stop()` returns only
-    after any renewal in flight has finished, so a renewal never races the
-    job's ack. One long-lived thread, not one per job: jobs may be very short.
+    `interval` seconds, so a running job's lease never runs out - until the
+    job's hard limit (`stop_at`) has passed: then it stops renewing, so a job
+    stuck past its timeout can never keep its lease (and a second worker out)
+    for ever. `stop()` returns only after any renewal in flight has finished,
+    so a renewal never races the job's ack. One long-lived thread, not one per
+    job: jobs may be very short.
     """
 
     def __init__(self, driver: QueueDriver, interval: float) -> None:
         self._driver = driver
         self._interval = interval
         self._job: ReservedJob | None = None
+        self._stop_at: float | None = None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._thread.start()
 
-    def beat(self, job: ReservedJob) -> None:
-        """Renew `job`'s lease until `stop()`: first within `interval` seconds, then every
-        `interval` (no wake-up per job, so short jobs pay only a lock)."""
+    def beat(self, job: ReservedJob, stop_at: float | None = None) -> None:
+        """Renew `job`'s lease until `stop()` or the monotonic time `stop_at`: first
+        within `interval` seconds, then every `interval` (no wake-up per job, so
+        short jobs pay only a lock)."""
         with self._lock:
             self._job = job
+            self._stop_at = stop_at
 
     def stop(self) -> None:
         """Stop renewing; waits for a renewal in flight."""
@@ -138,6 +167,14 @@ class _Heartbeat:
                 job = self._job
                 if job is None or self._closed:
                     continue
+                if self._stop_at is not None and time.monotonic() >= self._stop_at:
+                    logger.error(
+                        "job %s: still running past its hard time limit; its lease is no "
+                        "longer renewed",
+                        job.id,
+                    )
+                    self._job = None
+                    continue
                 # The lock is held during the call so stop() waits for it to end.
                 try:
                     if not self._driver.extend(job):
@@ -155,7 +192,10 @@ class Worker:
 
     `default_timeout`, `default_tries` and `default_backoff` apply to job classes
     that do not set their own value. `max_jobs`, `max_time` (seconds) and
-    `memory_mb` make the worker exit cleanly (code 0) so a supervisor restarts it.
+    `memory_mb` make the worker exit cleanly (code 0) so a supervisor restarts it;
+    `memory_mb` is checked between jobs. `use_watchdog` arms the process-ending hard
+    limit (`queues.timeouts.watchdog`); it defaults to `handle_signals`, i.e. to
+    a worker that owns its process (never one embedded in a test or an app).
     """
 
     def __init__(
@@ -172,6 +212,7 @@ class Worker:
         registry: JobRegistry | None = None,
         grace: float = GRACE_PERIOD,
         handle_signals: bool = True,
+        use_watchdog: bool | None = None,
         stop_when_empty: bool = False,
         events: WorkerEvents | None = None,
     ) -> None:
@@ -189,6 +230,7 @@ class Worker:
         self.registry = registry or get_registry()
         self.grace = grace
         self.handle_signals = handle_signals
+        self.use_watchdog = handle_signals if use_watchdog is None else use_watchdog
         self.stop_when_empty = stop_when_empty
         self.events = events or WorkerEvents()
         self.jobs_done = 0
@@ -221,8 +263,9 @@ class Worker:
                 if reason:
                     logger.info("worker %d exiting: %s", os.getpid(), reason)
                     break
+                wait = self._wait(started)
                 try:
-                    reserved = self.driver.pop(self.queues, block=self.sleep)
+                    reserved = self.driver.pop(self.queues, block=wait)
                 except Exception as exc:
                     logger.error("worker %d: cannot reserve a job: %s", os.getpid(), exc)
                     time.sleep(self._pop_backoff.next_delay())
@@ -233,7 +276,7 @@ class Worker:
                         logger.info("worker %d exiting: no job waiting", os.getpid())
                         break
                     continue
-                self.process(reserved)
+                self._process_guarded(reserved)
                 self.jobs_done += 1
             else:
                 logger.info("worker %d stopped after a signal", os.getpid())
@@ -252,11 +295,18 @@ class Worker:
         """Ask the loop to stop after the current job (from any thread)."""
         self._stopping = True
 
+    def _wait(self, started: float) -> float:
+        """How long the next pop may wait: `sleep`, but never past `max_time`."""
+        if not self.max_time:
+            return self.sleep
+        return max(min(self.sleep, self.max_time - (time.monotonic() - started)), 0.0)
+
     def _exit_reason(self, started: float) -> str | None:
         if self.max_jobs and self.jobs_done >= self.max_jobs:
             return f"processed {self.jobs_done} jobs (--max-jobs {self.max_jobs})"
-        if self.max_time and time.monotonic() - started >= self.max_time:
-            return f"ran {self.max_time:g} s (--max-time)"
+        ran = time.monotonic() - started
+        if self.max_time and ran >= self.max_time:
+            return f"ran {ran:.1f} s (--max-time {self.max_time:g})"
         if self.memory_mb:
             rss = current_rss_mb()
             if rss > self.memory_mb:
@@ -264,6 +314,15 @@ class Worker:
         return self.events.between_jobs()
 
     # -- one job ------------------------------------------------------------
+
+    def _process_guarded(self, reserved: ReservedJob) -> None:
+        """`process`, with a last line of defence: a fault in the worker's own code
+        while handling one entry fails that entry instead of ending the worker."""
+        try:
+            self.process(reserved)
+        except Exception as exc:
+            logger.exception("worker %d: cannot process job %s", os.getpid(), reserved.id)
+            self._fail(reserved, f"WorkerError: {describe_exception(exc)}")
 
     def process(self, reserved: ReservedJob) -> None:
         """Run one reserved job and settle it (ack, release or fail). Never raises for the job."""
@@ -280,8 +339,15 @@ class Worker:
         try:
             envelope = Envelope.from_json(reserved.payload)
         except EnvelopeError as exc:
-            self._fail(reserved, f"EnvelopeError: {exc}\n\npayload: {reserved.payload[:2000]}")
-            logger.error("job %s failed: malformed payload: %s", reserved.id, exc)
+            self._refuse(reserved, exc)
+            return
+        if reserved.duplicate_of is not None:
+            duplicate = DuplicateJob(
+                f"job {envelope.job} ({reserved.duplicate_of}) is already reserved by another "
+                "worker; this second copy of it was not run"
+            )
+            if self._fail(reserved, describe_exception(duplicate)):
+                logger.error("job %s: %s", reserved.duplicate_of, duplicate)
             return
         try:
             cls = self.registry.resolve(envelope.job)
@@ -292,6 +358,14 @@ class Worker:
 
         max_tries = self._max_tries(cls, envelope)
         label = f"{envelope.job} {reserved.id}"
+        timeout = self._timeout(envelope)
+        overran = self._overran(reserved, envelope, timeout)
+        if overran is not None:
+            # The previous attempt is the one that failed; this reservation's
+            # attempt is given back if the job is retried.
+            previous = reserved.attempts - 1
+            self._on_exception(reserved, cls, envelope, None, overran, max_tries, 0.0, previous)
+            return
         if reserved.attempts > max_tries:
             exhausted = MaxAttemptsExceeded(
                 f"job {envelope.job} ({reserved.id}) was attempted {reserved.attempts} times "
@@ -309,12 +383,11 @@ class Worker:
             self._fail_for_good(reserved, cls, envelope, None, expired, describe_exception(expired))
             return
 
-        timeout = self._timeout(envelope)
         logger.info("job %s started (attempt %d/%d)", label, reserved.attempts, max_tries)
         self.events.job_started(reserved, envelope)
         job: Job | None = None
         try:
-            job = _build_job(cls, envelope, reserved)
+            job = _build_job(cls, envelope.data, reserved)
             self._run_attempt(reserved, job, envelope, timeout)
         except WorkerStopping:
             # The stop interrupted it: give the attempt back so the job's
@@ -339,6 +412,30 @@ class Worker:
         else:
             logger.warning("job %s finished in %.3f s but was not acked", label, elapsed)
 
+    def _refuse(self, reserved: ReservedJob, exc: EnvelopeError) -> None:
+        """Fail an entry that is not a valid envelope; its hook learns why, when it can."""
+        excerpt = reserved.payload[:PAYLOAD_EXCERPT]
+        if not self._fail(reserved, f"EnvelopeError: {exc}\n\npayload: {excerpt}"):
+            return
+        logger.error("job %s failed: malformed payload: %s", reserved.id, exc)
+        if exc.job is None or exc.data is None or exc.job not in self.registry:
+            return
+        cls = self.registry.resolve(exc.job)
+        self._call_failed_hook(cls, exc.data, reserved, exc, self.default_timeout, exc.job)
+
+    def _overran(
+        self, reserved: ReservedJob, envelope: Envelope, timeout: float | None
+    ) -> JobTimeout | None:
+        """A JobTimeout if the job's previous attempt was abandoned past its timeout."""
+        held = reserved.abandoned_after
+        if held is None or timeout is None or reserved.attempts < 2 or held < timeout:
+            return None
+        return JobTimeout(
+            f"job {envelope.job} ({reserved.id}) attempt {reserved.attempts - 1} exceeded its "
+            f"{timeout:g} s timeout: it was still unfinished {held:.1f} s after it started, and "
+            "its worker was ended at the hard time limit (or died)"
+        )
+
     def _run_attempt(
         self, reserved: ReservedJob, job: Job, envelope: Envelope, timeout: float | None
     ) -> None:
@@ -348,9 +445,13 @@ class Worker:
         if self._heartbeat is None:
             interval = max(self.driver.retry_after / 3.0, MIN_HEARTBEAT_INTERVAL)
             self._heartbeat = _Heartbeat(self.driver, interval)
-        self._heartbeat.beat(reserved)
+        hard = None if timeout is None else timeout + HARD_LIMIT_GRACE
+        self._heartbeat.beat(reserved, None if hard is None else time.monotonic() + hard)
         try:
-            with Deadline(timeout, on_timeout) as deadline:
+            with (
+                Deadline(timeout, on_timeout) as deadline,
+                watchdog(hard if self.use_watchdog else None),
+            ):
                 self._deadline = deadline
                 self._call_handle(job, deadline)
         finally:
@@ -388,19 +489,29 @@ class Worker:
         exc: BaseException,
         max_tries: int,
         elapsed: float,
+        attempt: int | None = None,
     ) -> None:
+        """Retry or fail after the failed `attempt` (default: this reservation's).
+
+        When `attempt` is an earlier one (it overran and was abandoned), a retry
+        gives this reservation's attempt back: it never ran.
+        """
         label = f"{envelope.job} {reserved.id}"
         text = describe_exception(exc)
-        if reserved.attempts < max_tries:
-            delay = backoff_delay(self._backoff(cls, envelope), reserved.attempts)
+        failed = reserved.attempts if attempt is None else attempt
+        undo = failed != reserved.attempts
+        if failed < max_tries:
+            delay = backoff_delay(self._backoff(cls, envelope), failed)
             if envelope.retry_until is None or time.time() + delay < envelope.retry_until:
                 released = self._settle(
-                    "release", reserved, lambda: self.driver.release(reserved, delay)
+                    "release",
+                    reserved,
+                    lambda: self.driver.release(reserved, delay, undo_attempt=undo),
                 )
                 logger.warning(
                     "job %s attempt %d/%d failed after %.3f s: %s: %s; %s",
                     label,
-                    reserved.attempts,
+                    failed,
                     max_tries,
                     elapsed,
                     type(exc).__name__,
@@ -412,7 +523,7 @@ class Worker:
         logger.error(
             "job %s failed for good after %d attempt(s), %.3f s: %s: %s",
             label,
-            reserved.attempts,
+            failed,
             elapsed,
             type(exc).__name__,
             exc,
@@ -432,23 +543,51 @@ class Worker:
             return  # another worker owns it now; it will fail it and call the hook
         if isinstance(exc, MaxAttemptsExceeded | RetryUntilExpired):
             logger.error("job %s %s failed: %s", envelope.job, reserved.id, exc)
+        if job is not None:
+            self._call_hook(job, exc, self._timeout(envelope), envelope.job, reserved)
+        else:
+            timeout = self._timeout(envelope)
+            self._call_failed_hook(cls, envelope.data, reserved, exc, timeout, envelope.job)
+
+    def _call_failed_hook(
+        self,
+        cls: type[Job],
+        data: dict[str, Any],
+        reserved: ReservedJob,
+        exc: BaseException,
+        timeout: float | None,
+        name: str,
+    ) -> None:
+        """Build the job from `data` and call its `failed(exc)` hook; log, never raise."""
         try:
-            instance = job if job is not None else _build_job(cls, envelope, reserved)
+            instance = _build_job(cls, data, reserved)
         except Exception as build_error:
             logger.error(
                 "job %s %s: failed() hook not called, cannot build the job: %s",
-                envelope.job,
+                name,
                 reserved.id,
                 build_error,
             )
             return
+        self._call_hook(instance, exc, timeout, name, reserved)
+
+    def _call_hook(
+        self,
+        instance: Job,
+        exc: BaseException,
+        timeout: float | None,
+        name: str,
+        reserved: ReservedJob,
+    ) -> None:
+        """`instance.failed(exc)` under the job's own hard time limit; errors are logged."""
+        hard = None if timeout is None or not self.use_watchdog else timeout + HARD_LIMIT_GRACE
         try:
-            with Deadline(self._timeout(envelope), _hook_timeout(envelope.job)):
+            with Deadline(timeout, _hook_timeout(name)), watchdog(hard):
                 instance.failed(exc)
         except BaseException as hook_error:
             logger.error(
                 "job %s %s: failed() hook raised %s: %s",
-                envelope.job,
+                name,
                 reserved.id,
                 type(hook_error).__name__,
                 hook_error,
@@ -557,9 +696,9 @@ def _hook_timeout(name: str) -> Callable[[], BaseException]:
     return lambda: JobTimeout(f"failed() hook of job {name} ran past the job timeout")
 
 
-def _build_job(cls: type[Job], envelope: Envelope, reserved: ReservedJob) -> Job:
+def _build_job(cls: type[Job], data: dict[str, Any], reserved: ReservedJob) -> Job:
     """The job instance of one attempt, knowing its id and attempt number."""
-    job = cls(**envelope.data)
+    job = cls(**data)
     job.attempts = reserved.attempts
     job.job_id = reserved.id
     return job

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,16 @@ def redis_client() -> Iterator[object]:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(params=("redis", "mariadb", "sqlite"))
+def any_driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """A driver of each kind on empty state (tests/driver_factories.py), closed after."""
+    from tests.driver_factories import make_driver
+
+    made = make_driver(request.param, tmp_path)
+    yield made
+    made.close()
 
 
 @pytest.fixture

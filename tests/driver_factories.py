@@ -46,3 +46,9 @@ def make_driver(name: str, tmp_path: Path, retry_after: int = 90) -> QueueDriver
     drop_tables(engine)
     create_tables(engine)
     return DatabaseDriver(engine, DatabaseFailedStore(engine), retry_after)
+
+
+def driver_for(connection: str, tmp_path: Path, retry_after: int = 90) -> QueueDriver:
+    """The driver a `main.py` child of `connection` ("redis" or "database") uses
+    with `tests.jobs_fixture.support.main_env`: Redis, or the SQLite file."""
+    return make_driver("redis" if connection == "redis" else "sqlite", tmp_path, retry_after)

@@ -6,7 +6,9 @@ clears anything) and appends one line per event to `--out`, flushed at once so
 a SIGKILL loses nothing already written:
 
 * `work`: pop and ack jobs of `--queue` until a pop waiting `--idle` seconds
-  finds nothing; writes `<job id> <attempts>` per acked job.
+  finds nothing; writes `<job id> <attempts>` per acked job. A reservation the
+  driver marks as a second copy of a running job (`duplicate_of`) is failed,
+  as a worker does, and its job id written to `<out>.dup`.
 * `hold`: pop one job, write `<job id> <attempts>`, then sleep until killed
   (the crash test SIGKILLs it mid-job).
 
@@ -113,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(HOLD_SECONDS)
             return 0
         while (job := driver.pop([args.queue], block=args.idle)) is not None:
+            if job.duplicate_of is not None:
+                if not driver.fail(job, f"DuplicateJob: {job.duplicate_of}"):
+                    print(f"fail refused for duplicate of {job.duplicate_of}", file=sys.stderr)
+                    return 2
+                with args.out.with_suffix(".dup").open("a", encoding="utf-8") as dups:
+                    dups.write(f"{job.duplicate_of}\n")
+                continue
             if not driver.ack(job):
                 print(f"ack refused for job {job.id}", file=sys.stderr)
                 return 2

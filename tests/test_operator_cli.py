@@ -85,9 +85,12 @@ def test_status_counts_every_state_per_queue_and_connection(setup):
     add_failed(driver, queue, 1)  # pushes one more, pops the next, fails it
     result = run_main(["--queue-status", "--json", "--queue", queue], env)
     assert result.returncode == 0, result.stderr
-    entries = {e["connection"]: e for e in json.loads(result.stdout)["connections"]}
+    report = json.loads(result.stdout)
+    entries = {e["connection"]: e for e in report["connections"]}
     row = entries[connection]["queues"][0]
-    assert (row["pending"], row["delayed"], row["reserved"], row["failed"]) == (1, 1, 1, 1)
+    assert (row["pending"], row["delayed"], row["reserved"]) == (1, 1, 1)
+    [failed] = report["failed"]  # counted once, in the store that holds it
+    assert (failed["queue"], failed["failed"], failed["store"]) == (queue, 1, connection)
     assert row["oldest_pending_age"] is not None and row["oldest_pending_age"] >= 0
     if connection == "database":
         assert entries["redis"]["enabled"] is False

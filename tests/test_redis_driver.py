@@ -7,8 +7,10 @@ database. Server restarts use a private redis-server on a free port.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,7 +27,7 @@ import redis
 from backends import redis_client
 from backends.redis_client import build_redis, get_redis
 from config.settings import Settings
-from queues.drivers.base import QueueError
+from queues.drivers.base import QueueError, ReservedJob
 from queues.drivers.redis import (
     NOTIFY_CAP,
     POP_RECEIPT_TTL,
@@ -62,6 +64,11 @@ def driver(client: redis.Redis) -> RedisDriver:
 
 def envelope(queue: str = "default", **data: object) -> Envelope:
     return Envelope(job="tests.noop", data=dict(data), queue=queue)
+
+
+def recorded(job: ReservedJob) -> bytes:
+    """What the reservations hash holds for `job`: its token, then the :reserved entry."""
+    return f"{job.token}:{job.payload}".encode()
 
 
 def ids_of(raw_payloads: list[bytes | str]) -> list[str]:
@@ -160,7 +167,7 @@ def test_stale_ack_keeps_the_new_owners_reserved_entry(client: redis.Redis) -> N
     assert not driver.ack(stale)
     assert not driver.release(stale)
     assert client.lrange("routemq:queue:default:reserved", 0, -1) == [owner.payload.encode()]
-    assert client.hget("routemq:queue:default:reservations", owner.id) == owner.token.encode()
+    assert client.hget("routemq:queue:default:reservations", owner.id) == recorded(owner)
     assert client.llen("routemq:queue:default") == 0
 
 
@@ -404,9 +411,9 @@ def test_transfer_reservation_has_its_own_token_and_the_reserved_list_keeps_the_
     env = envelope()
     driver.push("default", env.to_json())
     dead = driver.take_for_transfer("default", 10)[0]  # a migration that stalls
-    assert dead.token != dead.payload and dead.token.endswith(dead.payload)
+    assert dead.token.startswith("transfer:") and dead.payload not in dead.token
     assert client.lrange("routemq:queue:default:reserved", 0, -1) == [dead.payload.encode()]
-    assert client.hget("routemq:queue:default:reservations", env.id) == dead.token.encode()
+    assert client.hget("routemq:queue:default:reservations", env.id) == recorded(dead)
     time.sleep(1.2)
     [taken] = driver.take_for_transfer("default", 10)
     assert taken.token != dead.token, "a retaking migration must fence out the stalled one"
@@ -538,10 +545,10 @@ def test_a_queue_created_before_name_validation_can_be_read_popped_drained_and_f
     sizes = driver.sizes(legacy)
     assert (sizes.pending, sizes.delayed, sizes.reserved, sizes.failed) == (2, 0, 0, 0)
     assert legacy in driver.queues()
-    assert driver.contains(legacy, first.id)
 
     job = driver.pop([legacy])
     assert job is not None and job.id == first.id
+    assert driver.contains(legacy, first.id)  # hand-written entries are indexed once reserved
     assert driver.fail(job, "RuntimeError: broken")
     [record] = driver.failed_store.all(legacy)
     assert record.queue == legacy and json.loads(record.payload)["id"] == first.id
@@ -592,7 +599,7 @@ def test_a_duplicate_job_id_is_never_reserved_twice_by_a_transfer(
 ) -> None:
     env = envelope()
     driver.push("default", env.to_json())
-    driver.push("default", env.to_json())  # a push re-sent after a lost reply
+    client.rpush("routemq:queue:default", env.to_json())  # a second copy, written by hand
     first = driver.take_for_transfer("default", 10)
     assert [job.id for job in first] == [env.id]
     assert client.lrange("routemq:queue:default", 0, -1) == [env.to_json().encode()]
@@ -639,12 +646,12 @@ def test_a_release_that_undid_its_attempt_cannot_settle_the_next_reservation(
     owner = driver.pop(["default"])
     assert owner is not None and owner.id == env.id
     assert owner.payload == stale.payload, "same attempts: the payload is byte-identical"
-    assert owner.token != stale.token and owner.token.endswith(owner.payload)
+    assert owner.token != stale.token and owner.payload not in owner.token
     # A stale holder's calls (e.g. redis-py re-sending a release) are fenced out.
     assert not driver.release(stale, undo_attempt=True)
     assert not driver.ack(stale) and not driver.extend(stale)
     assert not driver.fail(stale, "boom")
-    assert client.hget("routemq:queue:default:reservations", env.id) == owner.token.encode()
+    assert client.hget("routemq:queue:default:reservations", env.id) == recorded(owner)
     assert client.lrange("routemq:queue:default:reserved", 0, -1) == [owner.payload.encode()]
     assert client.llen("routemq:queue:default") == 0
     assert driver.ack(owner)
@@ -672,7 +679,7 @@ def test_a_resent_settle_reports_its_first_success_and_changes_nothing(
     assert owner is not None and owner.payload == released.payload
     assert driver.release(released, undo_attempt=True, receipt=receipt)
     assert client.llen("routemq:queue:releases") == 0, "the job was not given back twice"
-    assert client.hget("routemq:queue:releases:reservations", owner.id) == owner.token.encode()
+    assert client.hget("routemq:queue:releases:reservations", owner.id) == recorded(owner)
     assert client.lrange("routemq:queue:releases:reserved", 0, -1) == [owner.payload.encode()]
     assert driver.ack(owner)
 
@@ -731,3 +738,40 @@ def test_included_lua_functions_are_inlined_once_per_script() -> None:
     assert source.count("local function token_payload") == 1
     assert source.count("local function requeue_due") == 1
     assert "-- @include" not in source.replace("(`-- @include requeue_due.lua`)", "")
+
+
+def test_a_reservation_token_is_a_nonce_and_settles_never_need_the_payload(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    driver.push("default", envelope(blob="x" * 10_000).to_json())
+    job = driver.pop(["default"])
+    assert job is not None and re.fullmatch(r"[0-9a-f]{32}", job.token)
+    bare = dataclasses.replace(job, payload="")  # id and token are all a settle sends
+    assert driver.extend(bare)
+    assert driver.release(bare, 0)
+    again = driver.pop(["default"])
+    assert again is not None and again.token != job.token
+    assert driver.ack(dataclasses.replace(again, payload=""))
+    assert client.llen("routemq:queue:default:reserved") == 0
+    driver.later("default", envelope().to_json(), 60)
+    [taken] = driver.take_for_transfer("default", 10)
+    assert re.fullmatch(r"transfer:[0-9a-f]{32}", taken.token)
+    assert driver.fail(dataclasses.replace(taken, payload=taken.payload), "boom")
+
+
+def test_a_push_resent_after_a_lost_reply_adds_the_job_once(
+    driver: RedisDriver, client: redis.Redis
+) -> None:
+    env = envelope()
+    driver.push("default", env.to_json())
+    driver.push("default", env.to_json())
+    driver.later("default", env.to_json(), 30)
+    driver.bulk([("default", env.to_json(), 0.0)])
+    assert client.llen("routemq:queue:default") == 1
+    assert client.zcard("routemq:queue:default:delayed") == 0
+    job = driver.pop(["default"])
+    assert job is not None and driver.contains("default", env.id)
+    assert driver.ack(job)
+    assert not driver.contains("default", env.id)
+    driver.push("default", env.to_json())  # gone: the same id may come again
+    assert client.llen("routemq:queue:default") == 1

@@ -13,16 +13,30 @@ test suite (tests/test_driver_contract.py) runs against every driver:
   expired; otherwise they change nothing and return False.
 * A job whose lease expired goes back to pending with its attempts counted; the
   worker fails it without running it when its attempts exceed its max_tries.
+  The next reservation reports how long that abandoned attempt stayed
+  unsettled (`ReservedJob.abandoned_after`), so the worker can tell an attempt
+  that overran its timeout (and was ended by the hard limit) from one whose
+  worker died early.
+* A second copy of a job (same envelope id) is never reserved under the
+  running copy's reservation, so it can neither settle nor hide it. Redis
+  marks such a copy `duplicate_of` when it meets it while the job is reserved,
+  and the worker moves it to the failed store; on SQL each copy is its own row,
+  fenced on its own, and runs (see queues/drivers/database.py).
+* Delays (`later`, `bulk`, `release`) must be finite (ValueError otherwise) and
+  are capped at `queues.envelope.MAX_DELAY_SECONDS`.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from backends.errors import BackendError, BackendUnavailableError
+from queues.envelope import JOB_ID_PATTERN
 from queues.group_commit import GroupCommit
 
 #: Seconds a reservation lasts without a heartbeat before another worker may take it.
@@ -44,15 +58,22 @@ class ReservedJob:
     """A job held by one worker under a lease.
 
     `token` is the driver's proof of this reservation (fencing): a later
-    reservation of the same job carries a different token.
+    reservation of the same job carries a different token. It is short (a
+    nonce and row numbers), never the payload.
     """
 
-    id: str  #: envelope id (uuid)
+    id: str  #: envelope id (uuid); the driver's fencing key (see `duplicate_of`)
     queue: str
     payload: str  #: the envelope JSON as stored, attempts counted
     attempts: int  #: attempts including the current one
     token: str
     available_at: float | None = None  #: unix due time; set only by take_for_transfer
+    #: the envelope id of the job this entry is a second copy of, met while that
+    #: job was reserved (Redis): the worker fails this copy and never runs it
+    duplicate_of: str | None = None
+    #: seconds the job's previous attempt stayed unsettled before its lease
+    #: expired (None if the previous reservation was settled, or there was none)
+    abandoned_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,16 +91,36 @@ class QueueSizes:
 class FailedJob:
     """One entry of the failed store."""
 
-    id: str
+    id: str  #: the failed-store id (a Redis record's uuid, a SQL row's number)
     connection: str
     queue: str
     payload: str
     exception: str
     failed_at: datetime
+    #: the store's own handle on this very record, so it can remove exactly it
+    ref: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def job_id(self) -> str | None:
+        """The envelope id of the failed job, read from the payload's prefix."""
+        match = JOB_ID_HEAD.match(self.payload)
+        return match.group(1) if match else None
+
+
+#: The id in an envelope's fixed prefix `{"attempts":N,"id":"..."`.
+JOB_ID_HEAD = re.compile(r'^\{"attempts":-?[0-9]+,"id":"(' + JOB_ID_PATTERN.pattern + ')"')
 
 
 class FailedStore(ABC):
-    """Where permanently failed jobs are kept for inspection and retry."""
+    """Where permanently failed jobs are kept for inspection and retry.
+
+    Every failed-job command accepts the failed id or the job id (`find`):
+    the job id is the one `dispatch()` printed and every log line names, and
+    it stays the same across retries.
+    """
+
+    #: which kind of store: "redis" (failed lists) or "database" (queue_failed_jobs)
+    kind: str
 
     @abstractmethod
     def add(self, connection: str, queue: str, payload: str, exception: str) -> str:
@@ -104,6 +145,30 @@ class FailedStore(ABC):
     @abstractmethod
     def counts(self) -> dict[str, int]:
         """Number of failed jobs per queue name."""
+
+    @abstractmethod
+    def find(self, key: str) -> FailedJob | None:
+        """The job with failed id `key`, else the newest failed record of job id `key`."""
+
+    @abstractmethod
+    def oldest(self, queue: str, limit: int) -> list[FailedJob]:
+        """The oldest `limit` failed jobs of one queue, oldest first."""
+
+    @abstractmethod
+    def remove(self, jobs: Sequence[FailedJob]) -> int:
+        """Delete exactly these records (as read from this store); return how many went."""
+
+    @abstractmethod
+    def restore(self, job: FailedJob) -> str:
+        """Add a record moved from another store, keeping its connection and failed_at."""
+
+    @abstractmethod
+    def queues(self) -> list[str]:
+        """Names of the queues this store holds failed jobs of (or did)."""
+
+    @abstractmethod
+    def where(self, queue: str) -> str:
+        """Where the failed jobs of `queue` live, for operators (a key, a table)."""
 
 
 class QueueDriver(ABC):
@@ -204,7 +269,11 @@ class QueueDriver(ABC):
 
     @abstractmethod
     def contains(self, queue: str, job_id: str) -> bool:
-        """True if a job with this envelope id is pending, delayed or reserved."""
+        """True if a job with this envelope id is pending, delayed or reserved.
+
+        Redis answers from its id index in O(1): an entry written by hand is
+        seen once a pop or migration has reserved it.
+        """
 
     @abstractmethod
     def clear(self, queue: str) -> int:

@@ -6,10 +6,13 @@ always tell the truth to `LLEN`, `ZCARD` and `LRANGE`):
 * `routemq:queue:{name}`              List of pending jobs, oldest at the head
 * `routemq:queue:{name}:delayed`      Sorted Set of delayed jobs scored by due unix time
 * `routemq:queue:{name}:reserved`     List of in-flight payloads (as reserved)
-* `routemq:queue:failed:{name}`       List of failed records (when no database)
+* `routemq:queue:failed:{name}`       List of failed records, oldest at the head
 * `routemq:queue:{name}:leases`       Sorted Set job id -> lease expiry unix time
-* `routemq:queue:{name}:reservations` Hash job id -> fencing token (`<nonce>:` + payload
-                                      for a pop, `transfer:<nonce>:` + payload for a migration)
+* `routemq:queue:{name}:reservations` Hash job id -> `<token>:<payload>`: the reservation's
+                                      fencing token (a pop's nonce, `transfer:<nonce>` for a
+                                      migration) and the :reserved entry it must remove
+* `routemq:queue:{name}:ids`          Hash job id -> state (`q`, `r:<since>`, `t`,
+                                      `x:<seconds>`): the id index (include/id_index.lua)
 * `routemq:queue:{name}:transfer`     Hash job id -> due time of a job leased by a migration
 * `routemq:queue:{name}:notify`       List of wake-up tokens for blocked workers (bounded)
 * `routemq:queue:pops:{nonce}`        String receipt of one pop call (expires, see pop.lua)
@@ -18,18 +21,23 @@ always tell the truth to `LLEN`, `ZCARD` and `LRANGE`):
 * `routemq:queues`                    Set of queue names ever pushed to
 * `routemq:queues:failed`             Set of queue names with a failed list
 
-Names of queues that get NEW jobs (push, later, bulk) are checked by
-`validate_queue_name` (no ':', not "failed"), so no new queue's keys can be
-another queue's. Every other path (pop, settle, sizes, migration, failed store)
-takes any name, so queues created before validation existed stay readable and
-drainable; `clear` refuses only names whose keys would be another queue's.
+Queue names: every path refuses a name whose keys would be another queue's
+(`failed:x`, `x:reserved`, any ':', `failed`; `validate_queue_name(existing=
+True)`), and names of queues that get NEW jobs (push, later, bulk) must also use
+only letters, digits, '_', '.' and '-'. So queues created before names were
+checked (`reports/daily`) stay readable and drainable, and `failed:x` can never
+be mistaken for a queue.
 
 Every state change is one Lua script from `redis_scripts/` (atomic on the
-server, timed by the server clock `TIME`, so all workers agree on "now").
+server, timed by the server clock `TIME`, so all workers agree on "now"). Every
+operator path is O(its own work): `contains` is two HEXISTS on the id index,
+and the failed store's scans, flushes and removals run in windows of
+FAILED_SCAN_WINDOW records per script call, so no call holds Redis for long.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -54,7 +62,13 @@ from queues.drivers.base import (
     QueueSizes,
     ReservedJob,
 )
-from queues.envelope import validate_queue_name
+from queues.envelope import (
+    EnvelopeError,
+    checked_delay,
+    colliding_queue_name,
+    decode_json,
+    validate_queue_name,
+)
 
 #: Folder of the Lua scripts, one atomic state change per file.
 SCRIPTS_DIR = Path(__file__).resolve().parent / "redis_scripts"
@@ -90,18 +104,37 @@ TRANSFER_TOKEN_TAG = "transfer:"
 #: Most pending (and most delayed) entries one take_for_transfer call steps
 #: over because their job id is already reserved (duplicate copies).
 TRANSFER_MAX_SKIP = 1000
-#: Queue name characters that would let its keys be another queue's keys.
-_COLLIDING_NAMES = re.compile(r"^failed$|:")
+#: Failed records one failed-store script call reads (scan, flush, remove): the
+#: bound on how long any such call holds Redis.
+FAILED_SCAN_WINDOW = 200
+#: Times `forget` looks a record up again when the list moved under it.
+FORGET_ATTEMPTS = 5
+#: Largest failed record the store decodes, in bytes: a payload of
+#: MAX_PAYLOAD_BYTES JSON-escaped, plus its traceback.
+MAX_FAILED_RECORD_BYTES = 8 * 1024 * 1024
+#: Prefix of the synthetic id a duplicate copy of a reserved job is reserved under.
+DUPLICATE_PREFIX = "duplicate-"
+#: Kind pop.lua reports for such a copy.
+DUPLICATE_KIND = "duplicate"
 
-# [0-9], not \d: Lua's %d matches ASCII digits only, and both must agree.
-_ENVELOPE_HEAD = re.compile(r'^\{"attempts":([0-9]+),"id":"([^"\\]+)"')
+# [0-9], not \d: Lua's %d matches ASCII digits only, and both must agree; the id
+# set is the one queues.envelope.JOB_ID_PATTERN and include/envelope.lua use.
+_ENVELOPE_HEAD = re.compile(r'^\{"attempts":([0-9]+),"id":"([\x21\x23-\x5b\x5d-\x7e]+)"')
+#: Where a failed record ends: `"failed_at":<unix time>}` (RedisFailedStore.record).
+_FAILED_AT_TAIL = re.compile(r'"failed_at":([0-9.eE+-]+)\}$')
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
 def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    """A reply as text; bytes that are not UTF-8 (a hand-written entry) are replaced."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def malformed_id(payload: str) -> str:
+    """The synthetic id pop.lua gives an entry without an envelope prefix."""
+    return "malformed-" + hashlib.sha1(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _envelope_head(payload: str) -> tuple[int, str]:
@@ -176,10 +209,15 @@ class RedisFailedStore(FailedStore):
     """Failed jobs as JSON records in `routemq:queue:failed:{name}` Lists, newest at the tail.
 
     A record is `{"id", "connection", "queue", "payload", "exception",
-    "failed_at"}` with `id` first (the forget script matches that prefix) and
-    `failed_at` in unix seconds. Queue names with a failed list are kept in the
-    set `routemq:queues:failed`.
+    "failed_at"}` in that order (the scripts read the id, the payload's job id
+    and failed_at by position) with `failed_at` in unix seconds. Queue names
+    with a failed list are kept in the set `routemq:queues:failed`. Lookups,
+    flushes and removals run in windows of FAILED_SCAN_WINDOW records per
+    script call (failed_find.lua, failed_flush.lua, failed_remove.lua), so no
+    call holds Redis for long however many records there are.
     """
+
+    kind = "redis"
 
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX):
         self.client = client
@@ -191,9 +229,19 @@ class RedisFailedStore(FailedStore):
         """The failed List of one queue (not validated: old names must stay readable)."""
         return f"{self.prefix}failed:{queue}"
 
+    def where(self, queue: str) -> str:
+        """Where this store keeps the failed jobs of `queue`."""
+        return f"Redis list {self.list_key(queue)}"
+
     @staticmethod
-    def record(connection: str, queue: str, payload: str, exception: str) -> tuple[str, str]:
-        """A new failed record: `(failed id, JSON text)`."""
+    def record(
+        connection: str,
+        queue: str,
+        payload: str,
+        exception: str,
+        failed_at: float | None = None,
+    ) -> tuple[str, str]:
+        """A new failed record: `(failed id, JSON text)`; `failed_at` defaults to now."""
         failed_id = str(uuid.uuid4())
         text = json.dumps(
             {
@@ -202,7 +250,7 @@ class RedisFailedStore(FailedStore):
                 "queue": queue,
                 "payload": payload,
                 "exception": exception,
-                "failed_at": time.time(),
+                "failed_at": time.time() if failed_at is None else failed_at,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -216,30 +264,55 @@ class RedisFailedStore(FailedStore):
         Any queue name is accepted (not validated): a job of a queue created
         before names were validated must still be failable.
         """
-        failed_id, text = self.record(connection, queue, payload, exception)
+        return self._append(self.record(connection, queue, payload, exception), queue)
+
+    @_redis_call
+    def restore(self, job: FailedJob) -> str:
+        """Append a record moved from another store, keeping its connection and failed_at."""
+        stamp = job.failed_at
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        record = self.record(
+            job.connection, job.queue, job.payload, job.exception, stamp.timestamp()
+        )
+        return self._append(record, job.queue)
+
+    def _append(self, record: tuple[str, str], queue: str) -> str:
         pipe = self.client.pipeline(transaction=True)
-        pipe.rpush(self.list_key(queue), text)
+        pipe.rpush(self.list_key(queue), record[1])
         pipe.sadd(self.names_key, queue)
         pipe.execute()
-        return failed_id
+        return record[0]
 
     def _names(self) -> list[str]:
         return sorted(_text(n) for n in self.client.smembers(self.names_key))
 
-    @staticmethod
-    def _parse(raw: Any) -> FailedJob | None:
+    def _parse(self, raw: Any, queue: str, index: int) -> FailedJob | None:
+        """A record as a FailedJob (its `ref` says where it is), or None if it is not one."""
+        data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
         try:
-            data = json.loads(_text(raw))
+            decoded = decode_json(data, "failed record", MAX_FAILED_RECORD_BYTES)
             return FailedJob(
-                id=str(data["id"]),
-                connection=str(data["connection"]),
-                queue=str(data["queue"]),
-                payload=str(data["payload"]),
-                exception=str(data["exception"]),
-                failed_at=datetime.fromtimestamp(float(data["failed_at"]), UTC),
+                id=str(decoded["id"]),
+                connection=str(decoded["connection"]),
+                queue=str(decoded["queue"]),
+                payload=str(decoded["payload"]),
+                exception=str(decoded["exception"]),
+                failed_at=datetime.fromtimestamp(float(decoded["failed_at"]), UTC),
+                ref=(queue, index, hashlib.sha1(data).hexdigest()),
             )
-        except (ValueError, KeyError, TypeError):
+        except (EnvelopeError, KeyError, TypeError, ValueError, OverflowError, OSError):
             return None
+
+    def _read(self, queue: str, start: int, stop: int) -> list[FailedJob]:
+        """Records `start..stop` (LRANGE indexes, may be negative) of one list, oldest first."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.llen(self.list_key(queue))
+        pipe.lrange(self.list_key(queue), start, stop)
+        length, rows = pipe.execute()
+        first = start if start >= 0 else max(int(length) + start, 0)
+        parsed = (self._parse(raw, queue, first + i) for i, raw in enumerate(rows))
+        return [job for job in parsed if job is not None]
 
     @_redis_call
     def all(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
@@ -247,42 +320,103 @@ class RedisFailedStore(FailedStore):
         if limit <= 0:
             return []
         names = [queue] if queue is not None else self._names()
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.lrange(self.list_key(name), -limit, -1)
-        jobs = [
-            job for rows in pipe.execute() for raw in rows if (job := self._parse(raw)) is not None
-        ]
+        jobs = [job for name in names for job in self._read(name, -limit, -1)]
         jobs.sort(key=lambda job: job.failed_at, reverse=True)
         return jobs[:limit]
 
     @_redis_call
+    def oldest(self, queue: str, limit: int) -> list[FailedJob]:
+        """The oldest `limit` records of one queue, oldest first."""
+        return self._read(queue, 0, limit - 1) if limit > 0 else []
+
+    @_redis_call
+    def queues(self) -> list[str]:
+        """Names of queues with a failed list."""
+        return self._names()
+
+    @_redis_call
     def get(self, failed_id: str) -> FailedJob | None:
-        """One record by id, or None (scans the failed lists: operator use)."""
-        prefix = f'{{"id":{json.dumps(failed_id)},'
+        """One record by its failed id, or None (windowed scans: operator use)."""
+        return self._find(failed_id, "")
+
+    @_redis_call
+    def find(self, key: str) -> FailedJob | None:
+        """The record with failed id `key`, else the newest record of the job with id `key`."""
+        return self._find(key, key)
+
+    def _find(self, failed_id: str, job_id: str) -> FailedJob | None:
+        if not failed_id and not job_id:
+            return None
+        hits: list[FailedJob] = []
         for name in self._names():
-            for raw in self.client.lrange(self.list_key(name), 0, -1):
-                if _text(raw).startswith(prefix):
-                    return self._parse(raw)
-        return None
+            offset = 0
+            while True:
+                found = self._scripts["failed_find"](
+                    keys=[self.list_key(name)],
+                    args=[offset, FAILED_SCAN_WINDOW, failed_id, job_id],
+                )
+                if int(found[0]) >= 0:
+                    job = self._parse(found[1], name, int(found[0]))
+                    if job is not None and job.id == failed_id:
+                        return job
+                    if job is not None:
+                        hits.append(job)
+                    break
+                if int(found[0]) == -2:
+                    break
+                offset = int(found[1])
+        return max(hits, key=lambda job: job.failed_at, default=None)
 
     @_redis_call
     def forget(self, failed_id: str) -> bool:
-        """Delete one record by id in one atomic script; False if there was none."""
-        keys = [self.list_key(name) for name in self._names()]
-        if not keys:
-            return False
-        prefix = f'{{"id":{json.dumps(failed_id)},'
-        return bool(self._scripts["failed_forget"](keys=keys, args=[prefix]))
+        """Delete one record by its failed id atomically; False if there was none."""
+        for _ in range(FORGET_ATTEMPTS):
+            job = self._find(failed_id, "")
+            if job is None:
+                return False
+            if self.remove([job]):
+                return True
+        raise QueueError(f"failed record {failed_id} kept moving; try --queue-forget again")
+
+    @_redis_call
+    def remove(self, jobs: Sequence[FailedJob]) -> int:
+        """Delete exactly these records (read by this store); skip any that moved or went."""
+        by_queue: dict[str, list[tuple[int, str]]] = {}
+        for job in jobs:
+            if job.ref is not None:
+                queue, index, digest = job.ref
+                by_queue.setdefault(queue, []).append((index, digest))
+        removed = 0
+        tombstone = f"routemq:removed:{uuid.uuid4().hex}"
+        for queue, entries in by_queue.items():
+            # Highest indexes first: removing them never shifts the lower ones.
+            entries.sort(reverse=True)
+            for start in range(0, len(entries), FAILED_SCAN_WINDOW):
+                pairs = [v for entry in entries[start : start + FAILED_SCAN_WINDOW] for v in entry]
+                removed += int(
+                    self._scripts["failed_remove"](
+                        keys=[self.list_key(queue), self.names_key],
+                        args=[tombstone, queue, *pairs],
+                    )
+                )
+        return removed
 
     @_redis_call
     def flush(self, older_than_days: float | None = None) -> int:
         """Delete every record, or those older than `older_than_days`; return the count."""
-        keys = [self.list_key(name) for name in self._names()]
-        if not keys:
-            return 0
         age = "" if older_than_days is None else repr(older_than_days * 86400.0)
-        return int(self._scripts["failed_flush"](keys=keys, args=[age]))
+        tombstone = f"routemq:flushed:{uuid.uuid4().hex}"
+        deleted = 0
+        for name in self._names():
+            start = 0
+            while start >= 0:
+                count, start = self._scripts["failed_flush"](
+                    keys=[self.list_key(name), self.names_key],
+                    args=[name, age, start, FAILED_SCAN_WINDOW, tombstone],
+                )
+                deleted += int(count)
+                start = int(start)
+        return deleted
 
     @_redis_call
     def counts(self) -> dict[str, int]:
@@ -299,6 +433,7 @@ class _QueueKeys:
 
     __slots__ = (
         "delayed",
+        "ids",
         "leases",
         "notify",
         "pending",
@@ -315,9 +450,10 @@ class _QueueKeys:
         self.reservations = f"{prefix}{queue}:reservations"
         self.notify = f"{prefix}{queue}:notify"
         self.transfer = f"{prefix}{queue}:transfer"
+        self.ids = f"{prefix}{queue}:ids"
 
     def all(self) -> list[str]:
-        """The seven keys in the order pop.lua and clear.lua expect."""
+        """The eight keys in the order pop.lua, release.lua and clear.lua expect."""
         return [
             self.pending,
             self.delayed,
@@ -326,22 +462,29 @@ class _QueueKeys:
             self.reservations,
             self.notify,
             self.transfer,
+            self.ids,
         ]
+
+    def settle(self) -> list[str]:
+        """The keys ack.lua (and fail.lua before its own) take."""
+        return [self.reserved, self.leases, self.reservations, self.transfer, self.ids]
 
 
 class RedisDriver(QueueDriver):
     """Queue driver on Redis Lists and Sorted Sets, one atomic Lua script per state change.
 
     FIFO per queue (push at the tail, pop from the head), leases timed by the
-    server clock, and fenced ack/release/extend/fail: the fencing token is
-    `<nonce>:` + payload for a pop (the pop call's nonce) and
-    `transfer:<nonce>:` + payload for a migration, so every reservation's
-    token is unique, even when a job comes back byte-identical (a release
-    that undid its attempt). Each ack/release/extend/fail call carries its own
-    receipt, so the client's re-send of a call whose reply was lost reports
-    the success of the first run instead of False. Names of queues that get
-    new jobs are checked by `validate_queue_name` (ValueError naming it).
-    Redis failures surface as `QueueError` naming host:port.
+    server clock, and fenced ack/release/extend/fail: a reservation's token is
+    the 32-hex-digit nonce of the pop call that made it (`transfer:<nonce>` for
+    a migration), unique to it even when a job comes back byte-identical (a
+    release that undid its attempt). A settle sends only the job id and that
+    token, never the payload. Each ack/release/extend/fail call carries its own
+    receipt, so the client's re-send of a call whose reply was lost reports the
+    success of the first run instead of False. Adding a job whose id is already
+    in its queue adds nothing (the id index), and a second copy of a reserved
+    job met by a pop is handed out only to be failed (`duplicate_of`). Queue
+    names are checked by `validate_queue_name` (ValueError naming it). Redis
+    failures surface as `QueueError` naming host:port.
     """
 
     name = "redis"
@@ -367,15 +510,19 @@ class RedisDriver(QueueDriver):
             self._block_slice = min(MAX_BLOCK_SLICE, limit)
 
     def keys(self, queue: str) -> _QueueKeys:
-        """The keys of `queue` (cached), for any name: not validated.
+        """The keys of `queue` (cached); ValueError naming it if they are another queue's.
 
-        Reads, settles and drains must work for queues created before names
-        were validated (`reports/daily`); the writes of new jobs validate the
-        name themselves (`_new_job_keys`).
+        Reads, settles and drains work for queues created before names were
+        checked (`reports/daily`), but never for a name like `failed:x` or
+        `x:reserved`, whose keys belong to another queue
+        (`validate_queue_name(existing=True)`); the writes of new jobs apply the
+        full rule themselves (`_new_job_keys`).
         """
         keys = self._keys.get(queue)
         if keys is None:
-            keys = self._keys[queue] = _QueueKeys(self.prefix, queue)
+            keys = self._keys[queue] = _QueueKeys(
+                self.prefix, validate_queue_name(queue, existing=True)
+            )
         return keys
 
     def _new_job_keys(self, queue: str) -> _QueueKeys:
@@ -413,24 +560,32 @@ class RedisDriver(QueueDriver):
 
     @_redis_call
     def push(self, queue: str, payload: str) -> None:
-        """Append at the tail of `queue`, available now; wakes one blocked worker."""
-        _envelope_head(payload)
+        """Append at the tail of `queue`, available now; wakes one blocked worker.
+
+        A job whose id is already in the queue is not added again (push.lua).
+        """
+        _, job_id = _envelope_head(payload)
         k = self._new_job_keys(queue)
         self._scripts["push"](
-            keys=[k.pending, k.notify, self.queues_key], args=[payload, queue, NOTIFY_CAP]
+            keys=[k.pending, k.notify, self.queues_key, k.ids],
+            args=[payload, queue, NOTIFY_CAP, job_id],
         )
 
     @_redis_call
     def later(self, queue: str, payload: str, delay: float) -> None:
-        """Add to `:delayed` scored by server time + `delay`; `delay <= 0` pushes now."""
+        """Add to `:delayed` scored by server time + `delay` (capped at MAX_DELAY_SECONDS).
+
+        `delay <= 0` pushes now; a non-finite delay is refused (ValueError).
+        """
+        delay = checked_delay(delay)
         if delay <= 0:
             self.push(queue, payload)
             return
-        _envelope_head(payload)
+        _, job_id = _envelope_head(payload)
         k = self._new_job_keys(queue)
         self._scripts["later"](
-            keys=[k.delayed, k.notify, self.queues_key],
-            args=[payload, repr(float(delay)), queue, NOTIFY_CAP],
+            keys=[k.delayed, k.notify, self.queues_key, k.ids],
+            args=[payload, repr(delay), queue, NOTIFY_CAP, job_id],
         )
 
     @_redis_call
@@ -441,13 +596,13 @@ class RedisDriver(QueueDriver):
         index: dict[str, int] = {}
         args: list[Any] = []
         for queue, payload, delay in jobs:
-            _envelope_head(payload)
+            _, job_id = _envelope_head(payload)
             position = index.setdefault(queue, len(index) + 1)
-            args.extend((position, repr(float(max(delay, 0.0))), payload))
+            args.extend((position, repr(checked_delay(delay)), job_id, payload))
         keys: list[str] = [self.queues_key]
         for queue in index:
             k = self._new_job_keys(queue)
-            keys.extend((k.pending, k.delayed, k.notify))
+            keys.extend((k.pending, k.delayed, k.notify, k.ids))
         self._scripts["bulk"](keys=keys, args=[NOTIFY_CAP, len(index), *index, *args])
 
     # -- reserving and settling ------------------------------------------------------
@@ -458,7 +613,9 @@ class RedisDriver(QueueDriver):
 
         With `block > 0` an empty pop waits on the queues' notify lists (BLPOP)
         for at most the time until the next delayed job or lease comes due, then
-        runs the pop script again: a pushed job wakes the worker at once.
+        runs the pop script again: a pushed job wakes the worker at once. The
+        wait never runs past `block`: once it is used up without a wake-up, no
+        further reservation is tried.
         """
         if not queues:
             raise ValueError("pop needs at least one queue name")
@@ -475,7 +632,9 @@ class RedisDriver(QueueDriver):
             wait = min(remaining, self._block_slice)
             if next_due is not None:
                 wait = min(wait, next_due)
-            self.client.blpop(notify, timeout=blpop_timeout(wait, self.server_version()))
+            woken = self.client.blpop(notify, timeout=blpop_timeout(wait, self.server_version()))
+            if woken is None and time.monotonic() >= deadline:
+                return None
 
     @_redis_call
     def reserve_once(
@@ -486,27 +645,34 @@ class RedisDriver(QueueDriver):
         Idempotent per nonce: run again with the same nonce (as the client's
         retry after a lost reply does) while the reservation is live, it
         returns that same reservation instead of reserving a second job. The
-        reservation's token is `<nonce>:` + payload, unique to it. `next due`
-        is the seconds until the earliest delayed job or lease of these queues
-        comes due (None if there is none).
+        reservation's token is `nonce`, unique to it. `next due` is the seconds
+        until the earliest delayed job or lease of these queues comes due (None
+        if there is none).
         """
         keys = [key for q in queues for key in self.keys(q).all()]
         keys.append(self.receipt_key(nonce))
-        prefix = f"{nonce}:"
-        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, prefix, *queues]
-        queue, value, *reserved_id = self._scripts["pop"](keys=keys, args=args)
+        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, nonce, *queues]
+        queue, value, *rest = self._scripts["pop"](keys=keys, args=args)
         queue = _text(queue)
         if not queue:
             next_due = _text(value)
             return None, float(next_due) if next_due else None
         payload = _text(value)
-        try:
-            attempts, _ = _envelope_head(payload)
-        except ValueError:
-            attempts = 1  # not an envelope: the worker fails it with the parse error
         # The script's id, never a re-parse: the fence is keyed by the id Lua read.
-        job_id = _text(reserved_id[0])
-        return ReservedJob(job_id, queue, payload, attempts, prefix + payload), None
+        job_id, kind, held = (_text(part) for part in rest)
+        try:
+            attempts, real_id = _envelope_head(payload)
+        except ValueError:
+            attempts, real_id = 1, malformed_id(payload)  # the worker fails it with the reason
+        return ReservedJob(
+            job_id,
+            queue,
+            payload,
+            attempts,
+            nonce,
+            duplicate_of=real_id if kind == DUPLICATE_KIND else None,
+            abandoned_after=float(held) if held else None,
+        ), None
 
     def _settle(
         self,
@@ -530,10 +696,7 @@ class RedisDriver(QueueDriver):
         call re-sent after it succeeded returns True and changes nothing, as
         the client's retry after a lost reply does.
         """
-        k = self.keys(job.queue)
-        return self._settle(
-            "ack", [k.reserved, k.leases, k.reservations, k.transfer], [job.id, job.token], receipt
-        )
+        return self._settle("ack", self.keys(job.queue).settle(), [job.id, job.token], receipt)
 
     @_redis_call
     def release(
@@ -546,14 +709,15 @@ class RedisDriver(QueueDriver):
     ) -> bool:
         """Give the job back (pending, or delayed by `delay` s) in one fenced script.
 
-        With `undo_attempt` its attempts count goes back down by one (never
-        below 0), rewritten in the stored payload by release.lua; the next
-        reservation still gets a new token. `receipt` as for `ack`: a re-sent
-        release never gives the job back twice.
+        `delay` is capped at MAX_DELAY_SECONDS (a non-finite one is refused,
+        ValueError). With `undo_attempt` its attempts count goes back down by
+        one (never below 0), rewritten in the stored payload by release.lua; the
+        next reservation still gets a new token. `receipt` as for `ack`: a
+        re-sent release never gives the job back twice.
         """
         k = self.keys(job.queue)
         undo = "1" if undo_attempt else "0"
-        args = [job.id, job.token, repr(float(delay)), NOTIFY_CAP, undo]
+        args = [job.id, job.token, repr(checked_delay(delay)), NOTIFY_CAP, undo]
         return self._settle("release", k.all(), args, receipt)
 
     @_redis_call
@@ -585,19 +749,10 @@ class RedisDriver(QueueDriver):
         k = self.keys(job.queue)
         if isinstance(store, RedisFailedStore) and store.client is self.client:
             _, record = store.record(self.name, job.queue, job.payload, exception)
-            keys = [
-                k.reserved,
-                k.leases,
-                k.reservations,
-                k.transfer,
-                store.list_key(job.queue),
-                store.names_key,
-            ]
+            keys = [*k.settle(), store.list_key(job.queue), store.names_key]
             return self._settle("fail", keys, [job.id, job.token, record, job.queue], receipt)
         failed_id = store.add(self.name, job.queue, job.payload, exception)
-        removed = self._settle(
-            "ack", [k.reserved, k.leases, k.reservations, k.transfer], [job.id, job.token], receipt
-        )
+        removed = self._settle("ack", k.settle(), [job.id, job.token], receipt)
         if not removed:
             store.forget(failed_id)
             return False
@@ -607,7 +762,11 @@ class RedisDriver(QueueDriver):
 
     @_redis_call
     def sizes(self, queue: str) -> QueueSizes:
-        """Live counts: LLEN pending, ZCARD delayed, LLEN reserved, failed-store count."""
+        """Live counts: LLEN pending, ZCARD delayed, LLEN reserved, failed-store count.
+
+        The oldest job's age comes from its `created_at`; a head entry that is
+        not a readable envelope (too large, too deep, garbage) gives no age.
+        """
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=True)
         pipe.llen(k.pending)
@@ -615,20 +774,21 @@ class RedisDriver(QueueDriver):
         pipe.llen(k.reserved)
         pipe.lindex(k.pending, 0)
         pending, delayed, reserved, head = pipe.execute()
-        age: float | None = None
-        if head is not None:
-            try:
-                created = float(json.loads(_text(head)).get("created_at"))
-                age = max(time.time() - created, 0.0)
-            except (ValueError, TypeError, AttributeError):
-                age = None
         failed = self.failed_store.counts().get(queue, 0)
-        return QueueSizes(int(pending), int(delayed), int(reserved), failed, age)
+        return QueueSizes(int(pending), int(delayed), int(reserved), failed, _age(head))
 
     @_redis_call
     def queues(self) -> list[str]:
-        """Known queue names that still hold a pending, delayed or reserved job."""
-        names = sorted(_text(n) for n in self.client.smembers(self.queues_key))
+        """Known queue names that still hold a pending, delayed or reserved job.
+
+        A name in `routemq:queues` whose keys would be another queue's (written
+        by hand) is left out: it cannot be read truthfully.
+        """
+        names = [
+            name
+            for name in sorted(_text(n) for n in self.client.smembers(self.queues_key))
+            if colliding_queue_name(name) is None
+        ]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             k = self.keys(name)
@@ -655,10 +815,10 @@ class RedisDriver(QueueDriver):
         if limit <= 0:
             return []
         k = self.keys(queue)
-        prefix = f"{TRANSFER_TOKEN_TAG}{uuid.uuid4().hex}:"
+        token = f"{TRANSFER_TOKEN_TAG}{uuid.uuid4().hex}"
         flat = self._scripts["take_for_transfer"](
-            keys=[k.pending, k.delayed, k.reserved, k.leases, k.reservations, k.transfer],
-            args=[limit, self.retry_after, prefix, TRANSFER_MAX_SKIP],
+            keys=[k.pending, k.delayed, k.reserved, k.leases, k.reservations, k.transfer, k.ids],
+            args=[limit, self.retry_after, token, TRANSFER_MAX_SKIP],
         )
         jobs: list[ReservedJob] = []
         for i in range(0, len(flat), 3):
@@ -666,24 +826,25 @@ class RedisDriver(QueueDriver):
             try:
                 attempts, _ = _envelope_head(payload)
             except ValueError as exc:
-                malformed = ReservedJob(job_id, queue, payload, 0, prefix + payload, due)
+                malformed = ReservedJob(job_id, queue, payload, 0, token, due)
                 self.fail(
                     malformed,
                     f"EnvelopeError: {exc} (found by a queue migration of {queue!r})"
                     f"\n\npayload: {payload[:2000]}",
                 )
                 continue
-            jobs.append(ReservedJob(job_id, queue, payload, attempts, prefix + payload, due))
+            jobs.append(ReservedJob(job_id, queue, payload, attempts, token, due))
         return jobs
 
     @_redis_call
     def contains(self, queue: str, job_id: str) -> bool:
-        """True if a job with this id is pending, delayed or reserved (scans the queue)."""
+        """True if a job with this id is pending, delayed or reserved: O(1), the id index.
+
+        An entry written by hand is seen once a pop or migration reserved it
+        (see include/id_index.lua).
+        """
         k = self.keys(queue)
-        result = self._scripts["contains"](
-            keys=[k.pending, k.delayed, k.reservations], args=[job_id]
-        )
-        return bool(result)
+        return bool(self._scripts["contains"](keys=[k.ids, k.reservations], args=[job_id]))
 
     @_redis_call
     def clear(self, queue: str) -> int:
@@ -693,13 +854,7 @@ class RedisDriver(QueueDriver):
         would be another queue's (`failed`, or with ':'): ValueError naming it,
         nothing deleted (`failed:emails` would delete the failed list of `emails`).
         """
-        if _COLLIDING_NAMES.search(queue):
-            raise ValueError(
-                f"queue name {queue!r} is refused by clear: its keys would be those of "
-                "another queue (names must not contain ':' or be 'failed')"
-            )
-        k = self.keys(queue)
-        return int(self._scripts["clear"](keys=k.all()))
+        return int(self._scripts["clear"](keys=self.keys(queue).all()))
 
     def close(self) -> None:
         """Close the client's pooled connections."""
@@ -707,3 +862,14 @@ class RedisDriver(QueueDriver):
             self.client.close()
         except redis.exceptions.RedisError as exc:  # pragma: no cover - best effort
             raise QueueError(f"closing Redis failed: {exc}") from exc
+
+
+def _age(head: Any) -> float | None:
+    """Seconds since the envelope `head` was created, or None if it is not one."""
+    if head is None:
+        return None
+    try:
+        created = decode_json(_text(head)).get("created_at")
+        return max(time.time() - float(created), 0.0)
+    except (EnvelopeError, AttributeError, TypeError, ValueError):
+        return None

@@ -4,7 +4,10 @@ another process can see what ran, when, and how often."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -135,6 +138,79 @@ class KillServerJob(Job):
 
     def handle(self) -> None:
         os.kill(int(self.pid), signal.SIGKILL)
+
+
+class FleetJob(Job):
+    """On its own queue: a worker started without --queue must still work it."""
+
+    queue = "fleet"
+
+    def handle(self) -> None:
+        _append(self.path, f"fleet {self.value}")
+
+
+#: Items a stuck job sums: hours of C code that never checks for signals.
+STUCK_ITEMS = 10**13
+#: Timeout of the stuck jobs, seconds (below the 1 s lease some worker tests use).
+STUCK_TIMEOUT = 0.8
+
+
+def _stuck_in_c() -> None:
+    """Hold the GIL in C code that never checks for signals (SIGALRM cannot end it)."""
+    sum(itertools.repeat(1, STUCK_ITEMS))
+
+
+class StuckOnceJob(Job):
+    """Attempt 1 is stuck in GIL-holding C code; later attempts finish."""
+
+    timeout = STUCK_TIMEOUT
+    max_tries = 2
+
+    def handle(self) -> None:
+        _append(self.path, f"attempt {self.attempts}")
+        if self.attempts == 1:
+            _stuck_in_c()
+        _append(self.path, "done")
+
+    def failed(self, exc: BaseException) -> None:
+        _append(self.path + ".failed", f"{type(exc).__name__}: {exc}")
+
+
+class StuckJob(Job):
+    """Always stuck in GIL-holding C code; its failed() hook records the reason."""
+
+    timeout = STUCK_TIMEOUT
+
+    def handle(self) -> None:
+        _append(self.path, f"attempt {self.attempts}")
+        _stuck_in_c()
+
+    def failed(self, exc: BaseException) -> None:
+        _append(self.path + ".failed", f"{type(exc).__name__}: {exc}")
+
+
+class CatastrophicRegexJob(Job):
+    """A catastrophic backtracking regex (2**64 steps)."""
+
+    timeout = 0.5
+
+    def handle(self) -> None:
+        _append(self.path, "start")
+        re.match(r"(a+)+$", "a" * 64 + "b")
+
+
+class SwallowingJob(Job):
+    """Swallows every timeout alarm for `seconds`, so it overruns its timeout in Python."""
+
+    timeout = 0.2
+
+    def handle(self) -> None:
+        _append(self.path, "start")
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            with contextlib.suppress(BaseException):  # the point: it swallows the alarm
+                time.sleep(0.02)
+        _append(self.path, "returned")
 
 
 class Point(BaseModel):

@@ -4,8 +4,7 @@
 -- KEYS[2] reservations hash   routemq:queue:{name}:reservations
 -- KEYS[3] settle receipt      routemq:queue:settles:{nonce} (one per extend call)
 -- ARGV[1] job id
--- ARGV[2] token               the reservation's fencing token ('<nonce>:' .. payload
---                             for a pop, 'transfer:<nonce>:' .. payload for a migration)
+-- ARGV[2] token               the reservation's fencing token (its nonce, see token.lua)
 -- ARGV[3] retry_after         lease length in seconds
 -- ARGV[4] receipt ttl         seconds the settle receipt is kept
 --

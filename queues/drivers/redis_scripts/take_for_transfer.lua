@@ -6,9 +6,10 @@
 -- KEYS[4] leases zset         routemq:queue:{name}:leases
 -- KEYS[5] reservations hash   routemq:queue:{name}:reservations
 -- KEYS[6] transfer hash       routemq:queue:{name}:transfer
+-- KEYS[7] id index hash       routemq:queue:{name}:ids
 -- ARGV[1] limit               most jobs taken
 -- ARGV[2] retry_after         lease length in seconds
--- ARGV[3] token prefix        'transfer:<32 hex digits>:', new for every call
+-- ARGV[3] token               'transfer:<32 hex digits>', new for every call
 -- ARGV[4] max skip            most entries stepped over because their job id is
 --                             already reserved (bounds the script's run time)
 --
@@ -16,8 +17,9 @@
 -- requeued as pop.lua does (so the jobs of a migration that died are taken again
 -- once their lease ran out); then pending jobs (oldest first) then delayed jobs
 -- (earliest due first) move to reserved WITHOUT counting an attempt, leased
--- until now + retry_after. Fencing: each is reserved under the token
--- ARGV[3] .. payload (the :reserved list keeps the bare payload), never equal
+-- until now + retry_after, and marked 't' in the id index. Fencing: each is
+-- reserved under the token ARGV[3] (reservations[id] = token .. ':' .. payload;
+-- the :reserved list keeps the bare payload), never equal
 -- to the token of the worker or migration whose expired lease was just
 -- requeued, so that one can no longer ack, release, extend or fail the job.
 -- transfer[id] holds the job's due time (now for a pending job): it marks the
@@ -35,6 +37,7 @@
 -- Returns a flat list {payload, due time, job id, ...}; due time is now for
 -- pending jobs.
 -- @include requeue_due.lua
+-- @include envelope.lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local now_s = string.format('%.6f', now)
@@ -43,10 +46,10 @@ local lease = string.format('%.6f', now + tonumber(ARGV[2]))
 local max_skip = tonumber(ARGV[4])
 local out = {}
 
-requeue_due(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], now, limit)
+requeue_due(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], now, limit)
 
 local function job_id(payload)
-  local id = string.match(payload, '^{"attempts":%d+,"id":"([^"]+)"')
+  local _, id = envelope_head(payload)
   return id or ('malformed-' .. redis.sha1hex(payload))
 end
 
@@ -58,8 +61,9 @@ local function reserve(payload, due)
   end
   redis.call('RPUSH', KEYS[3], payload)
   redis.call('ZADD', KEYS[4], lease, id)
-  redis.call('HSET', KEYS[5], id, ARGV[3] .. payload)
+  redis.call('HSET', KEYS[5], id, ARGV[3] .. ':' .. payload)
   redis.call('HSET', KEYS[6], id, due)
+  redis.call('HSET', KEYS[7], id, 't')
   out[#out + 1] = payload
   out[#out + 1] = due
   out[#out + 1] = id

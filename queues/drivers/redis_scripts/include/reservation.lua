@@ -2,10 +2,11 @@
 --
 -- server_now() is the server clock in seconds (float): the same for every worker.
 -- holds_lease(leases, reservations, id, token, now) is the fence: true only if
--- reservations[id] is exactly `token` (unique to one reservation, see
--- token.lua) and the lease has not expired. drop_reservation(reserved, leases,
--- reservations, transfer, id, token) removes every trace of the reservation and
--- returns the bare payload (as in the :reserved list).
+-- reservations[id] records exactly the reservation `token` (unique to one
+-- reservation, see token.lua) and the lease has not expired.
+-- drop_reservation(reserved, leases, reservations, transfer, id) removes every
+-- trace of the reservation and returns the bare payload (as in the :reserved
+-- list); the id index is left to the caller (ack/fail drop it, release requeues).
 --
 -- Settle receipts make a settle idempotent per call: the client re-sends a
 -- script whose reply was lost (redis-py retry_on_error), and the re-sent call
@@ -13,21 +14,22 @@
 -- true if this call already succeeded; mark_settled(receipt, ttl) records the
 -- success for `ttl` seconds (key routemq:queue:settles:{nonce}).
 -- @include token.lua
+-- @include id_index.lua
 local function server_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
 local function holds_lease(leases, reservations, id, token, now)
-  if redis.call('HGET', reservations, id) ~= token then
+  if not holds_token(redis.call('HGET', reservations, id), token) then
     return false
   end
   local lease = redis.call('ZSCORE', leases, id)
   return lease ~= false and tonumber(lease) >= now
 end
 
-local function drop_reservation(reserved, leases, reservations, transfer, id, token)
-  local payload = token_payload(token)
+local function drop_reservation(reserved, leases, reservations, transfer, id)
+  local payload = token_payload(redis.call('HGET', reservations, id))
   redis.call('LREM', reserved, 1, payload)
   redis.call('ZREM', leases, id)
   redis.call('HDEL', reservations, id)
