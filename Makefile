@@ -23,13 +23,24 @@ DETACHED = $(PY) -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.arg
 # reaches only this shell, whose trap sends each process exactly one SIGTERM, a graceful stop.
 # If the router ends by itself, the worker is stopped the same way. A second Ctrl-C sends a
 # second SIGTERM, which makes the worker abandon its job at once.
+# The router serves /metrics, /health, /ready on ROUTER_METRICS_PORT and the dashboard on
+# DASHBOARD_PORT; the worker its own on WORKER_METRICS_PORT (override: make run ROUTER_METRICS_PORT=...).
+ROUTER_METRICS_PORT ?= 9181
+WORKER_METRICS_PORT ?= 9182
+DASHBOARD_PORT ?= 8089
+
 run: $(STAMP)
-	@stopping=; worker=; \
+	@echo "metrics: http://127.0.0.1:$(ROUTER_METRICS_PORT)/metrics (router)," \
+		"http://127.0.0.1:$(WORKER_METRICS_PORT)/metrics (worker)"; \
+	echo "dashboard: http://127.0.0.1:$(DASHBOARD_PORT)/ (read-only unless DASHBOARD_TOKEN is set)"; \
+	stopping=; worker=; \
 	trap 'stopping=1; kill -TERM $$router $$worker 2>/dev/null' INT TERM; \
-	$(DETACHED) $(PY) main.py --run & router=$$!; \
+	METRICS_PORT=$(ROUTER_METRICS_PORT) DASHBOARD=true DASHBOARD_PORT=$(DASHBOARD_PORT) \
+		$(DETACHED) $(PY) main.py --run & router=$$!; \
 	sleep 1; \
 	if [ -z "$$stopping" ] && kill -0 $$router 2>/dev/null; then \
-		$(DETACHED) $(PY) main.py --queue-work & worker=$$!; \
+		METRICS_PORT=$(WORKER_METRICS_PORT) \
+			$(DETACHED) $(PY) main.py --queue-work & worker=$$!; \
 	fi; \
 	wait $$router; status=$$?; \
 	while kill -0 $$router 2>/dev/null; do wait $$router; status=$$?; done; \

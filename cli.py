@@ -166,6 +166,24 @@ OLDER_THAN = Option(
     check=not_negative("days"),
 )
 JSON = _switch("--json", "machine-readable output")
+ONCE = _switch("--once", "run one job (if one is waiting) and exit")
+STOP_WHEN_EMPTY = _switch("--stop-when-empty", "exit once no job is waiting")
+FORCE = _switch("--force", "do not ask for confirmation")
+RANGE = Option(
+    "--range",
+    "retry the failed jobs with ids FIRST to LAST (database failed store)",
+    metavar="FIRST-LAST",
+)
+HOURS = Option(
+    "--hours",
+    "only failed jobs older than this many hours",
+    float,
+    metavar="H",
+    check=not_negative("hours"),
+)
+CLEAR_CONNECTION = Option(
+    "--connection", "queue connection of the queue (default: QUEUE_CONNECTION)", choices=CONNECTIONS
+)
 
 # What a `--run --workers N` supervisor tells each child (core/app.py child_arguments).
 CHILD_INDEX = Option("--child-index", "", int, hidden=True)
@@ -181,14 +199,81 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """`--run`: route MQTT messages (core/app.py), with the queues configured for `dispatch()`.
 
     Handlers' dispatches go through the queues' outbox: stored per batch of
-    messages before their acks (queues/outbox.py).
+    messages before their acks (queues/outbox.py). The process's server gets the
+    queue backend's readiness and depth gauges, and the dashboard when DASHBOARD=true.
     """
     from core.app import run_command as run_app
     from queues import connections
     from queues.outbox import DispatchOutbox
+    from support.ops import Ops
 
     connections.configure(settings)
-    return run_app(args, settings, DispatchOutbox())
+
+    def ops_setup(ops: Ops) -> None:
+        from queues.queue_metrics import QueueDepths
+
+        if settings.queue_connection != "sync" and ops.metrics is not None:
+            depths = QueueDepths(lambda: [connections.get_driver(None, settings)])
+            ops.metrics.add_collector(depths)
+            ops.health.add_readiness("queue", depths.check)
+        if settings.dashboard:
+            mount_dashboard(ops, settings)
+
+    return run_app(args, settings, DispatchOutbox(), ops_setup)
+
+
+def mount_dashboard(ops: Any, settings: Settings) -> None:
+    """Serve the dashboard (queues/dashboard.py) on DASHBOARD_HOST:DASHBOARD_PORT of `ops`,
+    with the route table of the ROUTES_PACKAGE."""
+    from core.discovery import load_routes
+    from core.routes_table import route_rows
+    from queues.dashboard import Dashboard
+
+    rows = route_rows(load_routes(settings.routes_package), settings.mqtt_group_name)
+    dashboard = Dashboard(settings, rows)
+    dashboard.mount(ops.server(settings.dashboard_host, settings.dashboard_port))
+
+
+def dashboard_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`--dashboard`: serve the dashboard alone until SIGTERM/SIGINT (with /health)."""
+    import signal
+    import threading
+
+    from queues import connections
+    from support.ops import Ops
+
+    connections.configure(settings)
+    ops = Ops(settings)
+    mount_dashboard(ops, settings)
+    ops.health.mount(ops.server(settings.dashboard_host, settings.dashboard_port))
+    try:
+        urls = ops.start()
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"dashboard: {urls[0]}/" if urls else "dashboard: not served", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    stop.wait()
+    ops.stop()
+    return 0
+
+
+def version_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`--version`: print the framework's version."""
+    print(f"mqtt-jobs {project_version()}")
+    return 0
+
+
+def project_version() -> str:
+    """The version in pyproject.toml (the project is run from its checkout, not installed)."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parent / "pyproject.toml"
+    with pyproject.open("rb") as handle:
+        return str(tomllib.load(handle)["project"]["version"])
 
 
 def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -220,6 +305,8 @@ class Command:
     options: tuple[Option, ...] = ()
     required: tuple[Option, ...] = ()
     metavar: str | None = None  #: the command flag takes a value (e.g. an id)
+    nargs: str | None = None  #: "*": the flag takes several values (e.g. ids)
+    role: str = "command"  #: the process's role in JSON log lines
 
     @property
     def attribute(self) -> str:
@@ -243,6 +330,7 @@ COMMANDS: tuple[Command, ...] = (
             CHILD_NO_SHARED,
             CHILD_ROUTES,
         ),
+        role="router",
     ),
     Command("--routes", "core.routes_table:routes_command", "print the route table", (JSON,)),
     Command(
@@ -252,7 +340,21 @@ COMMANDS: tuple[Command, ...] = (
         "--queue-work",
         "queues.commands:work_command",
         "run a queue worker",
-        (CONNECTION, QUEUE, WORKERS, SLEEP, MAX_JOBS, MAX_TIME, MEMORY, TIMEOUT, TRIES, BACKOFF),
+        (
+            CONNECTION,
+            QUEUE,
+            WORKERS,
+            SLEEP,
+            MAX_JOBS,
+            MAX_TIME,
+            MEMORY,
+            TIMEOUT,
+            TRIES,
+            BACKOFF,
+            ONCE,
+            STOP_WHEN_EMPTY,
+        ),
+        role="worker",
     ),
     Command(
         "--queue-status",
@@ -273,14 +375,36 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "--queue-retry",
         "queues.commands:retry_command",
-        "push failed job(s) back",
-        (ONE_QUEUE,),
+        "push failed jobs back: ids, all, or --range",
+        (ONE_QUEUE, RANGE),
         metavar="ID|all",
+        nargs="*",
     ),
     Command(
         "--queue-forget", "queues.commands:forget_command", "delete one failed job", metavar="ID"
     ),
-    Command("--queue-flush", "queues.commands:flush_command", "delete failed jobs", (OLDER_THAN,)),
+    Command(
+        "--queue-flush", "queues.commands:flush_command", "delete failed jobs", (OLDER_THAN, HOURS)
+    ),
+    Command(
+        "--queue-clear",
+        "queues.control_commands:clear_command",
+        "delete every pending, delayed and reserved job of a queue",
+        (CLEAR_CONNECTION, FORCE),
+        metavar="QUEUE",
+    ),
+    Command(
+        "--queue-restart",
+        "queues.control_commands:restart_command",
+        "make every worker exit after its current job (its supervisor starts a fresh one)",
+    ),
+    Command(
+        "--queue-monitor",
+        "queues.control_commands:monitor_command",
+        "exit 3 when a queue has more than N pending jobs (for cron and alerting)",
+        (CONNECTION,),
+        metavar="Q:N[,Q:N]",
+    ),
     Command(
         "--dispatch",
         "queues.commands:dispatch_command",
@@ -295,6 +419,13 @@ COMMANDS: tuple[Command, ...] = (
         (FROM, TO, QUEUE),
         required=(FROM, TO),
     ),
+    Command(
+        "--dashboard",
+        dashboard_command,
+        "serve the dashboard on DASHBOARD_HOST:DASHBOARD_PORT",
+        role="dashboard",
+    ),
+    Command("--version", version_command, "print the version"),
     Command(
         "--make-job",
         "support.scaffold:make_job_command",
@@ -347,7 +478,7 @@ class Parser(argparse.ArgumentParser):
         for command in COMMANDS:
             if command.metavar:
                 action = chosen.add_argument(
-                    command.flag, metavar=command.metavar, help=command.help
+                    command.flag, metavar=command.metavar, help=command.help, nargs=command.nargs
                 )
             else:
                 action = chosen.add_argument(command.flag, action="store_true", help=command.help)
@@ -421,6 +552,8 @@ class Parser(argparse.ArgumentParser):
                     self.error(problem)
         for other in COMMANDS:
             given.setdefault(other.attribute, None if other.metavar else False)
+        if command.flag == "--queue-retry" and not given["queue_retry"] and "range" not in given:
+            self.error("--queue-retry needs failed job ids, all, or --range FIRST-LAST")
         for name, option in options.items():
             given.setdefault(name, option.default)
         return command, args
@@ -444,5 +577,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(settings.log_level, process_name)
+    configure_logging(settings.log_level, process_name, command.role, settings.log_format)
     return resolve(command.target)(args, settings)

@@ -8,6 +8,11 @@ spec's monitoring and cleanup SQL runs on them unchanged. Where a type is wider
 than the spec's, the reason is written beside it; every type stays in the spec's
 family (an integer key, TEXT payloads, DATETIME times).
 
+One table is added beyond the spec's, for the operator's view only:
+`queue_workers`, one row per live worker process (its state as JSON, written
+every few seconds, see queues/worker_board.py), and one row named `*restart`
+whose `seen_at` is the time of the last `--queue-restart`.
+
 One column is added beyond the spec's, because leases need it: `reservations`
 (INT NOT NULL DEFAULT 0, last, so the spec's INSERT and `SELECT *` still work)
 counts every reservation of the row, a worker's claim and a migration's take
@@ -35,6 +40,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -121,8 +127,21 @@ class QueueFailedJob(Base):
     failed_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
 
 
+class QueueWorker(Base):
+    """One live worker process as it last reported itself (not in the spec: the
+    dashboard's list of workers), or the `--queue-restart` marker row."""
+
+    __tablename__ = "queue_workers"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    # 191 characters: the longest key InnoDB indexes in utf8mb4 on old row formats.
+    id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    state: Mapped[str] = mapped_column(Text, nullable=False)
+    seen_at: Mapped[float] = mapped_column(Float(precision=53), nullable=False)  #: unix time
+
+
 #: Every table of the queue, in creation order.
-TABLES = (QueueJob.__table__, QueueFailedJob.__table__)
+TABLES = (QueueJob.__table__, QueueFailedJob.__table__, QueueWorker.__table__)
 
 
 def create_tables(engine: Engine) -> list[str]:

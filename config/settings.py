@@ -41,6 +41,13 @@ QUEUE_CONNECTIONS = ("redis", "database", "sync")
 DEFAULT_JOBS_PACKAGE = "app.jobs"
 MQTT_PROTOCOLS = ("3.1.1", "5")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: LOG_FORMAT values: `text` (one readable line) or `json` (one JSON object per line).
+LOG_FORMATS = ("text", "json")
+#: Port of the dashboard unless DASHBOARD_PORT says otherwise.
+DEFAULT_DASHBOARD_PORT = 8089
+#: Address the metrics/health server and the dashboard bind unless told otherwise:
+#: loopback only, so nothing is reachable from the network by accident.
+DEFAULT_HTTP_HOST = "127.0.0.1"
 
 
 class ConfigError(ValueError):
@@ -108,8 +115,8 @@ def _optional(raw: str) -> str | None:
 class Settings:
     """Every setting of the framework, typed and validated.
 
-    Secrets (`redis_password`, `db_pass`, `mqtt_password`, and a `db_url` that may
-    embed a password) are excluded from `repr` so they never reach a log line.
+    Secrets (`redis_password`, `db_pass`, `mqtt_password`, `dashboard_token`, and a
+    `db_url` that may embed a password) are excluded from `repr` so they never reach a log line.
     """
 
     # Redis (seed: ENABLE_REDIS, REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD)
@@ -166,6 +173,16 @@ class Settings:
 
     # Logging
     log_level: str = "INFO"
+    log_format: str = "text"  #: `text` or `json` (one object per line)
+
+    # Operations: metrics, health and the dashboard (support/http_server.py)
+    metrics_port: int | None = None  #: /metrics, /health, /ready; None: no server
+    metrics_host: str = DEFAULT_HTTP_HOST
+    dashboard: bool = False  #: `--run` also serves the dashboard
+    dashboard_host: str = DEFAULT_HTTP_HOST
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT
+    #: Token the dashboard's actions (retry, forget) require; None: read-only.
+    dashboard_token: str | None = field(default=None, repr=False)
 
     # TLS and credentials of the backing services. A CA file adds a private CA
     # to the system's trust store; a certificate and key are a client certificate.
@@ -252,6 +269,16 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
         lambda n, r: _parse_int(n, r, 1024, 268_435_455),
     ),
     "LOG_LEVEL": ("log_level", lambda n, r: _parse_choice(n, r, LOG_LEVELS, upper=True)),
+    "LOG_FORMAT": ("log_format", lambda n, r: _parse_choice(n, r, LOG_FORMATS)),
+    "METRICS_PORT": (
+        "metrics_port",
+        lambda n, r: _parse_int(n, r, 1, 65535) if r.strip() else None,
+    ),
+    "METRICS_HOST": ("metrics_host", lambda n, r: r.strip() or DEFAULT_HTTP_HOST),
+    "DASHBOARD": ("dashboard", _parse_bool),
+    "DASHBOARD_HOST": ("dashboard_host", lambda n, r: r.strip() or DEFAULT_HTTP_HOST),
+    "DASHBOARD_PORT": ("dashboard_port", lambda n, r: _parse_int(n, r, 1, 65535)),
+    "DASHBOARD_TOKEN": ("dashboard_token", lambda n, r: _optional(r)),
     # TLS and credentials of the backing services
     "MQTT_TLS": ("mqtt_tls", _parse_bool),
     "REDIS_USERNAME": ("redis_username", lambda n, r: _optional(r)),
@@ -264,7 +291,9 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
 }
 
 #: Variables whose values are secrets: never shown in errors or logs.
-SECRET_VARIABLES = frozenset({"REDIS_PASSWORD", "DB_PASS", "DB_URL", "MQTT_PASSWORD"})
+SECRET_VARIABLES = frozenset(
+    {"REDIS_PASSWORD", "DB_PASS", "DB_URL", "MQTT_PASSWORD", "DASHBOARD_TOKEN"}
+)
 
 
 def variable_names() -> list[str]:

@@ -12,6 +12,13 @@ The supervisor's rules apply: a worker that dies is restarted (with a jittered
 backoff if it keeps dying), workers exit when the parent is gone, and
 SIGTERM/SIGINT stop everything cleanly: workers disconnect, then the embedded
 broker stops.
+
+Operations (support/ops.py): with METRICS_PORT set, the process serves
+`/metrics` (core/metrics.py), `/health` (the main loop turns and paho's network
+thread lives) and `/ready` (connected with every subscription acknowledged,
+plus the checks the command line adds: the queue backend answers). With
+`--workers N` the supervisor serves them for all its workers: metrics merged
+from every worker, ready when every worker is subscribed.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -31,7 +38,11 @@ from typing import Any
 from config.settings import ConfigError, Settings
 from core.broker import BrokerStartError, EmbeddedBroker, start_embedded_broker
 from core.intake import Outbox
+from core.metrics import RouterObserver
 from core.mqtt import MqttRuntime, SubscriptionSpec, default_client_id
+from support.health import LoopMonitor
+from support.metrics import MetricsRun, child_environment, live_gauge_sum
+from support.ops import Ops
 from support.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
@@ -40,8 +51,14 @@ log = logging.getLogger(__name__)
 DEFAULT_ROUTES_PACKAGE = "routes"
 #: Seconds the supervisor waits for workers to exit after forwarding SIGTERM.
 WORKER_STOP_TIMEOUT = 15.0
-#: Seconds between checks that the MQTT network thread is still alive.
+#: Seconds between checks that the MQTT network thread is still alive (and metric samples).
 HEALTH_INTERVAL = 1.0
+#: Seconds without a turn of the main loop after which /health fails.
+LOOP_STALL_AFTER = 30.0
+
+#: Adds the command line's parts to a process's operations surface (the queue
+#: backend's readiness check and depth gauges, the dashboard) before it starts.
+OpsSetup = Callable[[Ops], None]
 
 
 @dataclass(frozen=True)
@@ -65,12 +82,18 @@ class _PlainSubscription:
     qos: int
 
 
-def run_command(args: argparse.Namespace, settings: Settings, outbox: Outbox | None = None) -> int:
+def run_command(
+    args: argparse.Namespace,
+    settings: Settings,
+    outbox: Outbox | None = None,
+    ops_setup: OpsSetup | None = None,
+) -> int:
     """`--run`: start the embedded broker if needed, then serve routes until SIGTERM/SIGINT.
 
     Returns 0 after a clean stop, 2 for a configuration problem (printed as one line).
     In a child of `--run --workers N` (`--child-index` given) it serves that
-    worker's share instead. `outbox` records what handlers dispatch (core/intake.py).
+    worker's share instead. `outbox` records what handlers dispatch (core/intake.py);
+    `ops_setup` adds the command line's checks and pages to the process's server.
     """
     if getattr(args, "child_index", None) is not None:
         return _run_child(args, settings, outbox)
@@ -90,6 +113,7 @@ def run_command(args: argparse.Namespace, settings: Settings, outbox: Outbox | N
             routes_package=settings.routes_package,
             shared_supported=broker is None or broker.supports_shared_subscriptions,
             outbox=outbox,
+            ops_setup=ops_setup,
         )
     finally:
         if broker is not None:
@@ -103,10 +127,12 @@ def serve(
     routes_package: str = DEFAULT_ROUTES_PACKAGE,
     shared_supported: bool = True,
     outbox: Outbox | None = None,
+    ops_setup: OpsSetup | None = None,
 ) -> int:
     """Serve the routes of `routes_package` with `workers` processes until SIGTERM/SIGINT.
 
     `settings.mqtt_host` must be set (the embedded broker's address, if any).
+    Returns 2 (one line printed) when METRICS_PORT or the dashboard cannot listen.
     """
     if settings.mqtt_host is None:
         raise ConfigError("serve() needs MQTT_HOST: start the embedded broker first")
@@ -133,10 +159,51 @@ def serve(
         children = [
             Child(f"run-worker-{i}", tuple(child_arguments(spec(i)))) for i in range(workers)
         ]
-        return Supervisor(children, stop_timeout=WORKER_STOP_TIMEOUT).run()
+        return _supervise(settings, children, ops_setup)
+    ops = Ops(settings)
+    if ops_setup is not None:
+        ops_setup(ops)
     stop = threading.Event()
     with _stop_on_signals(stop):
-        return run_worker(settings, spec(0), stop, outbox)
+        return run_worker(settings, spec(0), stop, outbox, ops)
+
+
+def _supervise(settings: Settings, children: list[Child], ops_setup: OpsSetup | None) -> int:
+    """Run the supervisor of `--run --workers N`, serving its workers' metrics and health."""
+    run = MetricsRun() if settings.metrics_port is not None else None
+    ops = Ops(settings, run.path if run is not None else None)
+    if ops_setup is not None:
+        ops_setup(ops)
+    supervisor = Supervisor(
+        children,
+        stop_timeout=WORKER_STOP_TIMEOUT,
+        env=child_environment(run),
+        on_exit=run.child_exited if run is not None else None,
+    )
+    ops.health.add_liveness("supervisor", supervisor.check_alive)
+    if run is not None:
+        ops.health.add_readiness("mqtt", lambda: _children_subscribed(run.path, len(children)))
+    try:
+        ops.start()
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if run is not None:
+            run.close()
+        return 2
+    try:
+        return supervisor.run()
+    finally:
+        ops.stop()
+        if run is not None:
+            run.close()
+
+
+def _children_subscribed(path: str, count: int) -> str | None:
+    """None when all `count` workers are connected and subscribed, else how many are."""
+    subscribed = int(live_gauge_sum(path, "mqtt_subscribed"))
+    if subscribed >= count:
+        return None
+    return f"{subscribed} of {count} workers connected and subscribed"
 
 
 def child_arguments(spec: WorkerSpec) -> list[str]:
@@ -168,16 +235,21 @@ def _run_child(args: argparse.Namespace, settings: Settings, outbox: Outbox | No
     settings = dataclasses.replace(settings, mqtt_host=spec.mqtt_host, mqtt_port=spec.mqtt_port)
     stop = threading.Event()
     with _stop_on_signals(stop):
-        return run_worker(settings, spec, stop, outbox)
+        return run_worker(settings, spec, stop, outbox, Ops(settings))
 
 
 def run_worker(
-    settings: Settings, spec: WorkerSpec, stop: threading.Event, outbox: Outbox | None = None
+    settings: Settings,
+    spec: WorkerSpec,
+    stop: threading.Event,
+    outbox: Outbox | None = None,
+    ops: Ops | None = None,
 ) -> int:
     """Load the routes and route messages until `stop`.
 
-    Returns 0 after `stop`, 1 if the MQTT network loop died (the supervisor restarts us).
-    The queues `dispatch()` uses are configured by the command line (cli.py).
+    Returns 0 after `stop`, 1 if the MQTT network loop died (the supervisor restarts us),
+    2 if `ops` cannot listen on its port. The queues `dispatch()` uses are configured
+    by the command line (cli.py); `ops` gets the runtime's health checks and metrics.
     """
     from core.discovery import load_routes
 
@@ -188,16 +260,52 @@ def run_worker(
     )
     if not subscriptions:
         log.warning("worker %d has no routes to subscribe to (no shared routes?)", spec.index)
-    runtime = MqttRuntime(settings, router, subscriptions, client_id=spec.client_id, outbox=outbox)
+    ops = ops or Ops(settings)
+    observer = RouterObserver() if ops.records_metrics else None
+    runtime = MqttRuntime(
+        settings,
+        observer.timed(router) if observer is not None else router,
+        subscriptions,
+        client_id=spec.client_id,
+        outbox=outbox,
+        observer=observer,
+    )
+    loop = LoopMonitor("the router's main loop", LOOP_STALL_AFTER)
+    ops.health.add_liveness("loop", loop.check)
+    ops.health.add_liveness(
+        "mqtt_network_thread", lambda: None if runtime.alive else "paho's network thread ended"
+    )
+    ops.health.add_readiness("mqtt", lambda: _mqtt_readiness(runtime))
+    try:
+        ops.start()
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     runtime.start()
     try:
         while not stop.wait(HEALTH_INTERVAL):
+            loop.beat()
+            if observer is not None:
+                observer.sample(runtime)
             if not runtime.alive:
                 log.error("MQTT network loop of %s ended; exiting", runtime.describe)
                 return 1
     finally:
         runtime.stop()
+        if observer is not None:
+            observer.sample(runtime)
+            observer.stopped()
+        ops.stop()
     return 0
+
+
+def _mqtt_readiness(runtime: MqttRuntime) -> str | None:
+    """None when connected with every subscription acknowledged, else what is missing."""
+    if runtime.ready.is_set():
+        return None
+    if runtime.connected:
+        return f"connected to {runtime.host}:{runtime.port}, subscriptions not acknowledged yet"
+    return f"not connected to the MQTT broker {runtime.host}:{runtime.port}"
 
 
 def worker_subscriptions(

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from core.dead_letter import build_dead_letter
 from core.message import Message, MessageProperties, PayloadError, PublishFunction
+from support import log_context
 from support.errors import caused_by_outage
 
 log = logging.getLogger("core.mqtt")
@@ -192,7 +193,15 @@ class Delivery:
 
         Returns its `Outcome` once it is finished (handled, unmatched or
         dead-lettered), or None when a pause gave up (leave it unacknowledged).
+        Records logged meanwhile on this thread carry the topic (support/log_context.py).
         """
+        binding = log_context.bind(topic=inbound.topic)
+        try:
+            return self._route(inbound)
+        finally:
+            log_context.unbind(binding)
+
+    def _route(self, inbound: Inbound) -> Outcome | None:
         attempt = 1
         held = 0
         stats = self.stats

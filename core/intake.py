@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from core.acks import AckSequencer, Ticket
 from core.delivery import Delivery, Dispatcher, Inbound, IntakeStats, Outbox, Outcome
@@ -45,7 +45,7 @@ from core.lanes import LanePool
 from core.message import PublishFunction
 from support.backoff import full_jitter
 
-__all__ = ["Dispatcher", "Inbound", "Intake", "IntakeStats", "Outbox"]
+__all__ = ["BatchObserver", "Dispatcher", "Inbound", "Intake", "IntakeStats", "Outbox"]
 
 log = logging.getLogger("core.mqtt")
 
@@ -70,6 +70,13 @@ BATCH_SHARE_OF_WINDOW = 0.25
 BATCH_SECONDS = 0.005
 
 
+class BatchObserver(Protocol):
+    """Learns how the messages of each batch ended (core/metrics.py counts them)."""
+
+    def finished(self, outcomes: Sequence[Outcome]) -> None:
+        """Called once per batch on a handler thread, after its records were stored."""
+
+
 class Intake:
     """Handles received messages beside the network thread; see the module docstring."""
 
@@ -84,10 +91,12 @@ class Intake:
         dead_letter_prefix: str,
         dead_letter_max_bytes: int,
         outbox: Outbox | None = None,
+        observer: BatchObserver | None = None,
         redelivered_after_reconnect: bool = False,
         on_stuck: Callable[[], None] | None = None,
     ) -> None:
         self._sequencer = sequencer
+        self._observer = observer
         #: A persistent session: the broker redelivers what a lost connection left
         #: unacknowledged, so messages of an old connection are not handled again here.
         self._skip_stale = redelivered_after_reconnect
@@ -235,6 +244,8 @@ class Intake:
             outcomes
         ):
             return len(batch)  # stopping during an outage: nothing acked, all redelivered
+        if self._observer is not None:
+            self._observer.finished([outcome for _, outcome in finished])
         for inbound, outcome in finished:
             if inbound.ticket is None:
                 continue

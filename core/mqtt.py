@@ -56,7 +56,7 @@ from backends.mqtt_client import (
 from backends.mqtt_message import MessageProperties, Payload, prepare_publish
 from config.settings import ConfigError, Settings
 from core.acks import AckSequencer
-from core.intake import Dispatcher, Intake, IntakeStats, Outbox
+from core.intake import BatchObserver, Dispatcher, Intake, IntakeStats, Outbox
 from core.topics import SHARE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class MqttRuntime:
     PUBACKs go out), disconnects and joins the network thread. `publish()` is
     what `Message.publish` calls from handlers, from any thread. With an
     `outbox`, what handlers dispatch is stored per batch before the acks (see
-    core/intake.py).
+    core/intake.py); an `observer` learns each batch's outcomes (core/metrics.py).
     """
 
     def __init__(
@@ -142,6 +142,7 @@ class MqttRuntime:
         subscriptions: Sequence[SubscriptionSpec],
         client_id: str | None = None,
         outbox: Outbox | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         if settings.mqtt_host is None:
             raise ConfigError("MQTT_HOST is not set: start the embedded broker first (core.app)")
@@ -182,6 +183,7 @@ class MqttRuntime:
             dead_letter_prefix=settings.mqtt_dead_letter_topic.rstrip("/") + "/",
             dead_letter_max_bytes=settings.mqtt_dead_letter_max_bytes,
             outbox=outbox,
+            observer=observer,
             redelivered_after_reconnect=settings.mqtt_persistent_session,
             on_stuck=self._drop_connection,
         )
@@ -253,6 +255,11 @@ class MqttRuntime:
         self._started = True
         if self.client.loop_start() != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise RuntimeError(f"cannot start the MQTT network thread of {self.describe}")
+
+    @property
+    def connected(self) -> bool:
+        """True while connected to the broker (subscriptions may still be pending)."""
+        return self._connected
 
     @property
     def alive(self) -> bool:

@@ -27,6 +27,7 @@ from queues.envelope import (
     validate_queue_name,
 )
 from queues.failed_stores import FailedEntry, FailedStores
+from support.progress import progress_bar
 
 #: Exit code of a wrong argument.
 EXIT_USAGE = 2
@@ -187,27 +188,44 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
             f"--memory {args.memory} MB is below what a worker uses right after start "
             f"({baseline:.0f} MB): it would exit after every job; give it more than that"
         )
+    once = bool(getattr(args, "once", False))
+    finite = once or bool(getattr(args, "stop_when_empty", False))
     if args.workers > 1:
         from queues.worker import GRACE_PERIOD
-        from support.supervisor import Child, Supervisor
+        from queues.worker_process import supervise_workers
+        from support.supervisor import Child
 
         argv = tuple(worker_arguments(args))
         children = [Child(f"queue-worker-{i}", argv) for i in range(args.workers)]
-        return Supervisor(children, stop_timeout=GRACE_PERIOD + STOP_MARGIN).run()
+        return supervise_workers(
+            settings,
+            children,
+            lambda: [_driver(args.connection, settings)],
+            queues,
+            stop_timeout=GRACE_PERIOD + STOP_MARGIN,
+            restart_planned=not finite,
+        )
 
-    worker = Worker(
-        driver,
-        queues,
-        sleep=args.sleep,
-        max_jobs=args.max_jobs,
-        max_time=args.max_time,
-        memory_mb=args.memory,
-        default_timeout=args.timeout,
-        default_tries=args.tries,
-        default_backoff=backoff,
-        registry=registry,
-    )
-    return worker.run()
+    from queues.worker_monitor import WorkerMonitor
+    from queues.worker_process import serve_worker
+
+    def build(monitor: WorkerMonitor) -> Worker:
+        return Worker(
+            driver,
+            queues,
+            sleep=args.sleep,
+            max_jobs=1 if once else args.max_jobs,
+            max_time=args.max_time,
+            memory_mb=args.memory,
+            default_timeout=args.timeout,
+            default_tries=args.tries,
+            default_backoff=backoff,
+            registry=registry,
+            stop_when_empty=finite,
+            events=monitor,
+        )
+
+    return serve_worker(settings, driver, queues, build)
 
 
 work_command = _guarded(_work)
@@ -230,6 +248,9 @@ def worker_arguments(args: argparse.Namespace) -> list[str]:
         value = getattr(args, attribute, None)
         if value is not None:
             argv += [flag, str(value)]
+    for flag, attribute in (("--once", "once"), ("--stop-when-empty", "stop_when_empty")):
+        if getattr(args, attribute, False):
+            argv.append(flag)
     return argv
 
 
@@ -323,7 +344,9 @@ def _job_name(payload: str) -> str:
     return job if isinstance(job, str) and job else "?"
 
 
-def _failed_dict(entry: FailedEntry, full: bool) -> dict[str, Any]:
+def failed_entry(entry: FailedEntry, full: bool) -> dict[str, Any]:
+    """A failed job as operators see it: the exception's first line, or everything
+    (full traceback and decoded payload) with `full`; with the store it lives in."""
     failed = entry.job
     exception_lines = failed.exception.splitlines()
     result: dict[str, Any] = {
@@ -355,7 +378,7 @@ def _failed(args: argparse.Namespace, settings: Settings) -> int:
     """The newest failed jobs of every failed store: ids, queue, job, time, first line."""
     stores = connections.failed_stores(settings)
     entries = [
-        _failed_dict(entry, full=False)
+        failed_entry(entry, full=False)
         for entry in stores.all(_single_queue(args), FAILED_LIST_LIMIT)
     ]
     if args.json:
@@ -398,7 +421,7 @@ def _get_failed(stores: FailedStores, key: str) -> FailedEntry:
 def _failed_show(args: argparse.Namespace, settings: Settings) -> int:
     """Everything about one failed job (by failed id or job id): traceback and payload."""
     entry = _get_failed(connections.failed_stores(settings), args.queue_failed_show)
-    shown = _failed_dict(entry, full=True)
+    shown = failed_entry(entry, full=True)
     if args.json:
         _print_json(shown)
         return 0
@@ -412,6 +435,13 @@ def _failed_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 failed_show_command = _guarded(_failed_show)
+
+
+def retry_entry(entry: FailedEntry, stores: FailedStores, settings: Settings) -> str:
+    """Push one failed job back to its queue, then remove its record; return the job id."""
+    job_id = requeue_failed(entry, settings)
+    stores.remove([entry])
+    return job_id
 
 
 def requeue_failed(entry: FailedEntry, settings: Settings) -> str:
@@ -441,40 +471,49 @@ def requeue_failed(entry: FailedEntry, settings: Settings) -> str:
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
-    """Retry one failed job by failed id or job id, or `all` (optionally of one --queue)."""
+    """Retry failed jobs: by failed id or job id (several allowed), `--range FIRST-LAST`
+    of numeric failed ids, or `all` (optionally of one --queue)."""
+    from queues.control_commands import retry_ids, retry_range
+
     stores = connections.failed_stores(settings)
-    target = args.queue_retry
-    if target != "all":
-        entry = _get_failed(stores, target)
-        job_id = requeue_failed(entry, settings)
-        stores.remove([entry])
-        failed = entry.job
-        print(
-            f"retried failed job {failed.id} as job {job_id} on {failed.connection}/{failed.queue}"
-        )
-        return 0
+    given = args.queue_retry
+    targets = [given] if isinstance(given, str) else list(given or [])
+    span = getattr(args, "range", None)
+    if span is not None:
+        if targets:
+            raise UsageError("give failed job ids or --range, not both")
+        return retry_range(span, stores, settings)
+    if not targets:
+        raise UsageError("--queue-retry needs failed job ids, all, or --range FIRST-LAST")
+    if targets != ["all"]:
+        if "all" in targets:
+            raise UsageError("--queue-retry all takes no ids besides it")
+        return retry_ids(targets, stores, settings)
     queue = _single_queue(args)
     retried, problems = 0, 0
     skipped: set[tuple[int, str]] = set()
-    while True:
-        # Oldest first, in batches; fetch past the ones that could not be retried.
-        batch = [
-            e
-            for e in stores.oldest(queue, RETRY_BATCH + len(skipped))
-            if (id(e.store), e.job.id) not in skipped
-        ][:RETRY_BATCH]
-        if not batch:
-            break
-        done: list[FailedEntry] = []
-        for entry in batch:
-            try:
-                requeue_failed(entry, settings)
-                done.append(entry)
-            except UsageError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                skipped.add((id(entry.store), entry.job.id))
-                problems += 1
-        retried += stores.remove(done)
+    total = sum(c.count for c in stores.counts() if queue is None or c.queue == queue)
+    with progress_bar("retrying", total) as bar:
+        while True:
+            # Oldest first, in batches; fetch past the ones that could not be retried.
+            batch = [
+                e
+                for e in stores.oldest(queue, RETRY_BATCH + len(skipped))
+                if (id(e.store), e.job.id) not in skipped
+            ][:RETRY_BATCH]
+            if not batch:
+                break
+            done: list[FailedEntry] = []
+            for entry in batch:
+                try:
+                    requeue_failed(entry, settings)
+                    done.append(entry)
+                except UsageError as exc:
+                    bar.write(f"error: {exc}", file=sys.stderr)
+                    skipped.add((id(entry.store), entry.job.id))
+                    problems += 1
+                bar.update(1)
+            retried += stores.remove(done)
     print(f"retried {retried} failed job(s)" + (f", {problems} could not be" if problems else ""))
     return EXIT_BACKEND if problems else 0
 
@@ -496,9 +535,19 @@ forget_command = _guarded(_forget)
 
 
 def _flush(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete all failed jobs of every store, or those older than --older-than DAYS."""
-    count = connections.failed_stores(settings).flush(args.older_than)
-    scope = "" if args.older_than is None else f" older than {args.older_than:g} days"
+    """Delete the failed jobs of every store, or those older than --older-than DAYS or --hours H."""
+    hours = getattr(args, "hours", None)
+    if args.older_than is not None and hours is not None:
+        raise UsageError("give --older-than DAYS or --hours H, not both")
+    days = args.older_than if hours is None else hours / 24.0
+    stores = connections.failed_stores(settings)
+    with progress_bar("deleting", sum(c.count for c in stores.counts())) as bar:
+        count = stores.flush(days)
+        bar.update(count)
+    if hours is not None:
+        scope = f" older than {hours:g} hours"
+    else:
+        scope = "" if args.older_than is None else f" older than {args.older_than:g} days"
     print(f"deleted {count} failed job(s){scope}")
     return 0
 
@@ -554,7 +603,10 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     source = _driver(source_name, settings)
     target = _driver(target_name, settings)
     wanted = _queue_names(args, None)
-    report = transfer(source, target, wanted)
+    names = wanted if wanted is not None else source.queues()
+    total = sum(size.pending + size.delayed for size in (source.sizes(q) for q in names))
+    with progress_bar(f"moving to {target_name}", total) as bar:
+        report = transfer(source, target, names, progress=bar.update)
     moved_failed = transfer_failed(
         connections.get_failed_store_of(source_name, settings),
         connections.get_failed_store_of(target_name, settings),

@@ -41,6 +41,7 @@ as far as removing it).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from queues.drivers.base import FailedStore, QueueDriver
@@ -72,8 +73,12 @@ def transfer(
     target: QueueDriver,
     queues: list[str] | None = None,
     batch: int = TRANSFER_BATCH,
+    progress: Callable[[int], object] | None = None,
 ) -> TransferReport:
-    """Move every pending and delayed job of `queues` (default: all) from source to target."""
+    """Move every pending and delayed job of `queues` (default: all) from source to target.
+
+    `progress(n)` is called after each batch with the number of jobs it handled.
+    """
     if source is target:
         raise ValueError("source and target of a queue migration must differ")
     report = TransferReport()
@@ -104,6 +109,8 @@ def transfer(
                     moved += 1
                 if not source.ack(job):
                     lost += 1
+            if progress is not None:
+                progress(len(jobs))
         report.moved[queue] = moved
         report.already_there[queue] = already
         report.lost_lease[queue] = lost

@@ -31,6 +31,10 @@ Guarantees:
   `GRACE_PERIOD` seconds (or its own shorter timeout), else it is stopped and
   released at once; the worker then exits 0. A second signal exits immediately
   and the reservation comes back when its lease expires.
+* `stop_when_empty`: the worker exits 0 when a wait for a job ends with none.
+* `events` (queues/worker_events.py) is told when the loop turns and what happens
+  to each job (metrics, health, the dashboard, `--queue-restart`); records logged
+  while a job is processed carry its id (support/log_context.py).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from queues.envelope import Envelope, EnvelopeError
 from queues.job import Job
 from queues.registry import JobRegistry, UnknownJobError, get_registry
 from queues.timeouts import HARD_LIMIT_GRACE, Deadline, JobTimeout, watchdog
+from queues.worker_events import WorkerEvents
+from support import log_context
 from support.backoff import Backoff
 
 logger = logging.getLogger("queues.worker")
@@ -207,6 +213,8 @@ class Worker:
         grace: float = GRACE_PERIOD,
         handle_signals: bool = True,
         use_watchdog: bool | None = None,
+        stop_when_empty: bool = False,
+        events: WorkerEvents | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue name")
@@ -223,6 +231,8 @@ class Worker:
         self.grace = grace
         self.handle_signals = handle_signals
         self.use_watchdog = handle_signals if use_watchdog is None else use_watchdog
+        self.stop_when_empty = stop_when_empty
+        self.events = events or WorkerEvents()
         self.jobs_done = 0
         self._stopping = False
         self._deadline: Deadline | None = None
@@ -246,6 +256,7 @@ class Worker:
             self.driver.name,
             ",".join(self.queues),
         )
+        self.events.worker_started(self)
         try:
             while not self._stopping:
                 reason = self._exit_reason(started)
@@ -261,12 +272,16 @@ class Worker:
                     continue
                 self._pop_backoff.reset()
                 if reserved is None:
+                    if self.stop_when_empty:
+                        logger.info("worker %d exiting: no job waiting", os.getpid())
+                        break
                     continue
                 self._process_guarded(reserved)
                 self.jobs_done += 1
             else:
                 logger.info("worker %d stopped after a signal", os.getpid())
         finally:
+            self.events.worker_stopped()
             self._restore_signals(previous)
             if self._loop is not None:
                 self._loop.close()
@@ -296,7 +311,7 @@ class Worker:
             rss = current_rss_mb()
             if rss > self.memory_mb:
                 return f"memory {rss:.0f} MB exceeds --memory {self.memory_mb} MB"
-        return None
+        return self.events.between_jobs()
 
     # -- one job ------------------------------------------------------------
 
@@ -311,6 +326,15 @@ class Worker:
 
     def process(self, reserved: ReservedJob) -> None:
         """Run one reserved job and settle it (ack, release or fail). Never raises for the job."""
+        self.events.job_reserved(reserved)
+        binding = log_context.bind(job_id=reserved.id)
+        try:
+            self._process(reserved)
+        finally:
+            log_context.unbind(binding)
+            self.events.job_done(reserved)
+
+    def _process(self, reserved: ReservedJob) -> None:
         started = time.monotonic()
         try:
             envelope = Envelope.from_json(reserved.payload)
@@ -360,6 +384,7 @@ class Worker:
             return
 
         logger.info("job %s started (attempt %d/%d)", label, reserved.attempts, max_tries)
+        self.events.job_started(reserved, envelope)
         job: Job | None = None
         try:
             job = _build_job(cls, envelope.data, reserved)
@@ -584,7 +609,9 @@ class Worker:
                 exc,
             )
             return False
-        if not done:
+        if done:
+            self.events.job_settled(reserved, action)
+        else:
             logger.warning(
                 "job %s: %s refused: the lease was lost and another worker may run it",
                 reserved.id,

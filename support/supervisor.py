@@ -18,6 +18,12 @@ the supervisor. What it guarantees:
   (SIGTERM to itself, its normal graceful stop) within seconds of the
   supervisor's death, SIGKILL included: PR_SET_PDEATHSIG on Linux, a getppid
   watch elsewhere.
+* Ending: with `restart_planned=False` a child that exits with code 0 is not
+  started again (its work is done: `--stop-when-empty`, `--once`), and `run()`
+  returns once no child runs any more.
+* Watching: `on_exit(pid)` is called for every child that exits (the metrics
+  run drops its gauges); `check_alive()` says whether the supervisor's own loop
+  still turns (its `/health`).
 * Names: each child has a name (`run-worker-0`, `queue-worker-1`) that appears
   in every log line it writes (support/logging_setup.py) and in the
   supervisor's lines about it.
@@ -34,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -65,6 +71,8 @@ PARENT_WATCH_INTERVAL = 1.0
 PR_SET_PDEATHSIG = 1
 #: Signal a child gets when its supervisor dies: the graceful stop of both kinds of child.
 PARENT_DEATH_SIGNAL = signal.SIGTERM
+#: Seconds without a turn of the supervisor's loop after which `check_alive` fails.
+LOOP_STALL_AFTER = 10.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class _Slot:
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.next_start = 0.0
+        self.done = False  #: exited with code 0 under `restart_planned=False`: not restarted
         self.backoff = Backoff(RESTART_DELAY, RESTART_DELAY_CAP)
 
 
@@ -96,6 +105,8 @@ class Supervisor:
         python: str = sys.executable,
         script: Path = MAIN_SCRIPT,
         env: dict[str, str] | None = None,
+        on_exit: Callable[[int], None] | None = None,
+        restart_planned: bool = True,
     ) -> None:
         if not children:
             raise ValueError("a supervisor needs at least one child")
@@ -105,6 +116,9 @@ class Supervisor:
         self.slots = [_Slot(child) for child in children]
         self.env = dict(os.environ if env is None else env)
         self.env[SUPERVISOR_PID_ENV] = str(os.getpid())
+        self.on_exit = on_exit
+        self.restart_planned = restart_planned
+        self.last_turn = time.monotonic()
         self._stop = threading.Event()
 
     def run(self) -> int:
@@ -113,9 +127,11 @@ class Supervisor:
         logger.info("supervisor %d: starting %d children", os.getpid(), len(self.slots))
         try:
             while True:
-                now = time.monotonic()
+                now = self.last_turn = time.monotonic()
                 for slot in self.slots:
                     self._check(slot, now)
+                if not self.restart_planned and all(s.done for s in self.slots):
+                    break
                 if self._stop.wait(POLL_INTERVAL):
                     break
             self._shutdown()
@@ -131,6 +147,13 @@ class Supervisor:
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
+
+    def check_alive(self) -> str | None:
+        """None while the supervisor's loop turns, else how long it has not."""
+        quiet = time.monotonic() - self.last_turn
+        if quiet > LOOP_STALL_AFTER:
+            return f"the supervisor's loop has not turned for {quiet:.1f} s"
+        return None
 
     def pids(self) -> list[int]:
         """Pids of the children currently running."""
@@ -153,10 +176,19 @@ class Supervisor:
             if code is None:
                 return
             slot.process = None
+            if self.on_exit is not None:
+                try:
+                    self.on_exit(process.pid)
+                except Exception:
+                    logger.exception("on_exit of %s failed", slot.child.name)
             uptime = now - slot.started_at
             if uptime >= HEALTHY_UPTIME:
                 slot.backoff.reset()
             name = slot.child.name
+            if code == 0 and not self.restart_planned:
+                slot.done = True
+                logger.info("%s (pid %d) finished its work", name, process.pid)
+                return
             if code == 0:
                 slot.next_start = now
                 logger.info(

@@ -85,9 +85,21 @@ def test_compose_has_the_whole_system_and_scalable_workers() -> None:
     for name in ("app", "worker"):
         assert "container_name" not in services[name], f"{name} must stay scalable"
         assert services[name]["build"] == "."
-    for name in ("mosquitto", "redis", "mariadb"):
+    for name in ("mosquitto", "redis", "mariadb", "app", "worker"):
         assert "healthcheck" in services[name], f"{name} needs a health check"
     assert services["worker"]["command"][:3] == ["python", "main.py", "--queue-work"]
+
+
+def test_app_and_worker_health_checks_ask_ready_on_the_metrics_port() -> None:
+    compose = _compose()
+    port = compose["x-app-env"]["METRICS_PORT"]
+    for name in ("app", "worker"):
+        check = " ".join(compose["services"][name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/ready" in check, check
+    settings = load_settings(
+        {k: v for k, v in compose["x-app-env"].items() if "${" not in str(v)}, dotenv_path=None
+    )
+    assert settings.metrics_port == int(port) and settings.metrics_host == "0.0.0.0"
 
 
 def test_every_secret_is_required_and_has_no_default() -> None:

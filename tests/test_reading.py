@@ -23,6 +23,16 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is `dispatch()`?": ("dispatch", r"^def dispatch\("),
     "Where is the worker loop?": ("worker", r"^class Worker\b"),
     "Where are the operator commands?": ("commands", r"^status_command = "),
+    "Where are the metrics of the router?": ("metrics", r"^class RouterMetrics\b"),
+    "Where are the metrics, health and board entry of a worker?": (
+        "worker_monitor",
+        r"^class WorkerMonitor\b",
+    ),
+    "Where is the dashboard?": ("dashboard", r"^class Dashboard\b"),
+    "Where is the HTTP server of /metrics, /health and /ready?": (
+        "http_server",
+        r"^class HttpServer\b",
+    ),
     "Where are the Redis scripts?": ("redis_scripts", r"^-- pop\.lua: .*\n(?s:.*)redis\.call\("),
     "Where is the SQL engine?": ("sql_engine", r"^def get_engine\("),
     "Where are the queue tables?": ("tables", r'__tablename__ = "queue_jobs"'),

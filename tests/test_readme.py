@@ -37,7 +37,10 @@ NOT_RUNNABLE = {
     ),
 }
 #: Variables of the settings, cleared so that a block sees only what this test sets.
-SETTINGS_PREFIXES = ("MQTT_", "REDIS_", "DB_", "QUEUE_", "ENABLE_", "SQLITE_", "JOBS_", "ROUTES_")
+SETTINGS_PREFIXES = (
+    *("MQTT_", "REDIS_", "DB_", "QUEUE_", "ENABLE_", "SQLITE_", "JOBS_", "ROUTES_"),
+    *("METRICS_", "DASHBOARD", "LOG_FORMAT"),
+)
 
 
 @dataclass(frozen=True)
