@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run worker test lint typecheck pytest bench clean
+.PHONY: install run worker test test-slow lint typecheck pytest bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,10 +58,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy .
 
+# `make test` runs everything but the long scenarios (marked slow: process races of
+# thousands of jobs, server outages, end-to-end streams, the README's shell tour), which
+# `make test-slow` runs; .ci/run runs both.
 pytest: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 
 test: lint typecheck pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

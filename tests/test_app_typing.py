@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.project_copy import copy_project
 
 #: Seconds mypy may take on the copy (a cold run takes about ten on the CI machine).
@@ -44,6 +46,7 @@ def test_shout(tmp_path):
 """
 
 
+@pytest.mark.slow
 def test_untyped_routes_jobs_and_app_tests_pass_the_typecheck_that_framework_code_fails(
     tmp_path: Path,
 ) -> None:

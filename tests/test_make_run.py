@@ -66,6 +66,7 @@ def start_make_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, dict[
     pytest.fail(f"make run did not start serving:\n{log.read_text()}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm-to-make"])
 def test_one_stop_signal_stops_router_and_worker_gracefully_once(tmp_path: Path, stop: str):
     need_binaries("make")
@@ -94,6 +95,7 @@ def test_one_stop_signal_stops_router_and_worker_gracefully_once(tmp_path: Path,
     assert "embedded MQTT broker stopped" in text
 
 
+@pytest.mark.slow
 def test_a_router_that_dies_takes_the_worker_down_gracefully(tmp_path: Path):
     need_binaries("make", "pgrep")
     process, log, _ = start_make_run(tmp_path)

@@ -175,6 +175,7 @@ def test_each_python_block_runs_with_no_server_at_all(block: Block, tmp_path: Pa
         assert re.search(r"^\d+ passed", result.stdout, flags=re.M), result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", [b for b in RUNNABLE if b.language == "sh"], ids=str)
 def test_each_shell_block_runs(block: Block, tmp_path: Path, redis_client: object):
     env = block_environment(

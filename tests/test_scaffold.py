@@ -27,6 +27,7 @@ def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_project(tmp_path_factory.mktemp("project"))
 
 
+@pytest.mark.slow
 def test_make_job_and_make_route_write_skeletons_whose_tests_pass(project_copy: Path) -> None:
     job = run(project_copy, "main.py", "--make-job", "SendReport")
     assert job.returncode == 0, job.stderr
