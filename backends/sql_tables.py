@@ -140,8 +140,94 @@ class QueueWorker(Base):
     seen_at: Mapped[float] = mapped_column(Float(precision=53), nullable=False)  #: unix time
 
 
+class QueueJobStatus(Base):
+    """A finished job's status (not in the spec: `--job-status ID`).
+
+    One row per final settle (`done` by the ack, `failed` by the last fail),
+    inserted in the same transaction as the settle; a job retried after it
+    failed has several rows, the newest wins. Queued and running jobs have no
+    row: their `queue_jobs` row says so. Rows past `expires_at`
+    (JOB_STATUS_RETENTION after they were written) are deleted in bounded
+    batches (queues/drivers/database.py, `trim_workflow_rows`).
+    """
+
+    __tablename__ = "queue_job_status"
+    __table_args__ = (
+        Index("idx_job_status_job", "job_id"),
+        Index("idx_job_status_expires", "expires_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(_KEY, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(191), nullable=False)  #: the envelope id
+    queue: Mapped[str] = mapped_column(String(255), nullable=False)
+    job: Mapped[str | None] = mapped_column(String(255), nullable=True)  #: registered name
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  #: done or failed
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  #: failure's first line
+    finished_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+
+
+class QueueDispatchMark(Base):
+    """A workflow step dispatched once (a chain's next link, a batch callback).
+
+    The primary key is the step's deterministic job id: inserted in the same
+    transaction as the job's row, a second dispatch of the same step violates
+    it and adds nothing. Kept until `expires_at` (JOB_STATUS_RETENTION).
+    """
+
+    __tablename__ = "queue_dispatch_marks"
+    __table_args__ = (Index("idx_dispatch_marks_expires", "expires_at"), MYSQL_TABLE_ARGS)
+
+    job_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+
+
+class QueueBatch(Base):
+    """One batch of jobs and its progress (not in the spec: `--batch-status ID`).
+
+    `pending` counts the jobs not finished yet; `done` and `failed` the finished
+    ones. `callbacks` is the JSON of the then/catch/finally envelopes.
+    `expires_at` is NULL while jobs are pending, then JOB_STATUS_RETENTION on.
+    """
+
+    __tablename__ = "queue_batches"
+    __table_args__ = (Index("idx_batches_expires", "expires_at"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    pending: Mapped[int] = mapped_column(Integer, nullable=False)
+    done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    callbacks: Mapped[str] = mapped_column(_LONG_TEXT, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float(precision=53), nullable=False)  #: unix
+    finished_at: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+
+
+class QueueBatchJob(Base):
+    """One finished job of a batch: the key (batch, job) makes counting it idempotent."""
+
+    __tablename__ = "queue_batch_jobs"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    batch_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)  #: done or failed
+
+
 #: Every table of the queue, in creation order.
-TABLES = (QueueJob.__table__, QueueFailedJob.__table__, QueueWorker.__table__)
+TABLES = (
+    QueueJob.__table__,
+    QueueFailedJob.__table__,
+    QueueWorker.__table__,
+    QueueJobStatus.__table__,
+    QueueDispatchMark.__table__,
+    QueueBatch.__table__,
+    QueueBatchJob.__table__,
+)
 
 
 def create_tables(engine: Engine) -> list[str]:

@@ -130,6 +130,8 @@ class Settings:
     # Queue selection and leases
     queue_connection: str = "database"
     queue_retry_after: int = 90  #: seconds a reservation lasts without a heartbeat
+    #: seconds a finished job's status (and a workflow's dispatch marks) stay readable
+    job_status_retention: int = 86400
 
     # SQL (seed: ENABLE_MYSQL, DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASS)
     enable_mysql: bool = False
@@ -229,6 +231,7 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "REDIS_TLS": ("redis_tls", _parse_bool),
     "QUEUE_CONNECTION": ("queue_connection", lambda n, r: _parse_choice(n, r, QUEUE_CONNECTIONS)),
     "QUEUE_RETRY_AFTER": ("queue_retry_after", lambda n, r: _parse_int(n, r, 1)),
+    "JOB_STATUS_RETENTION": ("job_status_retention", lambda n, r: _parse_int(n, r, 60)),
     "ENABLE_MYSQL": ("enable_mysql", _parse_bool),
     "DB_HOST": ("db_host", lambda n, r: r.strip()),
     "DB_PORT": ("db_port", lambda n, r: _parse_int(n, r, 1, 65535)),

@@ -66,6 +66,13 @@ SQLite and MariaDB, so it is not done: `duplicate_of` is never set here.
 
 A database cannot push a notification to a waiting worker: a blocking `pop`
 polls every `BLOCKING_POLL_SECONDS` until its `block` time is used up.
+
+Job status: the ack and the final fail insert the job's status row
+(`queue_job_status`) in their own transaction (a statement more, no commit
+more); queued and running jobs are read from `queue_jobs`. Expired status rows
+and dispatch marks are deleted by `trim_workflow_rows`, at most
+STATUS_TRIM_ROWS per statement, at most once per STATUS_TRIM_INTERVAL per
+driver (from `ack`), never per job.
 """
 
 from __future__ import annotations
@@ -78,7 +85,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from backends.sql_engine import mark_clean
 from backends.sql_errors import connection_error, server_name
@@ -88,11 +95,14 @@ from queues.drivers.base import (
     JOB_ID_HEAD,
     FailedJob,
     FailedStore,
+    JobStatus,
     QueueDriver,
     QueueError,
     QueueSizes,
     QueueUnavailable,
     ReservedJob,
+    payload_job_name,
+    status_reason,
 )
 from queues.envelope import (
     JOB_ID_PATTERN,
@@ -126,6 +136,12 @@ CONNECTION_NAME = "database"
 
 #: Ending of a migration's token (`take_for_transfer`): its reservation counted no attempt.
 TRANSFER_SUFFIX = ":transfer"
+
+#: Seconds between two trims of expired status rows and dispatch marks (per driver).
+STATUS_TRIM_INTERVAL = 60.0
+
+#: Most rows one trim statement deletes (a bounded delete, never a long lock).
+STATUS_TRIM_ROWS = 500
 
 #: MySQL/MariaDB "Table ... doesn't exist" and SQLite "no such table".
 MISSING_TABLE_CODE = 1146
@@ -309,6 +325,17 @@ def stored_attempts(payload: str) -> int:
     """The attempts count a pushed payload carries in its prefix (0 if none or negative)."""
     match = _ATTEMPTS_PREFIX.match(payload)
     return max(int(match.group(1)), 0) if match else 0
+
+
+def _is_duplicate_key(exc: BaseException) -> bool:
+    """True if `exc` (a QueueError from `run_transaction`) is a unique-key violation."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, IntegrityError | sqlite3.IntegrityError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    text_ = str(exc).lower()
+    return "duplicate entry" in text_ or "unique constraint" in text_ or "duplicate key" in text_
 
 
 def _parse_token(token: str) -> tuple[int, int] | None:
@@ -605,6 +632,36 @@ class DatabaseDriver(QueueDriver):
             "ESCAPE '!'"
         )
         self._clear = text("DELETE FROM queue_jobs WHERE queue = :queue")
+        self._status_insert = text(
+            "INSERT INTO queue_job_status (job_id, queue, job, state, attempts, reason, "
+            f"finished_at, expires_at) VALUES (:job_id, :status_queue, :job, :state, "
+            f":attempts, :reason, {now}, {clock.at('retention')})"
+        )
+        self._status_select = text(
+            f"SELECT queue, job, state, attempts, reason, {clock.unix('finished_at')} "
+            "FROM queue_job_status WHERE job_id = :job_id ORDER BY id DESC LIMIT 1"
+        )
+        self._live_select = text(
+            f"SELECT queue, attempts, reserved_at, {clock.unix('available_at')}, payload "
+            "FROM queue_jobs WHERE payload LIKE :pattern ESCAPE '!' ORDER BY id DESC"
+        )
+        self._mark_insert = text(
+            "INSERT INTO queue_dispatch_marks (job_id, expires_at) "
+            f"VALUES (:job_id, {clock.at('retention')})"
+        )
+        self._trims = tuple(
+            (
+                text(
+                    f"SELECT {key} FROM {table} WHERE expires_at < {now} "
+                    f"ORDER BY expires_at LIMIT {STATUS_TRIM_ROWS}"
+                ),
+                text(f"DELETE FROM {table} WHERE {key} IN :keys").bindparams(
+                    bindparam("keys", expanding=True)
+                ),
+            )
+            for table, key in (("queue_job_status", "id"), ("queue_dispatch_marks", "job_id"))
+        )
+        self._next_trim = 0.0
 
     # -- adding jobs ------------------------------------------------------
 
@@ -736,8 +793,72 @@ class DatabaseDriver(QueueDriver):
         return count == 1
 
     def ack(self, job: ReservedJob) -> bool:
-        """Delete the job if this reservation is still live; else change nothing, False."""
-        return self._fenced(self._ack, job)
+        """Delete the job if this reservation is still live; else change nothing, False.
+
+        The job's `done` status row is inserted in the same transaction.
+        """
+        fence = _parse_token(job.token)
+        if fence is None:
+            return False
+        params = self._fence_params(fence)
+        status = self._status_params(job, "done")
+
+        def work(connection: Connection) -> bool:
+            if self._hot(connection, self._ack, params).rowcount != 1:
+                return False
+            if status is not None:
+                self._hot(connection, self._status_insert, status)
+            return True
+
+        acked = run_transaction(self.engine, work)
+        if acked and time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + STATUS_TRIM_INTERVAL
+            self.trim_workflow_rows()
+        return acked
+
+    def _fence_params(self, fence: tuple[int, int]) -> dict[str, Any]:
+        return {
+            "id": fence[0],
+            "reservations": fence[1],
+            "expiry": self._clock.offset(-self.retry_after),
+        }
+
+    def _status_params(
+        self, job: ReservedJob, state: str, exception: str | None = None
+    ) -> dict[str, Any] | None:
+        """The status row of a final settle; None for a migration's reservation (it moves on)."""
+        if job.token.endswith(TRANSFER_SUFFIX):
+            return None
+        return {
+            "job_id": job.id,
+            "status_queue": job.queue,
+            "job": payload_job_name(job.payload),
+            "state": state,
+            "attempts": job.attempts,
+            "reason": None if exception is None else status_reason(exception),
+            "retention": self._clock.offset(self.status_retention),
+        }
+
+    def trim_workflow_rows(self) -> int:
+        """Delete expired status rows and dispatch marks, STATUS_TRIM_ROWS per statement.
+
+        Each table is read once (its oldest expired keys) and those rows are
+        deleted by key: bounded, and the same SQL on every dialect. Returns the
+        number deleted; rows left over go at the next trim.
+        """
+        deleted = 0
+        for select, delete in self._trims:
+
+            def work(
+                connection: Connection, select: TextClause = select, delete: TextClause = delete
+            ) -> int:
+                keys = [row[0] for row in connection.execute(select).all()]
+                if not keys:
+                    return 0
+                return int(connection.execute(delete, {"keys": keys}).rowcount)
+
+            deleted += run_transaction(self.engine, work)
+        return deleted
 
     def release(self, job: ReservedJob, delay: float = 0.0, *, undo_attempt: bool = False) -> bool:
         """Make the job available again after `delay` seconds; fenced like `ack`.
@@ -766,25 +887,25 @@ class DatabaseDriver(QueueDriver):
         fence = _parse_token(job.token)
         if fence is None:
             return False
-        params = {
-            "id": fence[0],
-            "reservations": fence[1],
-            "expiry": self._clock.offset(-self.retry_after),
-        }
-        if self._atomic_fail:
-            store = self.failed_store
-            assert isinstance(store, DatabaseFailedStore)
+        params = self._fence_params(fence)
+        status = self._status_params(job, "failed", exception)
+        store = self.failed_store
 
-            def work(connection: Connection) -> bool:
-                if self._hot(connection, self._ack, params).rowcount != 1:
-                    return False
+        def work(connection: Connection) -> bool:
+            if self._hot(connection, self._ack, params).rowcount != 1:
+                return False
+            if status is not None:
+                self._hot(connection, self._status_insert, status)
+            if self._atomic_fail:
+                assert isinstance(store, DatabaseFailedStore)
                 store.add_in(connection, self.name, job.queue, job.payload, exception)
-                return True
+            return True
 
+        if self._atomic_fail:
             return run_transaction(self.engine, work)
         failed_id = self.failed_store.add(self.name, job.queue, job.payload, exception)
-        deleted = run_transaction(self.engine, lambda c: self._hot(c, self._ack, params).rowcount)
-        if deleted != 1:
+        deleted = run_transaction(self.engine, work)
+        if not deleted:
             self.failed_store.forget(failed_id)
             return False
         return True
@@ -860,6 +981,76 @@ class DatabaseDriver(QueueDriver):
             lambda c: c.execute(self._contains, {"queue": queue, "pattern": pattern}).all(),
         )
         return any(envelope_id(str(row[0])) == job_id for row in rows)
+
+    def dispatch_once(self, queue: str, payload: str, delay: float = 0.0) -> bool:
+        """Insert the job and its dispatch mark in one transaction, unless the mark exists.
+
+        The mark's primary key is the job id: a second dispatch of the same
+        workflow step violates it, its transaction rolls back, and False is
+        returned. The mark lives JOB_STATUS_RETENTION seconds.
+        """
+        job_id = envelope_id(payload)
+        if not job_id:
+            raise ValueError("dispatch_once needs a job envelope with an id")
+        job = {
+            "queue": self._new_job_queue(queue),
+            "payload": payload,
+            "attempts": stored_attempts(payload),
+            "delay": self._clock.offset(checked_delay(delay)),
+        }
+        mark = {"job_id": job_id, "retention": self._clock.offset(self.status_retention)}
+
+        def work(connection: Connection) -> None:
+            connection.execute(self._mark_insert, mark)
+            connection.execute(self._push, job)
+
+        try:
+            run_transaction(self.engine, work)
+        except QueueError as exc:
+            if _is_duplicate_key(exc):
+                return False
+            raise
+        return True
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status: its live row in `queue_jobs` if it has one, else its newest
+        status row. The live lookup is a LIKE on payloads (no index holds envelope
+        ids): an operator's read, never taking a lock."""
+        pattern = like_envelope_id(job_id)
+
+        def work(connection: Connection) -> tuple[list[Any], Any]:
+            live = connection.execute(self._live_select, {"pattern": pattern}).all()
+            final = connection.execute(self._status_select, {"job_id": job_id}).first()
+            return list(live), final
+
+        live, final = run_transaction(self.engine, work)
+        for queue, attempts, reserved_at, available_at, payload in live:
+            if envelope_id(str(payload)) != job_id:
+                continue
+            if reserved_at is None:
+                return JobStatus(job_id, "queued", str(queue), self.name, attempts=int(attempts))
+            return JobStatus(
+                job_id,
+                "running",
+                str(queue),
+                self.name,
+                job=payload_job_name(str(payload)),
+                attempts=int(attempts),
+                started_at=float(available_at),
+            )
+        if final is None:
+            return None
+        queue, job, state, attempts, reason, finished_at = final
+        return JobStatus(
+            job_id,
+            str(state),
+            str(queue),
+            self.name,
+            job=None if job is None else str(job),
+            attempts=int(attempts),
+            finished_at=float(finished_at),
+            reason=None if reason is None else str(reason),
+        )
 
     def clear(self, queue: str) -> int:
         """Delete every job of `queue` (any state); return how many were deleted."""
