@@ -191,6 +191,7 @@ _FIELDS: dict[str, tuple[bool, Callable[[Any], str | None]]] = {
     "backoff": (False, _backoff_field),
     "retry_until": (False, _time_field),
     "created_at": (False, lambda v: None if v is not None and not _time_field(v) else "a number"),
+    "workflow": (False, lambda v: None if v is None or isinstance(v, dict) else "an object"),
 }
 
 
@@ -228,13 +229,20 @@ class Envelope:
     backoff: float | list[float] | str = 0
     retry_until: float | None = None  #: unix time after which no retry is made
     created_at: float = field(default_factory=time.time)
+    #: the chain or batch this job belongs to (queues/workflows.py); None for a plain job
+    workflow: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields in stored order: `attempts` first, `id` second (the Lua scripts need it)."""
-        return {
-            "attempts": self.attempts,
-            "id": self.id,
-            "job": self.job,
+        """The fields in stored order: `attempts` first, `id` second (the Lua scripts need it).
+
+        `workflow`, when set, comes right after `job`, so the worker tells a
+        workflow job by its prefix alone (`queues.workflows.WORKFLOW_HEAD`);
+        a plain job's envelope has no such field.
+        """
+        head: dict[str, Any] = {"attempts": self.attempts, "id": self.id, "job": self.job}
+        if self.workflow is not None:
+            head["workflow"] = self.workflow
+        return head | {
             "queue": self.queue,
             "data": self.data,
             "max_tries": self.max_tries,
@@ -274,6 +282,7 @@ class Envelope:
             backoff=[float(v) for v in backoff] if isinstance(backoff, list) else backoff,
             retry_until=None if raw.get("retry_until") is None else float(raw["retry_until"]),
             created_at=float(raw.get("created_at", 0.0)),
+            workflow=raw.get("workflow"),
         )
 
 

@@ -58,6 +58,7 @@ from queues.backoff import BackoffPolicy, backoff_delay
 from queues.drivers.base import QueueDriver, ReservedJob
 from queues.envelope import Envelope, EnvelopeError
 from queues.job import Job
+from queues.job_outcomes import before_settle
 from queues.registry import JobRegistry, UnknownJobError, get_registry
 from queues.timeouts import HARD_LIMIT_GRACE, Deadline, JobTimeout, watchdog
 from queues.worker_events import WorkerEvents
@@ -600,6 +601,7 @@ class Worker:
         comes back when its lease expires (at-least-once, never lost).
         """
         try:
+            before_settle(self.driver, reserved, action)  # chains, batches (job_outcomes.py)
             done = call()
         except Exception as exc:
             logger.error(

@@ -1014,3 +1014,8 @@ def _age(head: Any) -> float | None:
         return max(time.time() - float(created), 0.0)
     except (EnvelopeError, AttributeError, TypeError, ValueError):
         return None
+
+
+#: The scripts of redis_scripts/ registered on `client`, by file stem (for the
+#: stores beside the driver that keep their own keys, such as queues/batches.py).
+load_scripts = _load_scripts

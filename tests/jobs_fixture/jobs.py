@@ -235,3 +235,14 @@ class PublishJob(Job):
 
     def handle(self) -> None:
         self.publish(self.topic, {"n": self.n}, qos=1)
+
+
+class StepJob(Job):
+    """A workflow step (chains, batches): appends `value` to `path`, then raises if `fail`."""
+
+    queue = "flow"
+
+    def handle(self) -> None:
+        _append(self.path, str(self.value))
+        if self.data.get("fail"):
+            raise RuntimeError(f"step {self.value} broke")
