@@ -326,7 +326,7 @@ def batch_store_for(driver: QueueDriver) -> BatchStore:
     from queues.drivers.redis import RedisDriver
 
     if isinstance(driver, RedisDriver):
-        return RedisBatchStore(driver.client, driver.status_retention)
+        return RedisBatchStore(driver.client, driver.workflow_retention)
     if isinstance(driver, DatabaseDriver):
-        return DatabaseBatchStore(driver.engine, driver.status_retention)
+        return DatabaseBatchStore(driver.engine, driver.workflow_retention)
     raise ValueError(f"the {driver.name} connection cannot hold batches: use redis or database")

@@ -7,9 +7,11 @@ or the last fail in the same atomic step (no extra round trip).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from queues.drivers.base import QueueDriver
 from queues.envelope import Envelope
@@ -96,12 +98,26 @@ def test_finished_statuses_and_marks_go_after_the_retention(driver: QueueDriver)
         keys = driver.keys("status")  # type: ignore[attr-defined]
         assert 0 < client.ttl(keys.status("job-5")) <= 60
         return
-    driver.status_retention = -1  # rows written from now on are already expired
     driver.dispatch_once("status", envelope("job-6"))
     reserved = driver.pop(["status"])
     assert reserved is not None and driver.ack(reserved)
+    engine = driver.engine  # type: ignore[attr-defined]
+    with engine.begin() as connection:  # job-6's row and mark are past their time
+        for table in ("queue_job_status", "queue_dispatch_marks"):
+            connection.execute(
+                text(f"UPDATE {table} SET expires_at = :past WHERE job_id = 'job-6'"),
+                {"past": datetime(2000, 1, 1)},
+            )
     trimmed = driver.trim_workflow_rows()  # type: ignore[attr-defined]
     assert trimmed == 2  # job-6's status row and its mark; job-5's row is kept
     assert driver.job_status("job-6") is None
     status = driver.job_status("job-5")
     assert status is not None and status.state == "done"
+
+
+def test_a_retention_of_zero_writes_no_status(driver: QueueDriver) -> None:
+    driver.status_retention = 0
+    driver.push("status", envelope("job-7"))
+    reserved = driver.pop(["status"])
+    assert reserved is not None and driver.ack(reserved)
+    assert driver.job_status("job-7") is None

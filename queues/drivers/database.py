@@ -826,8 +826,9 @@ class DatabaseDriver(QueueDriver):
     def _status_params(
         self, job: ReservedJob, state: str, exception: str | None = None
     ) -> dict[str, Any] | None:
-        """The status row of a final settle; None for a migration's reservation (it moves on)."""
-        if job.token.endswith(TRANSFER_SUFFIX):
+        """The status row of a final settle; None for a migration's reservation (it moves
+        on) and when JOB_STATUS_RETENTION is 0."""
+        if job.token.endswith(TRANSFER_SUFFIX) or self.status_retention <= 0:
             return None
         return {
             "job_id": job.id,
@@ -998,7 +999,7 @@ class DatabaseDriver(QueueDriver):
             "attempts": stored_attempts(payload),
             "delay": self._clock.offset(checked_delay(delay)),
         }
-        mark = {"job_id": job_id, "retention": self._clock.offset(self.status_retention)}
+        mark = {"job_id": job_id, "retention": self._clock.offset(self.workflow_retention)}
 
         def work(connection: Connection) -> None:
             connection.execute(self._mark_insert, mark)

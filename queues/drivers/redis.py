@@ -716,10 +716,12 @@ class RedisDriver(QueueDriver):
         """The status key and record (without finished_at) ack.lua / fail.lua write.
 
         Empty for a migration's reservation (the job moves on, it did not
-        finish) and for a duplicate copy (the running job's status is its own).
+        finish), for a duplicate copy (the running job's status is its own)
+        and when JOB_STATUS_RETENTION is 0.
         """
         key = self.keys(job.queue).status(job.id)
-        if job.token.startswith(TRANSFER_TOKEN_TAG) or job.duplicate_of is not None:
+        moved = job.token.startswith(TRANSFER_TOKEN_TAG) or job.duplicate_of is not None
+        if moved or self.status_retention <= 0:
             return key, ""
         record = json.dumps(
             {
@@ -912,7 +914,7 @@ class RedisDriver(QueueDriver):
                 NOTIFY_CAP,
                 job_id,
                 repr(checked_delay(delay)),
-                self.status_retention,
+                self.workflow_retention,
             ],
         )
         return bool(added)
