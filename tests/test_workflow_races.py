@@ -132,7 +132,7 @@ def test_worker_processes_run_every_callback_and_link_exactly_once(
         for _ in range(CHILDREN)
     ]
     deadline = time.monotonic() + CHILD_TIMEOUT
-    expected_calls = 12 + 4 * 2 + 8 * 1  # finally each; catch for 4 failing; then for 8 others
+    expected_calls = 12 + 4 + 8  # finally each; catch for the 4 failing; then for the 8 others
 
     def finished() -> bool:
         done = calls.exists() and len(calls.read_text().splitlines()) >= expected_calls
