@@ -41,8 +41,8 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from queues import connections
 from queues.batches import BatchState, BatchStore, batch_store_for
+from queues.dispatcher import _target as dispatch_target
 from queues.dispatcher import build_envelope, envelope_json
 from queues.drivers.base import QueueDriver, ReservedJob
 from queues.envelope import Envelope, EnvelopeError, checked_delay
@@ -72,9 +72,20 @@ def _step(
 
 
 def _driver(connection: str | QueueDriver | None) -> QueueDriver:
+    """The driver a workflow is queued on; JobDataError for the sync queue or a test's fake.
+
+    Chains and batches need a worker's outcomes (and a real store), so neither
+    `QUEUE_CONNECTION=sync` nor `fake_queue()` / `sync_queue()` can run them.
+    """
     if isinstance(connection, QueueDriver):
         return connection
-    return connections.get_driver(connection)
+    target = dispatch_target(connection)
+    if not isinstance(target, QueueDriver):
+        raise JobDataError(
+            "chains and batches need a real queue connection (redis or database), not "
+            f"{type(target).__name__}: pass connection='redis' or 'database'"
+        )
+    return target
 
 
 class Chain:

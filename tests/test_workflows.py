@@ -129,3 +129,11 @@ def test_a_batch_without_failures_runs_then_and_finally(
     drain(driver)
     assert sorted(lines(calls)) == ["finally", "then"]
     assert driver.job_status(f"{batch_id}.then") is not None
+
+
+def test_chains_and_batches_refuse_a_fake_queue(tmp_path: Path) -> None:
+    from queues.job import JobDataError
+    from testing import fake_queue
+
+    with fake_queue(), pytest.raises(JobDataError, match="need a real queue connection"):
+        chain(StepJob(path=str(tmp_path / "x"), value=1)).dispatch(registry=registry())
