@@ -222,13 +222,12 @@ def _chain_step(
     rest = list(workflow.get("next") or [])
     if outcome == "failed":
         logger.error(
-            "chain %s stopped at link %d of %d (job %s %s): %d link(s) not queued",
+            "chain %s stopped at link %d of %d (job %s %s): it queues no further link",
             chain_id,
             index + 1,
             links,
             envelope.job,
             envelope.id,
-            len(rest),
         )
         return
     if not rest:

@@ -27,7 +27,7 @@ from queues.workflows import batch_status, store_of
 from tests.conftest import MARIADB_URL
 from tests.driver_factories import DRIVER_NAMES, make_driver
 from tests.driver_race_child import PROJECT_ROOT
-from tests.jobs_fixture.jobs import StepJob
+from tests.jobs_fixture.jobs import RetriedStepJob, StepJob
 from tests.jobs_fixture.support import main_env, registry, start_main
 
 #: Racing child processes per test.
@@ -159,3 +159,45 @@ def test_worker_processes_run_every_callback_and_link_exactly_once(
     for n in range(6):
         links = [step for step in order if step.startswith(f"c{n}.")]
         assert links == [f"c{n}.0", f"c{n}.1", f"c{n}.2"]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_after_queuing_the_next_link_does_not_queue_it_twice(
+    driver_name: str, driver: QueueDriver, tmp_path: Path
+) -> None:
+    steps = tmp_path / "steps"
+    chain_id = chain(
+        RetriedStepJob(path=str(steps), value="link0"), StepJob(path=str(steps), value="link1")
+    ).dispatch(driver, registry=registry())
+    out = tmp_path / "step.out"
+    command = [sys.executable, "-m", "tests.workflow_race_child", "--driver", driver_name]
+    command += ["--mode", "step", "--out", str(out), "--state-dir", str(tmp_path)]
+    crashing = subprocess.Popen([*command, "--retry-after", "1"], cwd=PROJECT_ROOT)
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.read_text().split() == [f"{chain_id}.0"]  # link 1 queued, link 0 not acked
+    crashing.kill()
+    crashing.wait(timeout=30)
+    env = _worker_env(driver_name, tmp_path) | {"QUEUE_RETRY_AFTER": "1"}
+    # A wait of 5 s outlasts link 0's 1 s lease: the workers are still there to redo it.
+    args = ["--queue-work", "--queue", "flow", "--sleep", "5", "--stop-when-empty"]
+    workers = [start_main(args, env) for _ in range(2)]
+    while (
+        Counter(steps.read_text().split() if steps.exists() else [])
+        != {
+            "link0": 1,
+            "link1": 1,
+        }
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    time.sleep(2.5)  # a second copy of link 1 would be queued and run by now
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.communicate(timeout=30)
+    # each link ran once: link 0's redo found link 1 queued (or done) and queued nothing
+    assert sorted(steps.read_text().split()) == ["link0", "link1"]
+    link0 = driver.job_status(f"{chain_id}.0")
+    assert link0 is not None and (link0.state, link0.attempts) == ("done", 2)

@@ -7,6 +7,10 @@ child waits until `--start-at` (unix time), so all start at once, then:
 * `finish`: counts every job id `0..--count-1` of batch `--batch` as done, in
   a shuffled order, through the batch store; writes `<job id> <new> <pending>`
   per call.
+* `step`: pops one job of queue `flow` (lease `--retry-after`), runs the
+  worker's outcome hook for it as if it succeeded (a chain queues its next
+  link), writes the job id, then sleeps until killed: a worker that dies
+  between "queue the next link" and "ack".
 * `once`: dispatches job ids `once-0..once-{count-1}` to queue `flow` with
   `dispatch_once`, in a shuffled order; writes `<job id> <added>` per call.
 """
@@ -20,23 +24,35 @@ import time
 from pathlib import Path
 
 from queues.envelope import Envelope
-from queues.workflows import store_of
+from queues.workflows import before_settle, store_of
 from tests.driver_race_child import connect_driver
+
+#: Seconds a `step` child sleeps after its hook; far longer than any test waits to kill it.
+STEP_HOLD_SECONDS = 300.0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run one child; exit status 0 on success."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--driver", required=True)
-    parser.add_argument("--mode", choices=("finish", "once"), required=True)
+    parser.add_argument("--mode", choices=("finish", "once", "step"), required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--state-dir", type=Path, default=Path("."))
     parser.add_argument("--batch", default="")
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--retry-after", type=int, default=90)
     args = parser.parse_args(argv)
 
-    driver = connect_driver(args.driver, args.state_dir, 90)
+    driver = connect_driver(args.driver, args.state_dir, args.retry_after)
+    if args.mode == "step":
+        job = driver.pop(["flow"], block=10)
+        if job is None:
+            return 1
+        before_settle(driver, job, "ack")
+        args.out.write_text(job.id + "\n", encoding="utf-8")
+        time.sleep(STEP_HOLD_SECONDS)
+        return 0
     order = list(range(args.count))
     random.shuffle(order)
     delay = args.start_at - time.time()

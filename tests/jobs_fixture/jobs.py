@@ -246,3 +246,9 @@ class StepJob(Job):
         _append(self.path, str(self.value))
         if self.data.get("fail"):
             raise RuntimeError(f"step {self.value} broke")
+
+
+class RetriedStepJob(StepJob):
+    """A StepJob with attempts to spare: a redo after a crash runs it again."""
+
+    max_tries = 3
