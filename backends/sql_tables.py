@@ -11,7 +11,12 @@ family (an integer key, TEXT payloads, DATETIME times).
 One table is added beyond the spec's, for the operator's view only:
 `queue_workers`, one row per live worker process (its state as JSON, written
 every few seconds, see queues/worker_board.py), and one row named `*restart`
-whose `seen_at` is the time of the last `--queue-restart`.
+whose `seen_at` is the time of the last `--queue-restart`. Four more serve the
+workflow features (queues/workflows.py): `queue_job_status` (finished jobs'
+statuses), `queue_dispatch_marks` (workflow steps dispatched once),
+`queue_batches` and `queue_batch_jobs` (batch progress). The ack writes
+`queue_job_status`, so an upgraded deployment runs `--migrate` before its
+workers (until then a missing table is an outage with that hint, as for any).
 
 One column is added beyond the spec's, because leases need it: `reservations`
 (INT NOT NULL DEFAULT 0, last, so the spec's INSERT and `SELECT *` still work)

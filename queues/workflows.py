@@ -116,7 +116,8 @@ class Chain:
         first["envelope"]["workflow"]["next"] = steps[1:]
         driver = _driver(connection)
         envelope = Envelope.from_json(_dumps(first["envelope"]))
-        driver.dispatch_once(envelope.queue, envelope.to_json(), first["delay"])
+        # The first link carries every later one: refused here if that is too large.
+        driver.dispatch_once(envelope.queue, envelope_json(envelope), first["delay"])
         return chain_id
 
 

@@ -77,6 +77,7 @@ driver (from `ack`), never per job.
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import time
@@ -149,6 +150,8 @@ _SQLITE_MISSING_TABLE = re.compile(r"no such table: (\w+)")
 _ATTEMPTS_PREFIX = re.compile(r'^\{"attempts":(-?\d+),')
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 class _Clock:
@@ -813,7 +816,10 @@ class DatabaseDriver(QueueDriver):
         acked = run_transaction(self.engine, work)
         if acked and time.monotonic() >= self._next_trim:
             self._next_trim = time.monotonic() + STATUS_TRIM_INTERVAL
-            self.trim_workflow_rows()
+            try:
+                self.trim_workflow_rows()
+            except QueueError as exc:  # the ack stands; the next trim tries again
+                logger.warning("cannot delete expired job statuses: %s", exc)
         return acked
 
     def _fence_params(self, fence: tuple[int, int]) -> dict[str, Any]:
