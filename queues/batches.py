@@ -30,7 +30,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from backends.sql_tables import QueueBatch, QueueBatchJob
 from queues.drivers.base import QueueDriver
@@ -251,36 +261,29 @@ class DatabaseBatchStore(BatchStore):
             connection.execute(delete(batches).where(batches.c.id.in_(expired)))
 
     def finish(self, batch_id: str, job_id: str, outcome: str) -> Finished | None:
-        """Lock the batch row, insert the job's row unless there is one, count it once."""
-        batches, jobs = BATCHES, BATCH_JOBS
-        counter = batches.c.done if outcome == "done" else batches.c.failed
+        """Lock the batch row, insert the job's row unless there is one, count it once.
+
+        The counters are written as read under the row lock plus this job, so
+        concurrent finishes of one batch take turns (FOR UPDATE; SQLite's
+        BEGIN IMMEDIATE). The statements are built once (`_FINISH`).
+        """
+        lock_row, seen, add_job, write = _FINISH
+        keys = {"b_id": batch_id, "j_id": job_id}
 
         def work(connection: Connection) -> Finished | None:
-            row = connection.execute(
-                select(batches.c.pending, batches.c.done, batches.c.failed)
-                .where(batches.c.id == batch_id)
-                .with_for_update()
-            ).first()
+            row = connection.execute(lock_row, keys).first()
             if row is None:
                 return None
-            seen = connection.execute(
-                select(func.count())
-                .select_from(jobs)
-                .where(jobs.c.batch_id == batch_id, jobs.c.job_id == job_id)
-            ).scalar_one()
-            if seen:
+            if connection.execute(seen, keys).scalar_one():
                 return Finished(False, int(row[0]), int(row[1]), int(row[2]))
-            connection.execute(
-                insert(jobs).values(batch_id=batch_id, job_id=job_id, outcome=outcome)
-            )
+            connection.execute(add_job, keys | {"o": outcome})
             pending = int(row[0]) - 1
-            values: dict[str, Any] = {"pending": pending, counter.name: counter + 1}
-            if pending <= 0:
-                now = time.time()
-                values |= {"finished_at": now, "expires_at": now + self.retention}
-            connection.execute(update(batches).where(batches.c.id == batch_id).values(**values))
             done = int(row[1]) + (outcome == "done")
             failed = int(row[2]) + (outcome == "failed")
+            now = time.time() if pending <= 0 else None
+            values = {"p": pending, "d": done, "f": failed, "at": now}
+            values["exp"] = None if now is None else now + self.retention
+            connection.execute(write, keys | values)
             return Finished(True, pending, done, failed)
 
         result: Finished | None = self._run(work)
@@ -303,6 +306,30 @@ class DatabaseBatchStore(BatchStore):
             ).all()
         )
         return [_sql_state(row) for row in rows]
+
+
+#: The statements of `DatabaseBatchStore.finish`, built once: lock the batch row,
+#: is the job counted, count the job, write the counters.
+_FINISH = (
+    select(BATCHES.c.pending, BATCHES.c.done, BATCHES.c.failed)
+    .where(BATCHES.c.id == bindparam("b_id"))
+    .with_for_update(),
+    select(func.count())
+    .select_from(BATCH_JOBS)
+    .where(BATCH_JOBS.c.batch_id == bindparam("b_id"), BATCH_JOBS.c.job_id == bindparam("j_id")),
+    insert(BATCH_JOBS).values(
+        batch_id=bindparam("b_id"), job_id=bindparam("j_id"), outcome=bindparam("o")
+    ),
+    update(BATCHES)
+    .where(BATCHES.c.id == bindparam("b_id"))
+    .values(
+        pending=bindparam("p"),
+        done=bindparam("d"),
+        failed=bindparam("f"),
+        finished_at=bindparam("at"),
+        expires_at=bindparam("exp"),
+    ),
+)
 
 
 def _sql_state(row: Any) -> BatchState:
