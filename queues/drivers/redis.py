@@ -52,7 +52,8 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 from redis.commands.core import Script
 
-from backends.redis_client import redis_errors
+from backends.errors import BackendUnavailableError
+from backends.redis_client import address, redis_errors
 from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
     FailedJob,
@@ -112,6 +113,8 @@ FORGET_ATTEMPTS = 5
 #: Largest failed record the store decodes, in bytes: a payload of
 #: MAX_PAYLOAD_BYTES JSON-escaped, plus its traceback.
 MAX_FAILED_RECORD_BYTES = 8 * 1024 * 1024
+#: Milliseconds a dispatch waits for REDIS_WAIT_REPLICAS acknowledgements by default.
+DEFAULT_WAIT_TIMEOUT_MS = 1000
 #: Prefix of the synthetic id a duplicate copy of a reserved job is reserved under.
 DUPLICATE_PREFIX = "duplicate-"
 #: Kind pop.lua reports for such a copy.
@@ -495,10 +498,16 @@ class RedisDriver(QueueDriver):
         failed_store: FailedStore,
         retry_after: int = DEFAULT_RETRY_AFTER,
         prefix: str = DEFAULT_PREFIX,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
     ):
         super().__init__(failed_store, retry_after)
         self.client = client
         self.prefix = prefix
+        #: Replicas that must acknowledge each push/later/bulk (Redis WAIT); 0: no WAIT.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.queues_key = f"{prefix.rstrip(':')}s"
         self._keys: dict[str, _QueueKeys] = {}
         self._scripts = _load_scripts(client)
@@ -566,9 +575,10 @@ class RedisDriver(QueueDriver):
         """
         _, job_id = _envelope_head(payload)
         k = self._new_job_keys(queue)
-        self._scripts["push"](
-            keys=[k.pending, k.notify, self.queues_key, k.ids],
-            args=[payload, queue, NOTIFY_CAP, job_id],
+        self._add_jobs(
+            "push",
+            [k.pending, k.notify, self.queues_key, k.ids],
+            [payload, queue, NOTIFY_CAP, job_id],
         )
 
     @_redis_call
@@ -583,9 +593,10 @@ class RedisDriver(QueueDriver):
             return
         _, job_id = _envelope_head(payload)
         k = self._new_job_keys(queue)
-        self._scripts["later"](
-            keys=[k.delayed, k.notify, self.queues_key, k.ids],
-            args=[payload, repr(delay), queue, NOTIFY_CAP, job_id],
+        self._add_jobs(
+            "later",
+            [k.delayed, k.notify, self.queues_key, k.ids],
+            [payload, repr(delay), queue, NOTIFY_CAP, job_id],
         )
 
     @_redis_call
@@ -603,7 +614,40 @@ class RedisDriver(QueueDriver):
         for queue in index:
             k = self._new_job_keys(queue)
             keys.extend((k.pending, k.delayed, k.notify, k.ids))
-        self._scripts["bulk"](keys=keys, args=[NOTIFY_CAP, len(index), *index, *args])
+        self._add_jobs("bulk", keys, [NOTIFY_CAP, len(index), *index, *args])
+
+    def _add_jobs(self, script: str, keys: list[str], args: list[Any]) -> None:
+        """Run an adding script; with `wait_replicas`, pipelined with `WAIT` in one round trip.
+
+        Returns once `wait_replicas` replicas acknowledged the write, or raises
+        `BackendUnavailableError` (an outage: the MQTT intake keeps the message
+        and retries; the job id index makes the re-sent push add nothing) when
+        fewer did within `wait_timeout_ms`. The job is then on the master only,
+        and a failover before the replicas catch up would lose it.
+        """
+        code = self._scripts[script]
+        if not self.wait_replicas:
+            code(keys=keys, args=args)
+            return
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            # EVALSHA by hand: a pipelined Script checks SCRIPT EXISTS first (a round trip).
+            pipe.evalsha(code.sha, len(keys), *keys, *args)
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            try:
+                _, acked = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.client.script_load(code.script)  # a restarted or failed-over server
+        if int(acked) < self.wait_replicas:
+            raise BackendUnavailableError(
+                f"Redis at {address(self.client)}: only {acked} of REDIS_WAIT_REPLICAS="
+                f"{self.wait_replicas} replicas acknowledged the new job within "
+                f"REDIS_WAIT_TIMEOUT_MS={self.wait_timeout_ms}; it is on the master only and a "
+                "failover now could lose it: check the replicas (INFO replication)"
+            )
 
     # -- reserving and settling ------------------------------------------------------
 
