@@ -108,6 +108,16 @@ def build_redis(settings: Settings) -> redis.Redis:
     )
 
 
+def socket_timeout_of(client: redis.Redis) -> float | None:
+    """The reply timeout (seconds) the client's connections use, if any."""
+    if isinstance(client, RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    timeout = kwargs.get("socket_timeout")
+    return None if timeout is None else float(timeout)
+
+
 def is_cluster(client: object) -> bool:
     """True if `client` is a Redis Cluster client (keys need one hash tag per queue)."""
     return isinstance(client, RedisCluster)
