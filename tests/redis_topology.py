@@ -8,8 +8,14 @@ down-after 1 s, Cluster's node timeout 1 s) so a failover takes seconds.
 
 from __future__ import annotations
 
+import atexit
+import os
+import random
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,16 +33,43 @@ SENTINEL_FAILOVER_TIMEOUT_MS = 5000
 SENTINEL_MASTER = "routemq-test"
 #: Milliseconds without a reply before cluster nodes count a node as failing.
 CLUSTER_NODE_TIMEOUT_MS = 1000
+#: Environment variable naming a node (`host:port`) of the session's shared cluster.
+CLUSTER_SEED_VARIABLE = "ROUTEMQ_TEST_CLUSTER_SEED"
 #: Seconds a topology may take to be ready (replication linked, cluster slots covered).
 READY_TIMEOUT = 30.0
+
+
+#: Highest port a cluster node may use: its bus port is 10000 higher.
+CLUSTER_MAX_PORT = 55535
+
+
+def cluster_node_port() -> int:
+    """A free port P <= CLUSTER_MAX_PORT whose bus port P + 10000 is free too."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(20000, CLUSTER_MAX_PORT)
+        if all(_bindable(p) for p in (port, port + 10000)):
+            return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class RedisProcess:
     """One `redis-server` (plain, replica, sentinel or cluster node) on a free port."""
 
-    def __init__(self, folder: Path, args: list[str], sentinel: bool = False) -> None:
+    def __init__(
+        self, folder: Path, args: list[str], sentinel: bool = False, port: int | None = None
+    ) -> None:
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         binary = require_binary("redis-server")
@@ -161,6 +194,7 @@ class Cluster:
                     *("--cluster-config-file", str(folder / f"node{i}" / "nodes.conf")),
                     *("--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS)),
                 ],
+                port=cluster_node_port(),
             )
             for i in range(2 * masters)
         ]
@@ -213,3 +247,23 @@ class Cluster:
         """Kill every node."""
         for node in self.nodes:
             node.kill()
+
+
+_shared: Cluster | None = None
+
+
+def shared_cluster() -> Cluster:
+    """One cluster for the whole test session (started on first use, killed at exit).
+
+    The contract suite builds a driver per test; starting six servers each time
+    would cost seconds per test, so the drivers share this one and flush it.
+    """
+    global _shared
+    if _shared is None or _shared.seed.process is None:
+        folder = Path(tempfile.mkdtemp(prefix="routemq-cluster-"))
+        _shared = Cluster(folder)
+        atexit.register(_shared.stop_all)
+        atexit.register(shutil.rmtree, folder, True)
+        # Child processes of the race tests (tests/driver_race_child.py) inherit it.
+        os.environ[CLUSTER_SEED_VARIABLE] = _shared.seed.address
+    return _shared
