@@ -81,6 +81,9 @@ class RedisProcess:
             args = []
         command += ["--port", str(self.port), "--bind", self.host, "--dir", str(folder)]
         command += ["--save", "", "--appendonly", "no", "--logfile", str(folder / "log")]
+        if not sentinel:
+            # A new replica syncs at once (the default waits 5 s for more replicas).
+            command += ["--repl-diskless-sync-delay", "0"]
         self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
             [*command, *args], stdout=subprocess.DEVNULL
         )
@@ -213,13 +216,17 @@ class Cluster:
         wait_until(self.healthy, "the cluster to cover every slot")
 
     def healthy(self) -> bool:
-        """True when every node reports cluster_state:ok and every master has a replica."""
+        """True when every live node reports cluster_state:ok and every live replica's
+        link to its master is up."""
         for node in self.nodes:
             if node.process is None:
                 continue
             client = node.client()
             try:
                 if client.cluster("info")["cluster_state"] != "ok":
+                    return False
+                replication = client.info("replication")
+                if replication["role"] == "slave" and replication["master_link_status"] != "up":
                     return False
             finally:
                 client.close()
