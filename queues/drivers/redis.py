@@ -21,6 +21,15 @@ always tell the truth to `LLEN`, `ZCARD` and `LRANGE`):
 * `routemq:queues`                    Set of queue names ever pushed to
 * `routemq:queues:failed`             Set of queue names with a failed list
 
+On a Redis Cluster (a `RedisCluster` client, REDIS_CLUSTER=true) the template
+is taken literally: `routemq:queue:{emails}`, `routemq:queue:{emails}:delayed`,
+`routemq:queue:failed:{emails}`..., the braces making the name the hash tag
+(`hash_tag`), and the receipts become `routemq:queue:{emails}:pops:{nonce}` and
+`...:settles:{nonce}`, so every script's keys lie in one slot. The two sets of
+names are then kept by the client beside the scripts (added before a queue's
+first job or record, never shrunk), a pop on several queues runs one script per
+queue, and a bulk one script per queue.
+
 Queue names: every path refuses a name whose keys would be another queue's
 (`failed:x`, `x:reserved`, any ':', `failed`; `validate_queue_name(existing=
 True)`), and names of queues that get NEW jobs (push, later, bulk) must also use
