@@ -720,33 +720,45 @@ class RedisDriver(QueueDriver):
             code(keys=keys, args=args)
             return
         if self.cluster:
-            # WAIT has no key, so a cluster pipeline cannot route it: send it to the
-            # master of the job's slot after the script (one more round trip).
-            code(keys=keys, args=args)
-            node = self.client.get_node_from_key(keys[0])  # type: ignore[attr-defined]
-            reply = self.client.execute_command(  # type: ignore[no-untyped-call]
-                "WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=node
-            )
-            acked = sum(reply.values()) if isinstance(reply, dict) else reply
-        for attempt in range(0 if self.cluster else 2):
-            pipe = self.client.pipeline(transaction=False)
-            # EVALSHA by hand: a pipelined Script checks SCRIPT EXISTS first (a round trip).
-            pipe.evalsha(code.sha, len(keys), *keys, *args)
-            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
-            try:
-                _, acked = pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                self.client.script_load(code.script)  # a restarted or failed-over server
-        if int(acked) < self.wait_replicas:
+            acked = self._run_and_wait_cluster(code, keys, args)
+        else:
+            acked = self._run_and_wait(code, keys, args)
+        if acked < self.wait_replicas:
             raise BackendUnavailableError(
                 f"Redis at {address(self.client)}: only {acked} of REDIS_WAIT_REPLICAS="
                 f"{self.wait_replicas} replicas acknowledged the new job within "
                 f"REDIS_WAIT_TIMEOUT_MS={self.wait_timeout_ms}; it is on the master only and a "
                 "failover now could lose it: check the replicas (INFO replication)"
             )
+
+    def _run_and_wait(self, code: Script, keys: list[str], args: list[Any]) -> int:
+        """EVALSHA and WAIT in one pipeline (one round trip); the replicas that acknowledged."""
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            # EVALSHA by hand: a pipelined Script checks SCRIPT EXISTS first (a round trip).
+            pipe.evalsha(code.sha, len(keys), *keys, *args)
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            try:
+                _, acked = pipe.execute()
+                return int(acked)
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.client.script_load(code.script)  # a restarted or failed-over server
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_and_wait_cluster(self, code: Script, keys: list[str], args: list[Any]) -> int:
+        """The script, then WAIT on the master of its slot; the replicas that acknowledged.
+
+        WAIT has no key, so a cluster pipeline cannot route it: it is a second call
+        to the node that ran the script.
+        """
+        code(keys=keys, args=args)
+        node = self.client.get_node_from_key(keys[0])  # type: ignore[attr-defined]
+        reply = self.client.execute_command(  # type: ignore[no-untyped-call]
+            "WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=node
+        )
+        return int(sum(reply.values()) if isinstance(reply, dict) else reply)
 
     # -- reserving and settling ------------------------------------------------------
 
