@@ -84,12 +84,17 @@ class RedisProcess:
         if not sentinel:
             # A new replica syncs at once (the default waits 5 s for more replicas).
             command += ["--repl-diskless-sync-delay", "0"]
-        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [*command, *args], stdout=subprocess.DEVNULL
-        )
+        self.command = [*command, *args]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start (or restart, after `kill`) the server on its port, with its folder's state
+        (a cluster node keeps its nodes.conf and rejoins as it was configured)."""
+        process = self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while not port_open(self.host, self.port, timeout=0.1):
-            assert self.process.poll() is None, f"redis-server exited at start: {folder / 'log'}"
+            assert process.poll() is None, f"redis-server exited at start: {self.folder / 'log'}"
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.02)
 

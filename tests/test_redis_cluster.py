@@ -164,12 +164,21 @@ def _lines(path: Path) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("wait_replicas", [0, 1])
 def test_master_killed_mid_load_its_replica_takes_over_and_work_goes_on(
-    tmp_path: Path,
+    tmp_path: Path, wait_replicas: int
 ) -> None:
+    """Without WAIT, only jobs acknowledged just before the kill may be lost. With
+    REDIS_WAIT_REPLICAS=1 none is: dispatch to the dead master's slots waits (as an
+    outage) until the killed node is back as the new master's replica."""
     topology = Cluster(tmp_path / "cluster")
     try:
-        env = _env(topology, tmp_path, QUEUE_RETRY_AFTER=str(RETRY_AFTER))
+        env = _env(
+            topology,
+            tmp_path,
+            QUEUE_RETRY_AFTER=str(RETRY_AFTER),
+            REDIS_WAIT_REPLICAS=str(wait_replicas),
+        )
         # The RecordJob queue ("default") lives on this master: kill it.
         victim = topology.master_of("routemq:queue:{default}")
         runs, acked = tmp_path / "runs", tmp_path / "acked"
@@ -196,6 +205,12 @@ def test_master_killed_mid_load_its_replica_takes_over_and_work_goes_on(
             before = len(_lines(acked))
             victim.kill()
             killed_at = time.monotonic()
+            if wait_replicas:
+                wait_until(
+                    lambda: topology.master_of("routemq:queue:{default}") is not victim,
+                    "the replica to take over",
+                )
+                victim.start()  # back as the new master's replica: WAIT 1 can succeed again
             wait_until(lambda: len(_lines(acked)) > before + 10, "dispatch after failover", 60)
             resumed_after = time.monotonic() - killed_at
             assert dispatcher.wait(120) == 0, (tmp_path / "dispatch.log").read_text()[-3000:]
@@ -219,9 +234,12 @@ def test_master_killed_mid_load_its_replica_takes_over_and_work_goes_on(
         # Replication is asynchronous: only jobs acknowledged just before the kill may be
         # lost (README "Scaling out"); everything dispatched after the failover ran.
         assert all(value < before + 10 for value in lost), sorted(lost)
+        if wait_replicas:
+            assert not lost, f"acknowledged jobs lost despite REDIS_WAIT_REPLICAS=1: {lost}"
         print(
             f"dispatch resumed {resumed_after:.1f} s after the kill; "
-            f"{len(lost)} acknowledged jobs lost with the master (async replication)"
+            f"{len(lost)} acknowledged jobs lost with the master "
+            f"(REDIS_WAIT_REPLICAS={wait_replicas})"
         )
     finally:
         topology.stop_all()
