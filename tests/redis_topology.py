@@ -133,6 +133,13 @@ class Replicated:
 
     def __init__(self, folder: Path, replicas: int = 1, sentinels: int = 0) -> None:
         self.processes: list[RedisProcess] = []
+        try:
+            self._build(folder, replicas, sentinels)
+        except BaseException:
+            self.stop_all()  # no process outlives a topology that failed to form
+            raise
+
+    def _build(self, folder: Path, replicas: int, sentinels: int) -> None:
         self.master = self._start(folder / "master", [])
         self.replicas = [
             self._start(
@@ -193,19 +200,27 @@ class Cluster:
     """`masters` cluster masters with one replica each, joined by `redis-cli --cluster create`."""
 
     def __init__(self, folder: Path, masters: int = 3) -> None:
+        self.nodes: list[RedisProcess] = []
+        try:
+            self._build(folder, masters)
+        except BaseException:
+            self.stop_all()  # no node outlives a cluster that failed to form
+            raise
+
+    def _build(self, folder: Path, masters: int) -> None:
         cli = require_binary("redis-cli")
-        self.nodes = [
-            RedisProcess(
-                folder / f"node{i}",
-                [
-                    *("--cluster-enabled", "yes"),
-                    *("--cluster-config-file", str(folder / f"node{i}" / "nodes.conf")),
-                    *("--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS)),
-                ],
-                port=cluster_node_port(),
+        for i in range(2 * masters):
+            self.nodes.append(
+                RedisProcess(
+                    folder / f"node{i}",
+                    [
+                        *("--cluster-enabled", "yes"),
+                        *("--cluster-config-file", str(folder / f"node{i}" / "nodes.conf")),
+                        *("--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS)),
+                    ],
+                    port=cluster_node_port(),
+                )
             )
-            for i in range(2 * masters)
-        ]
         subprocess.run(
             [
                 cli,
