@@ -15,10 +15,10 @@ Outside a handler (a script, a job dispatching a job) nothing is recorded and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class JobSink(Protocol):
@@ -39,6 +39,9 @@ class PendingJob:
     queue: str
     payload: str
     delay: float
+    #: gives back what the dispatch claimed (a unique job's lock) if the job is never
+    #: stored because its handler attempt raised (`DispatchOutbox.discard`)
+    undo: Callable[[], Any] | None = None
 
 
 #: The list the current handler attempt's dispatches go to. A context variable, not a
@@ -64,6 +67,15 @@ class DispatchOutbox:
         jobs = _recording.get()
         _recording.set(None)
         return jobs or None
+
+    def discard(self) -> None:
+        """Stop recording after a handler attempt that raised: its jobs are never
+        stored, so what their dispatch claimed (unique-job locks) is given back."""
+        jobs = _recording.get()
+        _recording.set(None)
+        for job in jobs or ():
+            if job.undo is not None:
+                job.undo()
 
     def flush(self, records: Sequence[list[PendingJob]]) -> None:
         """Store every recorded job, in order: one atomic `bulk` per driver.
