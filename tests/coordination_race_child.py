@@ -7,7 +7,8 @@ connects the same way). Every child waits for `--start-at` (unix time), then:
 * `dispatch`: dispatches `--count` `UniqueRecord` jobs for device `--key` and
   writes each returned id with `new` or `existing`.
 * `take`: takes passes of rate limit `--key` (`--limit` per `--per` s) until
-  `--seconds` have passed, writing the unix time of each granted pass.
+  `--seconds` have passed, writing `before after` for each granted pass: the
+  unix times around the call, between which the store granted it.
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"{job_id} {'existing' if isinstance(job_id, ExistingJobId) else 'new'}")
     else:
         end = time.time() + args.seconds
-        while time.time() < end:
+        while (before := time.time()) < end:
             if coordinator.take(args.key, args.limit, args.per) == 0:
-                lines.append(repr(time.time()))
+                lines.append(f"{before!r} {time.time()!r}")
     args.out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     driver.close()
     return 0

@@ -29,10 +29,12 @@ def _clear_locks(driver: QueueDriver) -> None:
     """Empty the coordination state of the test backend (Redis test db is flushed already)."""
     engine = getattr(driver, "engine", None)
     if engine is not None:
+        from sqlalchemy import delete
+
         from backends.sql_tables import QueueLock
 
         with engine.begin() as connection:
-            connection.execute(QueueLock.__table__.delete())
+            connection.execute(delete(QueueLock))
 
 
 def _work(driver: QueueDriver) -> None:
