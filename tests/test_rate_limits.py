@@ -130,7 +130,8 @@ def test_route_middleware_drops_or_dead_letters_over_the_limit(
     assert handled == ["rl/d1"] * 3 + ["rl/d2"]
     assert [r.dead_lettered for r in results] == [False] * 3 + [dead_letter] * 2
     if dead_letter:
-        assert "rate limit 'd1'" in results[-1].dead_letter.json()["error"]
+        letter = results[-1].dead_letter
+        assert letter is not None and "rate limit 'd1'" in letter.json()["error"]
 
 
 def test_local_coordinator_keeps_the_same_rule() -> None:
