@@ -62,8 +62,11 @@ def test_bad_declarations_name_the_entry() -> None:
 def _scheduler(
     schedule: Schedule, store: LocalCoordinator, now: float, sent: list[str]
 ) -> Scheduler:
-    return Scheduler(schedule, lambda e: store, lambda e: sent.append(e.name) or "id",
-                     token=str(len(sent)) + str(id(schedule)), now=now)  # fmt: skip
+    def send(entry: Entry) -> str:
+        sent.append(entry.name)
+        return "id"
+
+    return Scheduler(schedule, lambda e: store, send, token=f"s{len(sent)}-{now}", now=now)
 
 
 def test_catch_up_once_dispatches_the_missed_tick_once_and_skip_leaves_it() -> None:
