@@ -33,7 +33,9 @@ HOOK_COUNT = 200_000
 class BenchJob(Job):
     """A job that does nothing (registered by hand, never run by a worker)."""
 
-    unique_for = None
+    def unique_id(self) -> str:
+        """Each job its own id, so every unique dispatch claims and pushes."""
+        return str(self.n)
 
     def handle(self) -> None:
         return None
