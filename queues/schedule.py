@@ -18,7 +18,8 @@ connection's backend), and the claim outlives the next tick, so a late or
 restarted scheduler cannot claim it again.
 
 Missed ticks: a running scheduler that wakes late (a pause, a loaded machine)
-dispatches the latest due tick once, never a burst. On start, `catch_up`
+dispatches the latest due tick once, never a burst; a tick whose claim or
+dispatch fails (an outage) is given back and tried again a second later. On start, `catch_up`
 decides about the latest tick before the start: `"skip"` (default) leaves it
 (only ticks from now on run), `"once"` dispatches it unless a scheduler already
 did, so a job missed during downtime runs once (note: also on the very first
@@ -32,6 +33,7 @@ with the same timing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
@@ -270,35 +272,48 @@ class Scheduler:
 
     def run_due(self, now: float) -> list[tuple[str, float]]:
         """Dispatch every entry's latest due tick not decided yet, if this scheduler wins
-        its claim; return the `(entry name, tick)` pairs it dispatched."""
+        its claim; return the `(entry name, tick)` pairs it dispatched.
+
+        A tick whose claim or dispatch fails (a backend outage) is given back and
+        tried again at the next turn, by this scheduler or another."""
         dispatched = []
         for entry in self.schedule.entries:
             tick = entry.previous_tick(now)
             if tick <= self._done[entry.name]:
                 continue
-            self._done[entry.name] = tick
+            name = self._claim_name(entry, tick)
+            coordinator = self._coordinator(entry)
             try:
-                if self._claim(entry, tick):
-                    job_id = self._dispatch(entry)
-                    dispatched.append((entry.name, tick))
-                    logger.info(
-                        "schedule %s: tick %s dispatched as job %s",
-                        entry.name,
-                        _iso(tick),
-                        job_id,
-                    )
+                if coordinator.claim(name, self.token, claim_ttl(entry, tick)) != self.token:
+                    self._done[entry.name] = tick  # another scheduler has it
+                    continue
             except Exception as exc:
-                # The claim may be ours with nothing queued: that tick is lost, the next runs.
-                logger.error("schedule %s: tick %s not dispatched: %s", entry.name, _iso(tick), exc)
+                logger.error("schedule %s: cannot claim tick %s: %s", entry.name, _iso(tick), exc)
+                continue
+            try:
+                job_id = self._dispatch(entry)
+            except Exception as exc:
+                logger.error(
+                    "schedule %s: tick %s not dispatched (tried again): %s",
+                    entry.name,
+                    _iso(tick),
+                    exc,
+                )
+                with contextlib.suppress(Exception):
+                    coordinator.release(name, self.token)
+                continue
+            self._done[entry.name] = tick
+            dispatched.append((entry.name, tick))
+            logger.info("schedule %s: tick %s dispatched as job %s", entry.name, _iso(tick), job_id)
         return dispatched
 
-    def _claim(self, entry: Entry, tick: float) -> bool:
+    @staticmethod
+    def _claim_name(entry: Entry, tick: float) -> str:
         name = f"schedule:{entry.name}:{tick:.3f}"
         if len(name) > MAX_NAME_LENGTH:
             digest = hashlib.sha256(entry.name.encode("utf-8", "surrogatepass")).hexdigest()
             name = f"schedule:#{digest}:{tick:.3f}"
-        holder = self._coordinator(entry).claim(name, self.token, claim_ttl(entry, tick))
-        return holder == self.token
+        return name
 
     def sleep_time(self, now: float) -> float:
         """Seconds until the next tick of any entry (at most MAX_SLEEP)."""

@@ -129,3 +129,31 @@ def test_a_missing_schedule_module_is_one_line(tmp_path: Path) -> None:
 def test_entry_defaults() -> None:
     entry = Entry(RecordJob(path="-", value=1), interval=60.0)
     assert (entry.catch_up, entry.name) == ("skip", "RecordJob every 60s")
+
+
+def test_a_tick_whose_dispatch_fails_is_tried_again_at_the_next_turn() -> None:
+    schedule = Schedule()
+    schedule.every(1).minutes(RecordJob(path="-", value=1), name="m")
+    store = LocalCoordinator()
+    calls: list[str] = []
+
+    def send(entry: Entry) -> str:
+        calls.append(entry.name)
+        if len(calls) == 1:
+            raise ConnectionError("queue backend down")
+        return "id"
+
+    start = _t("2026-12-03 13:20:30")
+    first = Scheduler(schedule, lambda e: store, send, token="a", now=start)
+    second = Scheduler(schedule, lambda e: store, send, token="b", now=start)
+    assert first.run_due(start + 40) == []  # 13:21 fails and is given back
+    assert second.run_due(start + 41) == [("m", _t("2026-12-03 13:21:00"))]
+    assert first.run_due(start + 42) == []  # the other scheduler dispatched it
+    assert calls == ["m", "m"]
+
+
+def test_a_bad_schedule_module_setting_is_one_line() -> None:
+    from config.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="SCHEDULE_MODULE must be a dotted module path"):
+        load_settings(environ={"SCHEDULE_MODULE": "app/schedule.py"}, dotenv_path=None)
