@@ -142,8 +142,11 @@ def dispatch(
     text = envelope_json(envelope)
     target, wait = _target(connection), _delay(job, delay)
     undo = None
+    pending = recorded()
     if seconds is not None:
-        existing, undo = unique.claim(envelope, coordinator_for(target), seconds)
+        coordinator = coordinator_for(target)
+        in_outbox = pending is not None and not isinstance(target, SyncQueue)
+        existing, undo = unique.claim(envelope, coordinator, seconds, in_outbox)
         if existing is not None:
             return existing
     if isinstance(target, SyncQueue):
@@ -153,9 +156,10 @@ def dispatch(
             if undo is not None:
                 undo()
         return envelope.id
-    pending = recorded()
     if pending is not None:
         pending.append(PendingJob(target, envelope.queue, text, wait, undo))
+        if seconds is not None:
+            unique.confirm_when_stored(envelope, coordinator, seconds)
         return envelope.id
     try:
         target.enqueue(envelope.queue, text, wait)
@@ -198,9 +202,12 @@ def dispatch_many(
     if not rows:
         return ids
     target = _target(connection)
+    pending = recorded()
+    in_outbox = pending is not None and not isinstance(target, SyncQueue)
     undo: dict[int, Callable[[], Any]] = {}
     for index, seconds in unique_jobs:
-        existing, undo[index] = unique.claim(envelopes[index], coordinator_for(target), seconds)
+        coordinator = coordinator_for(target)
+        existing, undo[index] = unique.claim(envelopes[index], coordinator, seconds, in_outbox)
         if existing is not None:
             ids[index] = existing
     kept = [i for i in range(len(envelopes)) if not isinstance(ids[i], unique.ExistingJobId)]
@@ -212,9 +219,11 @@ def dispatch_many(
             for release in undo.values():
                 release()
         return ids
-    pending = recorded()
     if pending is not None:
         pending.extend(PendingJob(target, *rows[i], undo.get(i)) for i in kept)
+        for index, seconds in unique_jobs:
+            if index in kept:
+                unique.confirm_when_stored(envelopes[index], coordinator_for(target), seconds)
         return ids
     try:
         if kept:

@@ -55,6 +55,38 @@ def recorded() -> list[PendingJob] | None:
     return _recording.get()
 
 
+class _AfterStored:
+    """A sink that stores nothing: its `bulk` runs a callback. Recorded after a handler's
+    jobs, it runs once every driver holding those jobs has stored them (`flush` walks
+    the drivers in the order the records first name them)."""
+
+    def __init__(self, callback: Callable[[], Any]) -> None:
+        self.callback = callback
+
+    def enqueue(self, queue: str, payload: str, delay: float = 0.0) -> None:
+        """Run the callback."""
+        self.callback()
+
+    def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
+        """Run the callback (the rows are the marker's own, empty)."""
+        self.callback()
+
+
+def after_stored(callback: Callable[[], Any]) -> bool:
+    """Inside a handler attempt: run `callback` once the jobs it dispatched so far are
+    stored (never if it raises). Outside one: False, and nothing is run.
+
+    Used to make a claim taken for a message final only once its jobs are durable
+    (unique jobs, message dedupe): until then the claim is short, so a message left
+    unacknowledged by an outage is not refused as a repeat when it comes back.
+    """
+    jobs = _recording.get()
+    if jobs is None:
+        return False
+    jobs.append(PendingJob(_AfterStored(callback), "", "", 0.0))
+    return True
+
+
 class DispatchOutbox:
     """The intake's `Outbox` for queue jobs (see the module docstring)."""
 

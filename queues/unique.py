@@ -13,8 +13,10 @@ id for ever.
 
 Inside an MQTT handler the claim is made at dispatch (so the second dispatch of
 the same batch is dropped too) and given back if the handler attempt raises
-(`DispatchOutbox.discard`); a flush the backend refuses leaves the claim to
-expire.
+(`DispatchOutbox.discard`). Until the intake has stored the job it lasts at
+most IN_FLIGHT_SECONDS, and `unique_for` from then on, so a message left
+unacknowledged by an outage (and redelivered) is not refused for a job that
+was never stored.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from typing import Any
 from queues.coordination import MAX_NAME_LENGTH, Coordinator, coordinator_for
 from queues.envelope import Envelope
 from queues.job import Job, JobDataError
+from queues.outbox import after_stored
 
 logger = logging.getLogger("queues.unique")
 
 #: Prefix of every unique-job lock name.
 UNIQUE_PREFIX = "unique:"
+#: Seconds a claim made inside a handler lasts until its job is stored (then unique_for).
+IN_FLIGHT_SECONDS = 60.0
 
 
 class ExistingJobId(str):
@@ -68,20 +73,34 @@ def lock_name(job: Job) -> str:
 
 
 def claim(
-    envelope: Envelope, coordinator: Coordinator, seconds: float
+    envelope: Envelope, coordinator: Coordinator, seconds: float, recorded: bool = False
 ) -> tuple[ExistingJobId | None, Callable[[], Any]]:
     """Claim `envelope.unique` for the envelope's id; `(existing id or None, undo)`.
 
-    `undo` gives the claim back (when the job could not be stored after all)."""
+    `undo` gives the claim back (when the job could not be stored after all).
+    With `recorded` (the job waits in a handler's outbox) the claim lasts at
+    most IN_FLIGHT_SECONDS until the job is stored, then `seconds`
+    (`queues.outbox.after_stored`): a message an outage leaves unacknowledged
+    comes back to a free lock instead of to the id of a job never stored."""
     name = envelope.unique
     assert name is not None
-    holder = coordinator.claim(name, envelope.id, seconds)
+    ttl = min(seconds, IN_FLIGHT_SECONDS) if recorded else seconds
+    holder = coordinator.claim(name, envelope.id, ttl)
     if holder != envelope.id:
         logger.debug(
             "job %s not queued: unique lock %s is held by job %s", envelope.job, name, holder
         )
         return ExistingJobId(holder), lambda: None
     return None, lambda: coordinator.release(name, envelope.id)
+
+
+def confirm_when_stored(envelope: Envelope, coordinator: Coordinator, seconds: float) -> None:
+    """After `claim(recorded=True)` and recording the job: once it is stored, make the
+    claim last `seconds` from then."""
+    name = envelope.unique
+    assert name is not None
+    if seconds > IN_FLIGHT_SECONDS:
+        after_stored(lambda: coordinator.extend(name, envelope.id, seconds))
 
 
 def release_finished(driver: Any, envelope: Envelope, outcome: str) -> None:

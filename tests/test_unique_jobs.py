@@ -174,3 +174,35 @@ def _kind(driver: QueueDriver) -> str:
             "tests/driver_race_child.connect_driver and this mapping about it"
         )
     return kinds[dialect]
+
+
+def test_a_claim_in_a_handler_is_short_until_its_job_is_stored(redis_client: object) -> None:
+    """A message an outage leaves unacknowledged must not find its own unique lock
+    (or dedupe key) held for long by a job that was never stored."""
+    from app.middleware.dedupe import Dedupe
+    from core.message import Message
+    from queues.coordination import RedisCoordinator
+    from queues.drivers.redis import RedisDriver, RedisFailedStore
+    from queues.outbox import DispatchOutbox
+    from queues.unique import IN_FLIGHT_SECONDS
+
+    client = redis_client
+    driver = RedisDriver(client, RedisFailedStore(client))  # type: ignore[arg-type]
+    outbox = DispatchOutbox()
+    dedupe = Dedupe("id", window=900, coordinator=RedisCoordinator(client))
+
+    def handler(message: Message) -> None:
+        job = workflow_jobs.UniqueRecord(path="-", value=1, device_id="d1")
+        dispatch(job, connection=driver, registry=registry(), unique_for=600)
+
+    outbox.begin()
+    dedupe.handle(Message("dd/d1", b'{"id": "r-1"}', 1, False), handler)
+    records = outbox.end()
+    assert records is not None
+    lock, seen = "routemq:coord:unique:UniqueRecord:d1", "routemq:coord:dedupe:dd/d1:r-1"
+    for key in (lock, seen):
+        assert 0 < client.pttl(key) <= IN_FLIGHT_SECONDS * 1000  # type: ignore[attr-defined]
+    outbox.flush([records])  # the intake stored the batch: the claims become final
+    assert driver.sizes("default").pending == 1
+    assert client.pttl(lock) > 500_000  # type: ignore[attr-defined]
+    assert client.pttl(seen) > 800_000  # type: ignore[attr-defined]

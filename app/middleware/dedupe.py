@@ -9,6 +9,9 @@ normally. The first message claims `dedupe:{topic}:{key}` for `window` seconds
 (queues/coordination.py, atomic across processes); a copy arriving meanwhile is
 acknowledged without running the handler (one DEBUG line). If the handler raises,
 the claim is given back, so the retried (or redelivered) message is handled.
+Under the intake's outbox the claim lasts at most IN_FLIGHT_SECONDS until the
+jobs the handler dispatched are stored, and `window` from then on, so a message
+an outage leaves unacknowledged is handled again when it comes back.
 A copy that arrives while the first is still being handled is dropped: the
 first's outcome stands for both.
 """
@@ -29,6 +32,8 @@ from queues.coordination import (
     check_ttl,
     default_coordinator,
 )
+from queues.outbox import after_stored, recorded
+from queues.unique import IN_FLIGHT_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +81,22 @@ class Dedupe(Middleware):
             name = "dedupe:#" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
         if self._coordinator is None:
             self._coordinator = default_coordinator(self._connection)
+        coordinator = self._coordinator
         token = uuid.uuid4().hex
-        if self._coordinator.claim(name, token, self.window) != token:
+        in_outbox = recorded() is not None
+        ttl = min(self.window, IN_FLIGHT_SECONDS) if in_outbox else self.window
+        if coordinator.claim(name, token, ttl) != token:
             logger.debug("message on %r dropped: key %r seen within %g s", message.topic, key,
                          self.window)  # fmt: skip
             return None
         try:
-            return next(message)
+            result = next(message)
         except BaseException:
-            self._coordinator.release(name, token)
+            coordinator.release(name, token)
             raise
+        if ttl < self.window:
+            after_stored(lambda: coordinator.extend(name, token, self.window))
+        return result
 
     def __repr__(self) -> str:
         return f"Dedupe({self.user_property or self.by!r}, window={self.window:g})"
