@@ -79,9 +79,9 @@ class Dedupe(Middleware):
         name = f"dedupe:{message.topic}:{key}"
         if len(name) > MAX_NAME_LENGTH:
             name = "dedupe:#" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
-        if self._coordinator is None:
-            self._coordinator = default_coordinator(self._connection)
-        coordinator = self._coordinator
+        # Looked up per message (a dict lookup): a cached one would outlive a fork or a
+        # `connections.reset()` and share or reuse a closed connection.
+        coordinator = self._coordinator or default_coordinator(self._connection)
         token = uuid.uuid4().hex
         in_outbox = recorded() is not None
         ttl = min(self.window, IN_FLIGHT_SECONDS) if in_outbox else self.window

@@ -58,9 +58,10 @@ class RateLimited(Middleware):
         """Run the rest of the chain if the window has room; else drop or dead-letter."""
         key = self.key(message) if callable(self.key) else self.key
         name = f"route:{key}"
-        if self._coordinator is None:
-            self._coordinator = default_coordinator(self._connection)
-        wait = self._coordinator.take(name, self.limit, self.per)
+        # Looked up per message (a dict lookup): a cached one would outlive a fork or a
+        # `connections.reset()` and share or reuse a closed connection.
+        store = self._coordinator or default_coordinator(self._connection)
+        wait = store.take(name, self.limit, self.per)
         if wait == 0:
             return next(message)
         if self.dead_letter:
