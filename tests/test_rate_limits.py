@@ -79,9 +79,11 @@ def test_eight_processes_hammering_a_limit_pass_at_most_limit_per_window(
         for b, a in (line.split() for line in out.read_text().splitlines())
     )
     assert most_in_any_window(passes, 1.0) <= limit
-    # The limit is used, not starved: about `limit` per second got through.
+    # The limit is used, not starved: about `limit` per second got through (children
+    # that start late under load stretch the race, so the ceiling follows its span).
+    span = passes[-1][1] - passes[0][0]
     assert len(passes) >= limit * (RACE_SECONDS - 1)
-    assert len(passes) <= limit * (RACE_SECONDS + 1)
+    assert len(passes) <= limit * (span + 1)
 
 
 def test_the_limit_frees_up_as_the_window_slides(driver: QueueDriver) -> None:

@@ -42,7 +42,7 @@ class UniqueFailing(Job):
 class Overlapping(Job):
     """Holds `key` for `hold` seconds; appends `start end pid` (unix times)."""
 
-    timeout = 30
+    timeout = 0.9  # below 1 s like every fixture job (tests/test_worker.py lowers the lease)
 
     def middleware(self) -> list[Any]:
         return [WithoutOverlapping(lambda job: job.key, release_after=0.05)]
