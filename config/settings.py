@@ -39,6 +39,8 @@ DEFAULT_GROUP_NAME = "mqtt_framework_group"
 QUEUE_CONNECTIONS = ("redis", "database", "sync")
 #: Package scanned for job classes unless JOBS_PACKAGE says otherwise.
 DEFAULT_JOBS_PACKAGE = "app.jobs"
+#: Module whose `schedule` the scheduler runs unless SCHEDULE_MODULE says otherwise.
+DEFAULT_SCHEDULE_MODULE = "app.schedule"
 MQTT_PROTOCOLS = ("3.1.1", "5")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: LOG_FORMAT values: `text` (one readable line) or `json` (one JSON object per line).
@@ -173,6 +175,7 @@ class Settings:
     app_name: str = "mqtt-jobs"  #: names this app: part of the derived MQTT client id
     routes_package: str = "routes"  #: package whose modules' `router` objects are served
     jobs_package: str = DEFAULT_JOBS_PACKAGE  #: package whose Job classes workers may run
+    schedule_module: str = DEFAULT_SCHEDULE_MODULE  #: module whose `schedule` --schedule runs
 
     # MQTT
     mqtt_host: str | None = None
@@ -273,6 +276,10 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "APP_NAME": ("app_name", lambda n, r: r.strip()),
     "ROUTES_PACKAGE": ("routes_package", lambda n, r: r.strip() or "routes"),
     "JOBS_PACKAGE": ("jobs_package", lambda n, r: _parse_module_path(n, r, DEFAULT_JOBS_PACKAGE)),
+    "SCHEDULE_MODULE": (
+        "schedule_module",
+        lambda n, r: _parse_module_path(n, r, DEFAULT_SCHEDULE_MODULE),
+    ),
     "MQTT_HOST": ("mqtt_host", lambda n, r: _optional(r)),
     "MQTT_PORT": ("mqtt_port", lambda n, r: _parse_int(n, r, 1, 65535)),
     "MQTT_USERNAME": ("mqtt_username", lambda n, r: _optional(r)),

@@ -22,6 +22,15 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is the router?": ("router", r"^class Router\b"),
     "Where is `dispatch()`?": ("dispatch", r"^def dispatch\("),
     "Where is the worker loop?": ("worker", r"^class Worker\b"),
+    "Where is the job middleware (rate limits, overlap locks)?": (
+        "job_middleware",
+        r"^class WithoutOverlapping\b",
+    ),
+    "Where are the locks and rate limits shared by processes?": (
+        "coordination",
+        r"^class Coordinator\b",
+    ),
+    "Where is the scheduler?": ("schedule", r"^class Scheduler\b"),
     "Where are the operator commands?": ("commands", r"^status_command = "),
     "Where are the metrics of the router?": ("metrics", r"^class RouterMetrics\b"),
     "Where are the metrics, health and board entry of a worker?": (
