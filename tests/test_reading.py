@@ -47,6 +47,11 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where are the queue tables?": ("tables", r'__tablename__ = "queue_jobs"'),
     "Where is `--migrate`?": ("migrat", r"^def migrate_command\("),
     "Where is the Redis client?": ("redis", r"^def get_redis\("),
+    "Where are the Sentinel and Cluster clients built?": (
+        "redis_client",
+        r"^\s+sentinel = Sentinel\(",
+    ),
+    "Where are a queue's Redis keys named (plain and cluster)?": ("redis", r"^def hash_tag\("),
     "Where do jobs publish MQTT?": ("publisher", r"^def get_publisher\("),
     "Where is the supervisor?": ("supervisor", r"^class Supervisor\b"),
     "Where is the backoff?": ("backoff", r"^def full_jitter\("),

@@ -165,7 +165,7 @@ def test_processes_racing_to_dispatch_one_unique_job_queue_it_once(
 def _kind(driver: QueueDriver) -> str:
     """The name tests/driver_race_child.py connects a child to the same state by."""
     if driver.name == "redis":
-        return "redis"
+        return "redis-cluster" if driver.cluster else "redis"  # type: ignore[attr-defined]
     dialect = driver.engine.dialect.name  # type: ignore[attr-defined]
     kinds = {"sqlite": "sqlite", "mysql": "mariadb", "mariadb": "mariadb"}
     if dialect not in kinds:
