@@ -100,6 +100,18 @@ def test_dispatch_once_queues_each_id_once_under_a_race(
 
 
 def _worker_env(driver_name: str, tmp_path: Path) -> dict[str, str]:
+    if driver_name == "redis-cluster":
+        from tests.redis_topology import shared_cluster
+
+        seed = shared_cluster().seed
+        return main_env(
+            "redis",
+            tmp_path,
+            REDIS_HOST=seed.host,
+            REDIS_PORT=str(seed.port),
+            REDIS_DB="0",
+            REDIS_CLUSTER="true",
+        )
     if driver_name == "mariadb":
         return main_env("database", tmp_path, DB_URL=MARIADB_URL, ENABLE_MYSQL="false")
     return main_env("redis" if driver_name == "redis" else "database", tmp_path)

@@ -4,7 +4,8 @@
 -- KEYS[1] pending list    routemq:queue:{name}
 -- KEYS[2] delayed zset    routemq:queue:{name}:delayed
 -- KEYS[3] notify list     routemq:queue:{name}:notify
--- KEYS[4] known queues    routemq:queues
+-- KEYS[4] known queues    routemq:queues; KEYS[1] again in cluster mode, where the
+--                         client keeps that set (as for push.lua)
 -- KEYS[5] id index hash   routemq:queue:{name}:ids
 -- KEYS[6] dispatch mark   routemq:queue:{name}:once:{job id}
 -- ARGV[1] payload         job envelope JSON
@@ -39,5 +40,7 @@ end
 if redis.call('RPUSH', KEYS[3], '1') > tonumber(ARGV[3]) then
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
 end
-redis.call('SADD', KEYS[4], ARGV[2])
+if KEYS[4] ~= KEYS[1] then
+  redis.call('SADD', KEYS[4], ARGV[2])
+end
 return 1
