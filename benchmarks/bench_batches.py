@@ -1,4 +1,4 @@
-"""Workflow costs: the worker's outcome hook on a plain job, and batch accounting.
+"""Chains and batches: the worker's before-settle hook on a plain job, and batch accounting.
 
 * The hook runs before every settle; on a plain job it must cost next to
   nothing. Baseline: reading the envelope's id prefix (`JOB_ID_HEAD`), the
