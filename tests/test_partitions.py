@@ -19,11 +19,13 @@ missing server or program fails under REQUIRE_SERVICES=1 as elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,102 @@ def test_a_partitioned_database_worker_is_fenced_out_and_carries_on(
         fenced_partition_run(partition, tmp_path, driver, inside, outside)
     finally:
         driver.engine.dispose()
+
+
+#: Telemetry messages published before the cut, and while the router is cut off.
+BEFORE_CUT, DURING_CUT = 50, 200
+
+#: MQTT keepalive of the partitioned router (seconds): short, so both sides notice
+#: the dead link (after 1.5 x keepalive) and the session is resumed, not the socket.
+PARTITION_KEEPALIVE = 2
+
+
+def _published(client: Any, start: int, count: int) -> None:
+    """Publish readings `start`..`start + count - 1` at QoS 1; wait for every PUBACK."""
+    infos = [
+        client.publish(
+            f"devices/d{n % 5}/telemetry", json.dumps({"value": float(n), "id": f"r-{n}"}), qos=1
+        )
+        for n in range(start, start + count)
+    ]
+    for info in infos:
+        info.wait_for_publish(STEP_TIMEOUT)
+
+
+def _queued_reading_ids(driver: QueueDriver) -> set[str]:
+    """Reading ids of the StoreReading jobs waiting in the router's queue."""
+    engine: Any = driver.engine  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        payloads = connection.exec_driver_sql(
+            "SELECT payload FROM queue_jobs WHERE queue = 'readings'"
+        ).all()
+    return {json.loads(row[0])["data"]["reading"]["id"] for row in payloads}
+
+
+def test_a_partitioned_router_with_a_persistent_session_loses_nothing(
+    partition: Partition, tmp_path: Path
+) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from backends.sql_engine import engine_from_url
+    from core.broker import MosquittoBroker
+    from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
+
+    need_binaries("mosquitto")
+    broker = MosquittoBroker(
+        "mosquitto", free_port(), tmp_path / "mqtt", 20, host=partition.host_address
+    )
+    engine = engine_from_url(f"sqlite:///{tmp_path / 'queue.db'}")  # the router's queue
+    driver = DatabaseDriver(engine, DatabaseFailedStore(engine))
+    env = main_env(
+        "database",
+        tmp_path,
+        JOBS_PACKAGE="app.jobs",
+        ROUTES_PACKAGE="routes",
+        MQTT_HOST=partition.host_address,
+        MQTT_PORT=str(broker.port),
+        MQTT_CLIENT_ID=f"partitioned-{uuid.uuid4().hex[:8]}",
+        MQTT_GROUP_NAME=f"part{uuid.uuid4().hex[:8]}",
+        MQTT_PERSISTENT_SESSION="true",
+        MQTT_KEEPALIVE=str(PARTITION_KEEPALIVE),
+    )
+    log = tmp_path / "router.log"
+    router = partition.spawn([sys.executable, str(MAIN), "--run"], env, PROJECT_ROOT, log.open("a"))
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    try:
+        wait_for("the router to subscribe", lambda: "subscribed to" in log.read_text(), log)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        _published(client, 0, BEFORE_CUT)
+        wait_for(
+            "the readings published before the cut to be queued",
+            lambda: len(_queued_reading_ids(driver)) == BEFORE_CUT,
+            log,
+        )
+        partition.cut()
+        _published(client, BEFORE_CUT, DURING_CUT)  # the broker keeps them for the session
+        # Both sides give the silent link up (1.5 x keepalive), then the link heals.
+        wait_for(
+            "the broker to drop the partitioned router",
+            lambda: "exceeded timeout" in broker.log_path.read_text(errors="replace"),
+            log,
+        )
+        partition.restore()
+        everything = {f"r-{n}" for n in range(BEFORE_CUT + DURING_CUT)}
+        wait_for(
+            "every reading to be queued after the link healed",
+            lambda: _queued_reading_ids(driver) >= everything,
+            log,
+        )
+        assert router.poll() is None, "the router must ride out the partition"
+        text = log.read_text()
+        assert "lost MQTT connection" in text, "the router noticed the dead link"
+        assert "session present: True" in text, "it resumed its persistent session"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        _stop(router)
+        broker.stop()
+        engine.dispose()
+    assert driver.failed_store.all() == [], "nothing dead-lettered"
