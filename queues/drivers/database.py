@@ -658,7 +658,13 @@ class DatabaseDriver(QueueDriver):
         # PostgreSQL: what makes a job available also wakes idle workers, in the
         # same statement (queues/drivers/pg_wakeup.py); elsewhere workers poll.
         self._waker: PostgresWaker | None = None
+        # Engine of the one-statement operations (push, claim, ack, release,
+        # extend): on PostgreSQL in autocommit, where one statement is one
+        # atomic transaction and BEGIN and COMMIT would each cost a round trip
+        # (psycopg sends them as queries of their own). Same pool.
+        self._single = engine
         if self._postgres:
+            self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
             push, release, release_undo = map(notifying, (push, release, release_undo))
             self._notify = text("SELECT pg_notify(:channel, CAST(:delay AS TEXT))")
             self._waker = PostgresWaker(engine)
@@ -708,7 +714,7 @@ class DatabaseDriver(QueueDriver):
         }
         if self._postgres:
             params["channel"] = channel_for(queue)
-        run_transaction(self.engine, lambda c: self._hot(c, self._push_notifying, params))
+        run_transaction(self._single, lambda c: self._hot(c, self._push_notifying, params))
 
     def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
         """Insert many jobs in one transaction: all or none, ids in the given order."""
@@ -803,7 +809,8 @@ class DatabaseDriver(QueueDriver):
                     return self._mark_claimed(connection, queue, min(rows, key=lambda r: int(r[0])))
             return None
 
-        return run_transaction(self.engine, work)
+        # PostgreSQL: each queue's claim is one statement, atomic in autocommit.
+        return run_transaction(self._single, work)
 
     def _mark_claimed(self, connection: Connection, queue: str, row: Any) -> ReservedJob:
         """Reserve the chosen row (locked by the claim's SELECT, or BEGIN IMMEDIATE)."""
@@ -837,7 +844,7 @@ class DatabaseDriver(QueueDriver):
             "expiry": self._clock.offset(-self.retry_after),
             **extra,
         }
-        count = run_transaction(self.engine, lambda c: self._hot(c, statement, params).rowcount)
+        count = run_transaction(self._single, lambda c: self._hot(c, statement, params).rowcount)
         return count == 1
 
     def ack(self, job: ReservedJob) -> bool:
