@@ -136,7 +136,8 @@ def engine_from_url(
 
     MySQL/MariaDB: READ COMMITTED (locking reads take no gap locks, which is what
     makes SKIP LOCKED claims deadlock-light), pool of `pool_size`, pre-ping and
-    recycling; `connect_args` (such as `tls_connect_args`) go to PyMySQL.
+    recycling; `connect_args` (such as `tls_connect_args`) go to PyMySQL
+    (or psycopg).
     PostgreSQL (psycopg 3; a bare `postgresql://` URL means it): the same pool,
     a connect timeout, the server's default READ COMMITTED. SQLite:
     WAL journal, a busy timeout, and `BEGIN IMMEDIATE` for
@@ -163,7 +164,10 @@ def engine_from_url(
     if backend == POSTGRES_DIALECT:
         # READ COMMITTED is PostgreSQL's default: SKIP LOCKED claims see every
         # committed row and never fail with serialization errors.
-        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        options["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            **(connect_args or {}),
+        }
     # The pool's default reset sends a ROLLBACK at every check-in, even right
     # after a COMMIT: one wasted round trip per queue operation. The reset
     # below skips it only for connections `mark_clean` vouched for.
