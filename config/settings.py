@@ -248,7 +248,7 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "ENABLE_MYSQL": ("enable_mysql", _parse_bool),
     "DB_CONNECTION": ("db_connection", lambda n, r: _parse_choice(n, r, DB_CONNECTIONS)),
     "DB_HOST": ("db_host", lambda n, r: r.strip()),
-    "DB_PORT": ("db_port", lambda n, r: _parse_int(n, r, 1, 65535)),
+    "DB_PORT": ("db_port", lambda n, r: _parse_int(n, r, 1, 65535) if r.strip() else None),
     "DB_NAME": ("db_name", lambda n, r: r.strip()),
     "DB_USER": ("db_user", lambda n, r: r.strip()),
     "DB_PASS": ("db_pass", lambda n, r: _optional(r)),
