@@ -57,6 +57,23 @@ def connection_error(engine: Engine, exc: Exception) -> BackendError:
     return error(f"database {server_name(engine)} failed: {cause}")
 
 
+def is_psycopg_error(error: BaseException | None) -> bool:
+    """True for an error raised by psycopg (PostgreSQL), whose SQLSTATE is the code to read.
+
+    PyMySQL errors may carry a `sqlstate` too (HY000 for most): never read it
+    as PostgreSQL's.
+    """
+    return type(error).__module__.split(".")[0] == "psycopg"
+
+
+def postgres_state(error: BaseException | None) -> str | None:
+    """The SQLSTATE of a psycopg error (None for other errors, or none sent)."""
+    if not is_psycopg_error(error):
+        return None
+    state = getattr(error, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
 def is_outage(exc: BaseException) -> bool:
     """True when a database error is the server's condition, not the statement's.
 
@@ -70,11 +87,11 @@ def is_outage(exc: BaseException) -> bool:
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     if isinstance(cause, sqlite3.OperationalError):
         return True
-    state = getattr(cause, "sqlstate", None)  # psycopg (PostgreSQL)
-    if isinstance(state, str):
+    if is_psycopg_error(cause):
+        state = postgres_state(cause)
+        if state is None:
+            return type(cause).__name__ == "OperationalError"  # psycopg's own connection failures
         return state[:2] in POSTGRES_OUTAGE_CLASSES or state in POSTGRES_OUTAGE_STATES
-    if type(cause).__module__.startswith("psycopg") and type(cause).__name__ == "OperationalError":
-        return True  # psycopg's own connection failures carry no SQLSTATE
     args: tuple[object, ...] = tuple(getattr(cause, "args", ()))
     code = args[0] if args else None
     return isinstance(code, int) and code in MYSQL_OUTAGE_CODES

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from backends.errors import BackendUnavailableError
 from backends.sql_engine import engine_from_url, settings_url
@@ -100,3 +101,27 @@ def test_times_are_utc_whatever_the_session_time_zone(tmp_path: Path) -> None:
     job = driver.pop(["default"])
     assert job is not None and driver.ack(job), "leases compare UTC with UTC"
     engine.dispose()
+
+
+def test_sqlstates_are_read_from_postgres_errors_only() -> None:
+    import psycopg.errors
+    import pymysql
+
+    from backends.sql_errors import is_outage
+    from queues.drivers.database import is_transient, missing_table
+
+    def wrapped(error: BaseException) -> DBAPIError:
+        return DBAPIError("statement", {}, error)
+
+    assert is_transient(wrapped(psycopg.errors.DeadlockDetected("deadlock")))
+    assert is_transient(wrapped(psycopg.errors.SerializationFailure("retry")))
+    assert not is_transient(wrapped(psycopg.errors.UniqueViolation("duplicate")))
+    assert is_outage(wrapped(psycopg.errors.AdminShutdown("terminating connection")))
+    assert is_outage(wrapped(psycopg.OperationalError("connection refused")))
+    assert not is_outage(wrapped(psycopg.errors.SyntaxError("syntax")))
+    missing = psycopg.errors.UndefinedTable('relation "queue_jobs" does not exist')
+    assert missing_table(wrapped(missing)) == "queue_jobs"
+    # A MariaDB error carries a SQLSTATE too (HY000): its number decides, as before.
+    lock_wait = pymysql.err.OperationalError(1205, "Lock wait timeout exceeded")
+    lock_wait.sqlstate = "HY000"
+    assert is_transient(wrapped(lock_wait)) and is_outage(wrapped(lock_wait))

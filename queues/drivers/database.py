@@ -89,7 +89,7 @@ from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
 from backends.sql_engine import mark_clean
-from backends.sql_errors import connection_error, server_name
+from backends.sql_errors import connection_error, is_psycopg_error, postgres_state, server_name
 from backends.sql_tables import MYSQL_DIALECTS, POSTGRES_DIALECT
 from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
@@ -222,9 +222,8 @@ class _Clock:
 def is_transient(exc: DBAPIError | sqlite3.Error) -> bool:
     """True for errors after which the whole transaction may be retried unchanged."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    state = getattr(orig, "sqlstate", None)  # psycopg (PostgreSQL)
-    if isinstance(state, str):
-        return state in POSTGRES_TRANSIENT_STATES
+    if is_psycopg_error(orig):  # PostgreSQL: the SQLSTATE says it
+        return postgres_state(orig) in POSTGRES_TRANSIENT_STATES
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int):
         return args[0] in MYSQL_TRANSIENT_CODES
@@ -235,7 +234,7 @@ def is_transient(exc: DBAPIError | sqlite3.Error) -> bool:
 def missing_table(exc: DBAPIError | sqlite3.Error) -> str | None:
     """The table name when `exc` says a table does not exist, else None."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    if getattr(orig, "sqlstate", None) == POSTGRES_MISSING_TABLE_STATE:
+    if postgres_state(orig) == POSTGRES_MISSING_TABLE_STATE:
         found = re.search(r'relation "(?:[^".]*\.)?([^"]+)" does not exist', str(orig))
         return found.group(1) if found else "queue_jobs"
     args = getattr(orig, "args", ())
