@@ -163,3 +163,38 @@ def test_a_long_queue_name_gets_a_channel_postgres_accepts(driver: DatabaseDrive
     driver.push(name, _job())
     popper.join(WAKE_BOUND)
     assert not popper.is_alive() and popper.job is not None
+
+
+@pytest.mark.slow
+def test_four_listening_processes_take_each_trickled_job_exactly_once(tmp_path: Path) -> None:
+    """Every push wakes all four idle workers (they LISTEN on one channel); SKIP LOCKED
+    claims still hand each job to exactly one of them, none is left behind."""
+    from collections import Counter
+
+    from tests.driver_race_child import read_handled, spawn
+
+    driver = make_driver("postgres", tmp_path)
+    outs = [tmp_path / f"handled-{n}.txt" for n in range(4)]
+    start_at = time.time() + 1.5
+    children = [spawn("postgres", "work", out, tmp_path, start_at=start_at, idle=5) for out in outs]
+    try:
+        time.sleep(max(0.0, start_at - time.time()) + 1.0)  # all of them idle on LISTEN
+        pushed = []
+        for _ in range(300):
+            env = Envelope(job="tests.noop", data={})
+            driver.push("default", env.to_json())
+            pushed.append(env.id)
+            time.sleep(0.005)
+        for child in children:
+            _, stderr = child.communicate(timeout=120)
+            assert child.returncode == 0, stderr.decode(errors="replace")
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    handled = read_handled(outs)
+    counts = Counter(job_id for job_id, _ in handled)
+    assert sorted(counts) == sorted(pushed) and set(counts.values()) == {1}
+    assert all(attempts == 1 for _, attempts in handled)
+    assert sum(1 for out in outs if out.exists() and out.read_text()) >= 2, "work was shared"
+    driver.close()
