@@ -242,8 +242,7 @@ class GateJob(Job):
     `seconds`), then appends `finished <pid>`: a job that runs exactly as long as a
     test wants. Appends are O_APPEND writes, so every run of every worker counts."""
 
-    timeout = 300
-    max_tries = 5
+    max_tries = 5  # no timeout: `seconds` bounds it (and a timeout would warn about leases)
 
     def handle(self) -> None:
         _append(self.path, f"start {os.getpid()}")
