@@ -57,6 +57,7 @@ PG_CLAIM = (
     f"AND available_at <= {PG_NOW} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 PG_MARK = f"UPDATE queue_jobs SET reserved_at = {PG_NOW}, attempts = attempts + 1 WHERE id = %s"
+PG_DELETE = "DELETE FROM queue_jobs WHERE id = %s"
 
 SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 SQLITE_PUSH = (
@@ -271,7 +272,7 @@ def _postgres() -> list[BenchResult]:
             return False
         raw.execute(PG_MARK, (row[0],))
         raw.commit()
-        raw.execute(MYSQL_DELETE, (row[0],))
+        raw.execute(PG_DELETE, (row[0],))
         raw.commit()
         return True
 
