@@ -58,6 +58,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where are chains and batches?": ("workflows", r"^def chain\("),
     "Where is the hook for job outcomes?": ("lifecycle", r"^def before_settle\("),
     "Where is the test client for your app's tests?": ("testing", r"^class TestClient\b"),
+    "Where do idle PostgreSQL workers wait for NOTIFY?": ("wakeup", r"^class PostgresWaker\b"),
 }
 
 

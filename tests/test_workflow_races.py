@@ -24,7 +24,7 @@ import pytest
 from queues import batch, chain
 from queues.drivers.base import QueueDriver
 from queues.workflows import batch_status, store_of
-from tests.conftest import MARIADB_URL
+from tests.conftest import MARIADB_URL, POSTGRES_URL
 from tests.driver_factories import DRIVER_NAMES, make_driver
 from tests.driver_race_child import PROJECT_ROOT
 from tests.jobs_fixture.jobs import RetriedStepJob, StepJob
@@ -114,6 +114,8 @@ def _worker_env(driver_name: str, tmp_path: Path) -> dict[str, str]:
         )
     if driver_name == "mariadb":
         return main_env("database", tmp_path, DB_URL=MARIADB_URL, ENABLE_MYSQL="false")
+    if driver_name == "postgres":
+        return main_env("database", tmp_path, DB_URL=POSTGRES_URL, ENABLE_MYSQL="false")
     return main_env("redis" if driver_name == "redis" else "database", tmp_path)
 
 
