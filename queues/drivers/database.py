@@ -77,7 +77,8 @@ FROM ... RETURNING` marks the lower id.
 
 Job status: the ack and the final fail insert the job's status row
 (`queue_job_status`) in their own transaction (a statement more, no commit
-more); queued and running jobs are read from `queue_jobs`. Expired status rows
+more; on PostgreSQL the ack and the row are ONE statement, a data-modifying
+CTE, still in autocommit); queued and running jobs are read from `queue_jobs`. Expired status rows
 and dispatch marks are deleted by `trim_workflow_rows`, at most
 STATUS_TRIM_ROWS per statement, at most once per STATUS_TRIM_INTERVAL per
 driver (from `ack`), never per job.
@@ -716,10 +717,21 @@ class DatabaseDriver(QueueDriver):
             "ESCAPE '!'"
         )
         self._clear = text("DELETE FROM queue_jobs WHERE queue = :queue")
-        self._status_insert = text(
+        status_columns = (
             "INSERT INTO queue_job_status (job_id, queue, job, state, attempts, reason, "
-            f"finished_at, expires_at) VALUES (:job_id, :status_queue, :job, :state, "
-            f":attempts, :reason, {now}, {clock.at('retention')})"
+            "finished_at, expires_at) "
+        )
+        status_values = (
+            f":job_id, :status_queue, :job, :state, :attempts, :reason, {now}, "
+            f"{clock.at('retention')}"
+        )
+        self._status_insert = text(f"{status_columns}VALUES ({status_values})")
+        # PostgreSQL: the ack and its status row in ONE statement (a data-modifying
+        # CTE), run in autocommit like the plain ack: no BEGIN/COMMIT round trips.
+        # The INSERT's row count is the DELETE's (1 only if the reservation was live).
+        self._ack_with_status = text(
+            f"WITH gone AS (DELETE FROM queue_jobs WHERE {live} RETURNING id) "
+            f"{status_columns}SELECT {status_values} FROM gone"
         )
         self._status_select = text(
             f"SELECT queue, job, state, attempts, reason, {clock.unix('finished_at')} "
@@ -916,6 +928,14 @@ class DatabaseDriver(QueueDriver):
             return False
         params = self._fence_params(fence)
         status = self._status_params(job, "done")
+        if self._postgres:
+            statement = self._ack if status is None else self._ack_with_status
+            values = params if status is None else params | status
+            acked = run_transaction(
+                self._single, lambda c: self._hot(c, statement, values).rowcount == 1
+            )
+            self._maybe_trim(acked)
+            return acked
 
         def work(connection: Connection) -> bool:
             if self._hot(connection, self._ack, params).rowcount != 1:
@@ -925,13 +945,17 @@ class DatabaseDriver(QueueDriver):
             return True
 
         acked = run_transaction(self.engine, work)
+        self._maybe_trim(acked)
+        return acked
+
+    def _maybe_trim(self, acked: bool) -> None:
+        """After an ack, trim expired status rows if STATUS_TRIM_INTERVAL has passed."""
         if acked and time.monotonic() >= self._next_trim:
             self._next_trim = time.monotonic() + STATUS_TRIM_INTERVAL
             try:
                 self.trim_workflow_rows()
             except QueueError as exc:  # the ack stands; the next trim tries again
                 logger.warning("cannot delete expired job statuses: %s", exc)
-        return acked
 
     def _fence_params(self, fence: tuple[int, int]) -> dict[str, Any]:
         return {
