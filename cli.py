@@ -387,6 +387,20 @@ COMMANDS: tuple[Command, ...] = (
         nargs="*",
     ),
     Command(
+        "--job-status",
+        "queues.workflow_commands:job_status_command",
+        "a job's status by id (queued, running, done, failed), or each link of a chain",
+        (CONNECTION, JSON),
+        metavar="ID",
+    ),
+    Command(
+        "--batch-status",
+        "queues.workflow_commands:batch_status_command",
+        "a batch's progress by id (total, pending, done, failed)",
+        (CONNECTION, JSON),
+        metavar="ID",
+    ),
+    Command(
         "--queue-forget", "queues.commands:forget_command", "delete one failed job", metavar="ID"
     ),
     Command(

@@ -14,7 +14,12 @@ limits, overlap locks and the scheduler's ticks (queues/coordination.py).
 One table is added beyond the spec's, for the operator's view only:
 `queue_workers`, one row per live worker process (its state as JSON, written
 every few seconds, see queues/worker_board.py), and one row named `*restart`
-whose `seen_at` is the time of the last `--queue-restart`.
+whose `seen_at` is the time of the last `--queue-restart`. Four more serve the
+workflow features (queues/workflows.py): `queue_job_status` (finished jobs'
+statuses), `queue_dispatch_marks` (workflow steps dispatched once),
+`queue_batches` and `queue_batch_jobs` (batch progress). The ack writes
+`queue_job_status`, so an upgraded deployment runs `--migrate` before its
+workers (until then a missing table is an outage with that hint, as for any).
 
 One column is added beyond the spec's, because leases need it: `reservations`
 (INT NOT NULL DEFAULT 0, last, so the spec's INSERT and `SELECT *` still work)
@@ -163,12 +168,94 @@ class QueueLock(Base):
     expires_at: Mapped[float] = mapped_column(Float(precision=53), nullable=False)
 
 
+class QueueJobStatus(Base):
+    """A finished job's status (not in the spec: `--job-status ID`).
+
+    One row per final settle (`done` by the ack, `failed` by the last fail),
+    inserted in the same transaction as the settle; a job retried after it
+    failed has several rows, the newest wins. Queued and running jobs have no
+    row: their `queue_jobs` row says so. Rows past `expires_at`
+    (JOB_STATUS_RETENTION after they were written) are deleted in bounded
+    batches (queues/drivers/database.py, `trim_workflow_rows`).
+    """
+
+    __tablename__ = "queue_job_status"
+    __table_args__ = (
+        Index("idx_job_status_job", "job_id"),
+        Index("idx_job_status_expires", "expires_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(_KEY, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(191), nullable=False)  #: the envelope id
+    queue: Mapped[str] = mapped_column(String(255), nullable=False)
+    job: Mapped[str | None] = mapped_column(String(255), nullable=True)  #: registered name
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  #: done or failed
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  #: failure's first line
+    finished_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+
+
+class QueueDispatchMark(Base):
+    """A workflow step dispatched once (a chain's next link, a batch callback).
+
+    The primary key is the step's deterministic job id: inserted in the same
+    transaction as the job's row, a second dispatch of the same step violates
+    it and adds nothing. Kept until `expires_at` (JOB_STATUS_RETENTION).
+    """
+
+    __tablename__ = "queue_dispatch_marks"
+    __table_args__ = (Index("idx_dispatch_marks_expires", "expires_at"), MYSQL_TABLE_ARGS)
+
+    job_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(_TIME, nullable=False)
+
+
+class QueueBatch(Base):
+    """One batch of jobs and its progress (not in the spec: `--batch-status ID`).
+
+    `pending` counts the jobs not finished yet; `done` and `failed` the finished
+    ones. `callbacks` is the JSON of the then/catch/finally envelopes.
+    `expires_at` is NULL while jobs are pending, then JOB_STATUS_RETENTION on.
+    """
+
+    __tablename__ = "queue_batches"
+    __table_args__ = (Index("idx_batches_expires", "expires_at"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    pending: Mapped[int] = mapped_column(Integer, nullable=False)
+    done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    callbacks: Mapped[str] = mapped_column(_LONG_TEXT, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float(precision=53), nullable=False)  #: unix
+    finished_at: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+
+
+class QueueBatchJob(Base):
+    """One finished job of a batch: the key (batch, job) makes counting it idempotent."""
+
+    __tablename__ = "queue_batch_jobs"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    batch_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)  #: done or failed
+
+
 #: Every table of the queue, in creation order.
 TABLES = (
     QueueJob.__table__,
     QueueFailedJob.__table__,
     QueueWorker.__table__,
     QueueLock.__table__,
+    QueueJobStatus.__table__,
+    QueueDispatchMark.__table__,
+    QueueBatch.__table__,
+    QueueBatchJob.__table__,
 )
 
 

@@ -82,6 +82,14 @@ def _parse_int(name: str, raw: str, minimum: int | None = None, maximum: int | N
     return value
 
 
+def _parse_retention(name: str, raw: str) -> int:
+    """Seconds a finished job's status is kept: 0 (off) or at least a minute."""
+    value = _parse_int(name, raw, 0)
+    if 0 < value < 60:
+        raise ConfigError(f"{name} must be 0 (no job status) or at least 60 seconds, got {value}")
+    return value
+
+
 def _parse_float(name: str, raw: str, minimum: float | None = None) -> float:
     try:
         value = float(raw.strip())
@@ -163,6 +171,8 @@ class Settings:
     # Queue selection and leases
     queue_connection: str = "database"
     queue_retry_after: int = 90  #: seconds a reservation lasts without a heartbeat
+    #: seconds a finished job's status stays readable (0: no status is written)
+    job_status_retention: int = 3600
 
     # SQL (seed: ENABLE_MYSQL, DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASS)
     enable_mysql: bool = False
@@ -279,6 +289,7 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "REDIS_CLUSTER": ("redis_cluster", _parse_bool),
     "QUEUE_CONNECTION": ("queue_connection", lambda n, r: _parse_choice(n, r, QUEUE_CONNECTIONS)),
     "QUEUE_RETRY_AFTER": ("queue_retry_after", lambda n, r: _parse_int(n, r, 1)),
+    "JOB_STATUS_RETENTION": ("job_status_retention", _parse_retention),
     "ENABLE_MYSQL": ("enable_mysql", _parse_bool),
     "DB_CONNECTION": ("db_connection", lambda n, r: _parse_choice(n, r, DB_CONNECTIONS)),
     "DB_HOST": ("db_host", lambda n, r: r.strip()),

@@ -2,5 +2,6 @@
 
 from queues.dispatcher import dispatch, dispatch_many
 from queues.job import Job
+from queues.workflows import batch, chain
 
-__all__ = ["Job", "dispatch", "dispatch_many"]
+__all__ = ["Job", "batch", "chain", "dispatch", "dispatch_many"]

@@ -164,6 +164,12 @@ def get_driver(connection: str | None = None, settings: Settings | None = None) 
 
 
 def _build_driver(name: str, settings: Settings, failed_store: FailedStore) -> QueueDriver:
+    driver = _new_driver(name, settings, failed_store)
+    driver.status_retention = settings.job_status_retention
+    return driver
+
+
+def _new_driver(name: str, settings: Settings, failed_store: FailedStore) -> QueueDriver:
     if name == "redis":
         if not settings.enable_redis:
             raise ValueError("the redis queue connection needs ENABLE_REDIS=true")

@@ -11,6 +11,8 @@ page polls `GET /api/overview` every few seconds:
   reports;
 * failed jobs, newest first, with the first line of the exception; `GET
   /api/failed/{id}` shows one with its traceback and payload;
+* batches (queues/workflows.py), newest first, with their progress (total,
+  pending, done, failed); `GET /api/batches/{id}` shows one;
 * the route table (given by the command line: the routes package is not the
   queues' business) and the live workers with the job each runs now
   (queues/worker_board.py).
@@ -40,12 +42,15 @@ from queues.drivers.base import QueueDriver
 from queues.failed_stores import FailedStores
 from queues.queue_metrics import QueueDepths
 from queues.worker_board import board_of
+from queues.workflows import store_of
 from support.http_server import HttpServer, Request, Response, json_response
 
 log = logging.getLogger(__name__)
 
 #: Failed jobs the page lists (newest first).
 FAILED_SHOWN = 50
+#: Batches the page lists per connection (newest first).
+BATCHES_SHOWN = 20
 #: Seconds between two throughput samples.
 THROUGHPUT_INTERVAL = 5.0
 #: Throughput samples kept (at THROUGHPUT_INTERVAL: the last five minutes).
@@ -133,6 +138,7 @@ class Dashboard:
         server.route("GET", "/api/overview", self._overview)
         server.route("GET", "/api/failed/", self._failed_show)
         server.route("POST", "/api/failed/", self._failed_action)
+        server.route("GET", "/api/batches/", self._batch_show)
         if self._sampler is None:
             self._sampler = threading.Thread(
                 target=self._sample_loop, name="dashboard", daemon=True
@@ -185,8 +191,16 @@ class Dashboard:
             failed = [failed_entry(e, full=False) for e in self._stores().all(None, FAILED_SHOWN)]
         except Exception as exc:
             errors["failed"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        batches: list[dict[str, Any]] = []
+        for driver in enabled_drivers(self.settings):
+            try:
+                batches.extend(self.batches(driver))
+            except Exception as exc:
+                errors[f"batches ({driver.name})"] = str(exc).splitlines()[0] if str(exc) else ""
+        batches.sort(key=lambda b: b["created_at"] or 0.0, reverse=True)
         return {
             "queues": queues,
+            "batches": batches,
             "throughput": self.throughput.series(),
             "throughput_interval": THROUGHPUT_INTERVAL,
             "failed": failed,
@@ -196,6 +210,12 @@ class Dashboard:
             "errors": errors,
             "now": time.time(),
         }
+
+    @staticmethod
+    def batches(driver: QueueDriver) -> list[dict[str, Any]]:
+        """The newest batches kept beside `driver`, as JSON-ready data."""
+        recent = store_of(driver).recent(BATCHES_SHOWN)
+        return [state.as_dict() | {"connection": driver.name} for state in recent]
 
     def _stores(self) -> FailedStores:
         return connections.failed_stores(self.settings)
@@ -216,6 +236,14 @@ class Dashboard:
         if entry is None:
             return json_response(404, {"error": f"no failed job with id {failed_id!r}"})
         return json_response(200, failed_entry(entry, full=True))
+
+    def _batch_show(self, request: Request) -> Response:
+        batch_id = request.path.removeprefix("/api/batches/")
+        for driver in enabled_drivers(self.settings):
+            state = store_of(driver).get(batch_id)
+            if state is not None:
+                return json_response(200, state.as_dict() | {"connection": driver.name})
+        return json_response(404, {"error": f"no batch with id {batch_id!r}"})
 
     def _failed_action(self, request: Request) -> Response:
         failed_id, _, action = request.path.removeprefix("/api/failed/").rpartition("/")

@@ -191,6 +191,7 @@ _FIELDS: dict[str, tuple[bool, Callable[[Any], str | None]]] = {
     "backoff": (False, _backoff_field),
     "retry_until": (False, _time_field),
     "created_at": (False, lambda v: None if v is not None and not _time_field(v) else "a number"),
+    "workflow": (False, lambda v: None if v is None or isinstance(v, dict) else "an object"),
     "unique": (False, lambda v: None if v is None or not _text_field(v) else "null or a string"),
 }
 
@@ -229,17 +230,22 @@ class Envelope:
     backoff: float | list[float] | str = 0
     retry_until: float | None = None  #: unix time after which no retry is made
     created_at: float = field(default_factory=time.time)
+    #: the chain or batch this job belongs to (queues/workflows.py); None for a plain job
+    workflow: dict[str, Any] | None = None
     #: the unique-job lock this job holds until it finishes (queues/unique.py), or None
     unique: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields in stored order: `attempts` first, `id` second (the Lua scripts need it).
 
-        `unique` is written only when set, so other envelopes keep their form."""
-        fields = {
-            "attempts": self.attempts,
-            "id": self.id,
-            "job": self.job,
+        `workflow`, when set, comes right after `job`, so the worker tells a
+        workflow job by its prefix alone (`queues.workflows.WORKFLOW_HEAD`);
+        `unique` is written (last) only when set, so other envelopes keep their form.
+        """
+        fields: dict[str, Any] = {"attempts": self.attempts, "id": self.id, "job": self.job}
+        if self.workflow is not None:
+            fields["workflow"] = self.workflow
+        fields |= {
             "queue": self.queue,
             "data": self.data,
             "max_tries": self.max_tries,
@@ -282,6 +288,7 @@ class Envelope:
             backoff=[float(v) for v in backoff] if isinstance(backoff, list) else backoff,
             retry_until=None if raw.get("retry_until") is None else float(raw["retry_until"]),
             created_at=float(raw.get("created_at", 0.0)),
+            workflow=raw.get("workflow"),
             unique=raw.get("unique"),
         )
 

@@ -617,6 +617,7 @@ class Worker:
         comes back when its lease expires (at-least-once, never lost).
         """
         try:
+            lifecycle.before_settle(self.driver, reserved, action)  # chains, batches
             done = call()
         except Exception as exc:
             logger.error(

@@ -120,3 +120,32 @@ def test_throughput_adds_per_worker_growth_and_survives_a_worker_restart() -> No
     series = throughput.series()["redis/q"]
     assert len(series) == 2 and all(rate >= 0 for rate in series)
     assert series[0] > 0
+
+
+def test_batches_show_their_progress(tmp_path: Path, redis_client: Any) -> None:
+    from queues import batch
+    from tests.jobs_fixture.jobs import RecordJob
+    from tests.jobs_fixture.support import registry
+
+    settings = load_settings(main_env("redis", tmp_path), dotenv_path=None)
+    with connections.configured(settings):
+        driver = connections.get_driver("redis", settings)
+        jobs = [RecordJob(path=str(tmp_path / "out"), value=v) for v in range(3)]
+        batch_id = batch(jobs, name="nightly").dispatch(driver, registry=registry())
+        url, server = _serve(tmp_path)
+        try:
+            status, body = get_json(f"{url}/api/overview")
+            assert status == 200
+            [shown] = [b for b in body["batches"] if b["id"] == batch_id]
+            assert (shown["name"], shown["total"], shown["pending"], shown["connection"]) == (
+                "nightly",
+                3,
+                3,
+                "redis",
+            )
+            status, one = get_json(f"{url}/api/batches/{batch_id}")
+            assert status == 200 and one["done"] == 0
+            status, _ = get_json(f"{url}/api/batches/no-such-batch")
+            assert status == 404
+        finally:
+            server.stop()

@@ -4,7 +4,8 @@
 (tests/browser, `npm install` there; `.ci/run` does it) drives Debian's
 /usr/bin/chromium: the page shows the queue counts, the failed job with its
 exception and traceback, and after a click on retry (with the token) the
-worker runs the job again, this time to success. The screenshot goes to
+worker runs the job again, this time to success; a batch shows its progress.
+The screenshot goes to
 benchmarks/results/dashboard.png for the README.
 """
 
@@ -20,11 +21,13 @@ from typing import Any
 import pytest
 
 from config.settings import PROJECT_ROOT
+from queues import batch
 from queues.envelope import Envelope
 from tests.conftest import services_required
 from tests.driver_factories import make_driver
 from tests.http_helpers import free_port, get_json, wait_for
-from tests.jobs_fixture.support import main_env, start_main
+from tests.jobs_fixture.jobs import RecordJob
+from tests.jobs_fixture.support import main_env, registry, start_main
 
 BROWSER_DIR = PROJECT_ROOT / "tests" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,6 +81,8 @@ def test_the_page_shows_counts_and_a_click_on_retry_runs_the_failed_job(
     flaky_path = tmp_path / "flaky"
     flaky = Envelope(job="FlakyJob", data={"path": str(flaky_path), "succeed_on": 2}, queue=work)
     driver.push(work, flaky.to_json())
+    never = [RecordJob(path=str(tmp_path / "never"), value=v) for v in range(2)]
+    batch_id = batch(never, name="shown").dispatch(driver, registry=registry())  # queue "default"
 
     token = uuid.uuid4().hex
     port = free_port()
@@ -101,6 +106,7 @@ def test_the_page_shows_counts_and_a_click_on_retry_runs_the_failed_job(
                 {"queue": f"redis/{shown}", "pending": 3, "delayed": 1, "failed": 0},
                 {"queue": f"redis/{work}", "failed": 1},
             ],
+            "batch": {"id": batch_id, "total": 2, "pending": 2},
             "retryId": failed_id,
             "workQueue": work,
             "doneAtLeast": 2,
@@ -120,7 +126,8 @@ def test_the_page_shows_counts_and_a_click_on_retry_runs_the_failed_job(
         assert seen["counts"][f"redis/{work}:failed"] == 1
         assert "RuntimeError: not yet (attempt 1)" in seen["exception"]
         assert seen["retryDisabledWithoutToken"] is True
-        assert seen["steps"] == ["counts", "show", "retried", "ran"]
+        assert seen["batch"] == {"total": 2, "pending": 2}
+        assert seen["steps"] == ["counts", "batch", "show", "retried", "ran"]
         assert (flaky_path.parent / "flaky.done").read_text() == "ok\n", (
             "the retried job did not run"
         )

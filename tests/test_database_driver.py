@@ -339,6 +339,10 @@ def test_migrate_on_the_embedded_sqlite_creates_the_file_and_tables(tmp_path: Pa
         "queue_jobs",
         "queue_failed_jobs",
         "queue_workers",
+        "queue_job_status",
+        "queue_dispatch_marks",
+        "queue_batches",
+        "queue_batch_jobs",
         "queue_locks",
         "device_readings",
     }

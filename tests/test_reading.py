@@ -55,6 +55,8 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where do jobs publish MQTT?": ("publisher", r"^def get_publisher\("),
     "Where is the supervisor?": ("supervisor", r"^class Supervisor\b"),
     "Where is the backoff?": ("backoff", r"^def full_jitter\("),
+    "Where are chains and batches?": ("workflows", r"^def chain\("),
+    "Where is the hook for job outcomes?": ("lifecycle", r"^def before_settle\("),
     "Where is the test client for your app's tests?": ("testing", r"^class TestClient\b"),
     "Where do idle PostgreSQL workers wait for NOTIFY?": ("wakeup", r"^class PostgresWaker\b"),
 }

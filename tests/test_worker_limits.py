@@ -96,6 +96,6 @@ def test_a_worker_without_queue_works_every_registered_queue(
         )
         assert result.returncode == 0, result.stderr
         assert lines(out) == ["fleet 7", "8"]
-        assert "queues=fleet,default" in result.stderr
+        assert "queues=fleet,flow,default" in result.stderr  # flow: StepJob (workflow tests)
     finally:
         driver.close()

@@ -100,6 +100,22 @@ function render(data) {
     }
   });
 
+  fill("batches", data.batches || [], (tr, b) => {
+    tr.dataset.id = b.id;
+    cell(tr, b.id, "id");
+    cell(tr, b.name);
+    cell(tr, b.connection);
+    cell(tr, b.total, "num total");
+    cell(tr, b.pending, "num pending");
+    cell(tr, b.done, "num done");
+    cell(tr, b.failed, "num failed-count" + (b.failed ? " nonzero" : ""));
+    const bar = document.createElement("progress");
+    bar.max = b.total;
+    bar.value = b.total - b.pending;
+    cell(tr, "").appendChild(bar);
+    cell(tr, b.finished_at ? new Date(b.finished_at * 1000).toISOString() : "running", "finished");
+  });
+
   fill("workers", data.workers, (tr, w) => {
     cell(tr, w.name);
     cell(tr, w.host);

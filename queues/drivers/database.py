@@ -74,10 +74,19 @@ PostgreSQL: times are `TIMESTAMP WITHOUT TIME ZONE` holding UTC (`now() AT TIME
 ZONE 'UTC'`, the transaction's start), and the claim is ONE statement: both
 halves lock their head row `FOR UPDATE SKIP LOCKED` in CTEs and an `UPDATE ...
 FROM ... RETURNING` marks the lower id.
+
+Job status: the ack and the final fail insert the job's status row
+(`queue_job_status`) in their own transaction (a statement more, no commit
+more; on PostgreSQL the ack and the row are ONE statement, a data-modifying
+CTE, still in autocommit); queued and running jobs are read from `queue_jobs`. Expired status rows
+and dispatch marks are deleted by `trim_workflow_rows`, at most
+STATUS_TRIM_ROWS per statement, at most once per STATUS_TRIM_INTERVAL per
+driver (from `ack`), never per job.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import time
@@ -86,7 +95,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from backends.sql_engine import mark_clean
 from backends.sql_errors import connection_error, is_psycopg_error, postgres_state, server_name
@@ -96,11 +105,14 @@ from queues.drivers.base import (
     JOB_ID_HEAD,
     FailedJob,
     FailedStore,
+    JobStatus,
     QueueDriver,
     QueueError,
     QueueSizes,
     QueueUnavailable,
     ReservedJob,
+    payload_job_name,
+    status_reason,
 )
 from queues.drivers.pg_wakeup import PostgresWaker, channel_for, notifying
 from queues.envelope import (
@@ -147,12 +159,20 @@ CONNECTION_NAME = "database"
 #: Ending of a migration's token (`take_for_transfer`): its reservation counted no attempt.
 TRANSFER_SUFFIX = ":transfer"
 
+#: Seconds between two trims of expired status rows and dispatch marks (per driver).
+STATUS_TRIM_INTERVAL = 60.0
+
+#: Most rows one trim statement deletes (a bounded delete, never a long lock).
+STATUS_TRIM_ROWS = 500
+
 #: MySQL/MariaDB "Table ... doesn't exist" and SQLite "no such table".
 MISSING_TABLE_CODE = 1146
 _SQLITE_MISSING_TABLE = re.compile(r"no such table: (\w+)")
 _ATTEMPTS_PREFIX = re.compile(r'^\{"attempts":(-?\d+),')
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 class _Clock:
@@ -350,6 +370,17 @@ def stored_attempts(payload: str) -> int:
     """The attempts count a pushed payload carries in its prefix (0 if none or negative)."""
     match = _ATTEMPTS_PREFIX.match(payload)
     return max(int(match.group(1)), 0) if match else 0
+
+
+def _is_duplicate_key(exc: BaseException) -> bool:
+    """True if `exc` (a QueueError from `run_transaction`) is a unique-key violation."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, IntegrityError | sqlite3.IntegrityError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    text_ = str(exc).lower()
+    return "duplicate entry" in text_ or "unique constraint" in text_ or "duplicate key" in text_
 
 
 def _parse_token(token: str) -> tuple[int, int] | None:
@@ -686,6 +717,47 @@ class DatabaseDriver(QueueDriver):
             "ESCAPE '!'"
         )
         self._clear = text("DELETE FROM queue_jobs WHERE queue = :queue")
+        status_columns = (
+            "INSERT INTO queue_job_status (job_id, queue, job, state, attempts, reason, "
+            "finished_at, expires_at) "
+        )
+        status_values = (
+            f":job_id, :status_queue, :job, :state, :attempts, :reason, {now}, "
+            f"{clock.at('retention')}"
+        )
+        self._status_insert = text(f"{status_columns}VALUES ({status_values})")
+        # PostgreSQL: the ack and its status row in ONE statement (a data-modifying
+        # CTE), run in autocommit like the plain ack: no BEGIN/COMMIT round trips.
+        # The INSERT's row count is the DELETE's (1 only if the reservation was live).
+        self._ack_with_status = text(
+            f"WITH gone AS (DELETE FROM queue_jobs WHERE {live} RETURNING id) "
+            f"{status_columns}SELECT {status_values} FROM gone"
+        )
+        self._status_select = text(
+            f"SELECT queue, job, state, attempts, reason, {clock.unix('finished_at')} "
+            "FROM queue_job_status WHERE job_id = :job_id ORDER BY id DESC LIMIT 1"
+        )
+        self._live_select = text(
+            f"SELECT queue, attempts, reserved_at, {clock.unix('available_at')}, payload "
+            "FROM queue_jobs WHERE payload LIKE :pattern ESCAPE '!' ORDER BY id DESC"
+        )
+        self._mark_insert = text(
+            "INSERT INTO queue_dispatch_marks (job_id, expires_at) "
+            f"VALUES (:job_id, {clock.at('retention')})"
+        )
+        self._trims = tuple(
+            (
+                text(
+                    f"SELECT {key} FROM {table} WHERE expires_at < {now} "
+                    f"ORDER BY expires_at LIMIT {STATUS_TRIM_ROWS}"
+                ),
+                text(f"DELETE FROM {table} WHERE {key} IN :keys").bindparams(
+                    bindparam("keys", expanding=True)
+                ),
+            )
+            for table, key in (("queue_job_status", "id"), ("queue_dispatch_marks", "job_id"))
+        )
+        self._next_trim = 0.0
 
     # -- adding jobs ------------------------------------------------------
 
@@ -847,8 +919,88 @@ class DatabaseDriver(QueueDriver):
         return count == 1
 
     def ack(self, job: ReservedJob) -> bool:
-        """Delete the job if this reservation is still live; else change nothing, False."""
-        return self._fenced(self._ack, job)
+        """Delete the job if this reservation is still live; else change nothing, False.
+
+        The job's `done` status row is inserted in the same transaction.
+        """
+        fence = _parse_token(job.token)
+        if fence is None:
+            return False
+        params = self._fence_params(fence)
+        status = self._status_params(job, "done")
+        if self._postgres:
+            statement = self._ack if status is None else self._ack_with_status
+            values = params if status is None else params | status
+            acked = run_transaction(
+                self._single, lambda c: self._hot(c, statement, values).rowcount == 1
+            )
+            self._maybe_trim(acked)
+            return acked
+
+        def work(connection: Connection) -> bool:
+            if self._hot(connection, self._ack, params).rowcount != 1:
+                return False
+            if status is not None:
+                self._hot(connection, self._status_insert, status)
+            return True
+
+        acked = run_transaction(self.engine, work)
+        self._maybe_trim(acked)
+        return acked
+
+    def _maybe_trim(self, acked: bool) -> None:
+        """After an ack, trim expired status rows if STATUS_TRIM_INTERVAL has passed."""
+        if acked and time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + STATUS_TRIM_INTERVAL
+            try:
+                self.trim_workflow_rows()
+            except QueueError as exc:  # the ack stands; the next trim tries again
+                logger.warning("cannot delete expired job statuses: %s", exc)
+
+    def _fence_params(self, fence: tuple[int, int]) -> dict[str, Any]:
+        return {
+            "id": fence[0],
+            "reservations": fence[1],
+            "expiry": self._clock.offset(-self.retry_after),
+        }
+
+    def _status_params(
+        self, job: ReservedJob, state: str, exception: str | None = None
+    ) -> dict[str, Any] | None:
+        """The status row of a final settle; None for a migration's reservation (it moves
+        on) and when JOB_STATUS_RETENTION is 0."""
+        if job.token.endswith(TRANSFER_SUFFIX) or self.status_retention <= 0:
+            return None
+        return {
+            "job_id": job.id,
+            "status_queue": job.queue,
+            "job": payload_job_name(job.payload),
+            "state": state,
+            "attempts": job.attempts,
+            "reason": None if exception is None else status_reason(exception),
+            "retention": self._clock.offset(self.status_retention),
+        }
+
+    def trim_workflow_rows(self) -> int:
+        """Delete expired status rows and dispatch marks, STATUS_TRIM_ROWS per statement.
+
+        Each table is read once (its oldest expired keys) and those rows are
+        deleted by key: bounded, and the same SQL on every dialect. Returns the
+        number deleted; rows left over go at the next trim.
+        """
+        deleted = 0
+        for select, delete in self._trims:
+
+            def work(
+                connection: Connection, select: TextClause = select, delete: TextClause = delete
+            ) -> int:
+                keys = [row[0] for row in connection.execute(select).all()]
+                if not keys:
+                    return 0
+                return int(connection.execute(delete, {"keys": keys}).rowcount)
+
+            deleted += run_transaction(self.engine, work)
+        return deleted
 
     def release(self, job: ReservedJob, delay: float = 0.0, *, undo_attempt: bool = False) -> bool:
         """Make the job available again after `delay` seconds; fenced like `ack`.
@@ -880,25 +1032,25 @@ class DatabaseDriver(QueueDriver):
         fence = _parse_token(job.token)
         if fence is None:
             return False
-        params = {
-            "id": fence[0],
-            "reservations": fence[1],
-            "expiry": self._clock.offset(-self.retry_after),
-        }
-        if self._atomic_fail:
-            store = self.failed_store
-            assert isinstance(store, DatabaseFailedStore)
+        params = self._fence_params(fence)
+        status = self._status_params(job, "failed", exception)
+        store = self.failed_store
 
-            def work(connection: Connection) -> bool:
-                if self._hot(connection, self._ack, params).rowcount != 1:
-                    return False
+        def work(connection: Connection) -> bool:
+            if self._hot(connection, self._ack, params).rowcount != 1:
+                return False
+            if status is not None:
+                self._hot(connection, self._status_insert, status)
+            if self._atomic_fail:
+                assert isinstance(store, DatabaseFailedStore)
                 store.add_in(connection, self.name, job.queue, job.payload, exception)
-                return True
+            return True
 
+        if self._atomic_fail:
             return run_transaction(self.engine, work)
         failed_id = self.failed_store.add(self.name, job.queue, job.payload, exception)
-        deleted = run_transaction(self.engine, lambda c: self._hot(c, self._ack, params).rowcount)
-        if deleted != 1:
+        deleted = run_transaction(self.engine, work)
+        if not deleted:
             self.failed_store.forget(failed_id)
             return False
         return True
@@ -974,6 +1126,78 @@ class DatabaseDriver(QueueDriver):
             lambda c: c.execute(self._contains, {"queue": queue, "pattern": pattern}).all(),
         )
         return any(envelope_id(str(row[0])) == job_id for row in rows)
+
+    def dispatch_once(self, queue: str, payload: str, delay: float = 0.0) -> bool:
+        """Insert the job and its dispatch mark in one transaction, unless the mark exists.
+
+        The mark's primary key is the job id: a second dispatch of the same
+        workflow step violates it, its transaction rolls back, and False is
+        returned. The mark lives JOB_STATUS_RETENTION seconds.
+        """
+        job_id = envelope_id(payload)
+        if not job_id:
+            raise ValueError("dispatch_once needs a job envelope with an id")
+        job = {
+            "queue": self._new_job_queue(queue),
+            "payload": payload,
+            "attempts": stored_attempts(payload),
+            "delay": self._clock.offset(checked_delay(delay)),
+        }
+        mark = {"job_id": job_id, "retention": self._clock.offset(self.workflow_retention)}
+        if self._postgres:
+            job["channel"] = channel_for(queue)  # wakes a LISTENing worker (pg_wakeup.py)
+
+        def work(connection: Connection) -> None:
+            connection.execute(self._mark_insert, mark)
+            connection.execute(self._push_notifying, job)
+
+        try:
+            run_transaction(self.engine, work)
+        except QueueError as exc:
+            if _is_duplicate_key(exc):
+                return False
+            raise
+        return True
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status: its live row in `queue_jobs` if it has one, else its newest
+        status row. The live lookup is a LIKE on payloads (no index holds envelope
+        ids): an operator's read, never taking a lock."""
+        pattern = like_envelope_id(job_id)
+
+        def work(connection: Connection) -> tuple[list[Any], Any]:
+            live = connection.execute(self._live_select, {"pattern": pattern}).all()
+            final = connection.execute(self._status_select, {"job_id": job_id}).first()
+            return list(live), final
+
+        live, final = run_transaction(self.engine, work)
+        for queue, attempts, reserved_at, available_at, payload in live:
+            if envelope_id(str(payload)) != job_id:
+                continue
+            if reserved_at is None:
+                return JobStatus(job_id, "queued", str(queue), self.name, attempts=int(attempts))
+            return JobStatus(
+                job_id,
+                "running",
+                str(queue),
+                self.name,
+                job=payload_job_name(str(payload)),
+                attempts=int(attempts),
+                started_at=float(available_at),
+            )
+        if final is None:
+            return None
+        queue, job, state, attempts, reason, finished_at = final
+        return JobStatus(
+            job_id,
+            str(state),
+            str(queue),
+            self.name,
+            job=None if job is None else str(job),
+            attempts=int(attempts),
+            finished_at=float(finished_at),
+            reason=None if reason is None else str(reason),
+        )
 
     def clear(self, queue: str) -> int:
         """Delete every job of `queue` (any state); return how many were deleted."""

@@ -15,6 +15,10 @@ always tell the truth to `LLEN`, `ZCARD` and `LRANGE`):
                                       `x:<seconds>`): the id index (include/id_index.lua)
 * `routemq:queue:{name}:transfer`     Hash job id -> due time of a job leased by a migration
 * `routemq:queue:{name}:notify`       List of wake-up tokens for blocked workers (bounded)
+* `routemq:queue:{name}:status:{id}`  String: a finished job's status (JSON), written by
+                                      ack.lua / fail.lua, expiring after JOB_STATUS_RETENTION
+* `routemq:queue:{name}:once:{id}`    String: the mark of a workflow step dispatched once
+                                      (push_once.lua), expiring after JOB_STATUS_RETENTION
 * `routemq:queue:pops:{nonce}`        String receipt of one pop call (expires, see pop.lua)
 * `routemq:queue:settles:{nonce}`     String receipt of one successful ack/release/extend/fail
                                       call (expires, see include/reservation.lua)
@@ -67,10 +71,13 @@ from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
     FailedJob,
     FailedStore,
+    JobStatus,
     QueueDriver,
     QueueError,
     QueueSizes,
     ReservedJob,
+    payload_job_name,
+    status_reason,
 )
 from queues.envelope import (
     EnvelopeError,
@@ -524,6 +531,14 @@ class _QueueKeys:
         """The keys ack.lua (and fail.lua before its own) take."""
         return [self.reserved, self.leases, self.reservations, self.transfer, self.ids]
 
+    def status(self, job_id: str) -> str:
+        """The finished-job status key of `job_id` in this queue (include/job_status.lua)."""
+        return f"{self.pending}:status:{job_id}"
+
+    def once(self, job_id: str) -> str:
+        """The dispatch mark of workflow step `job_id` in this queue (push_once.lua)."""
+        return f"{self.pending}:once:{job_id}"
+
 
 class RedisDriver(QueueDriver):
     """Queue driver on Redis Lists and Sorted Sets, one atomic Lua script per state change.
@@ -850,14 +865,47 @@ class RedisDriver(QueueDriver):
         keys: list[str],
         args: Sequence[Any],
         receipt: str | None,
+        status: tuple[str, str] | None = None,
     ) -> bool:
         """Run one fenced settle script of `queue` with a settle receipt appended to its
-        keys and args."""
+        keys and args.
+
+        `status` is `(status key, record)` for ack.lua and fail.lua: the job's
+        final status, written by the same script (see include/job_status.lua).
+        """
         nonce = uuid.uuid4().hex if receipt is None else receipt
-        result = self._scripts[script](
-            keys=[*keys, self.settle_key(nonce, queue)], args=[*args, SETTLE_RECEIPT_TTL]
+        keys = [*keys, self.settle_key(nonce, queue)]
+        args = [*args, SETTLE_RECEIPT_TTL]
+        if status is not None:
+            keys.append(status[0])
+            args.extend((status[1], self.status_retention))
+        return bool(self._scripts[script](keys=keys, args=args))
+
+    def _final_status(
+        self, job: ReservedJob, state: str, exception: str | None = None
+    ) -> tuple[str, str]:
+        """The status key and record (without finished_at) ack.lua / fail.lua write.
+
+        Empty for a migration's reservation (the job moves on, it did not
+        finish), for a duplicate copy (the running job's status is its own)
+        and when JOB_STATUS_RETENTION is 0.
+        """
+        key = self.keys(job.queue).status(job.id)
+        moved = job.token.startswith(TRANSFER_TOKEN_TAG) or job.duplicate_of is not None
+        if moved or self.status_retention <= 0:
+            return key, ""
+        record = json.dumps(
+            {
+                "state": state,
+                "queue": job.queue,
+                "job": payload_job_name(job.payload),
+                "attempts": job.attempts,
+                "reason": None if exception is None else status_reason(exception),
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
-        return bool(result)
+        return key, record[:-1] + ',"finished_at":'
 
     @_redis_call
     def ack(self, job: ReservedJob, *, receipt: str | None = None) -> bool:
@@ -867,9 +915,9 @@ class RedisDriver(QueueDriver):
         call re-sent after it succeeded returns True and changes nothing, as
         the client's retry after a lost reply does.
         """
-        return self._settle(
-            "ack", job.queue, self.keys(job.queue).settle(), [job.id, job.token], receipt
-        )
+        k = self.keys(job.queue)
+        status = self._final_status(job, "done")
+        return self._settle("ack", job.queue, k.settle(), [job.id, job.token], receipt, status)
 
     @_redis_call
     def release(
@@ -920,14 +968,15 @@ class RedisDriver(QueueDriver):
         """
         store = self.failed_store
         k = self.keys(job.queue)
+        status = self._final_status(job, "failed", exception)
         if isinstance(store, RedisFailedStore) and store.client is self.client:
             _, record = store.record(self.name, job.queue, job.payload, exception)
             store.register(job.queue)
             keys = [*k.settle(), store.list_key(job.queue), store.names_key_for(job.queue)]
             args = [job.id, job.token, record, job.queue]
-            return self._settle("fail", job.queue, keys, args, receipt)
+            return self._settle("fail", job.queue, keys, args, receipt, status)
         failed_id = store.add(self.name, job.queue, job.payload, exception)
-        removed = self._settle("ack", job.queue, k.settle(), [job.id, job.token], receipt)
+        removed = self._settle("ack", job.queue, k.settle(), [job.id, job.token], receipt, status)
         if not removed:
             store.forget(failed_id)
             return False
@@ -1022,6 +1071,85 @@ class RedisDriver(QueueDriver):
         return bool(self._scripts["contains"](keys=[k.ids, k.reservations], args=[job_id]))
 
     @_redis_call
+    def dispatch_once(self, queue: str, payload: str, delay: float = 0.0) -> bool:
+        """Add a job unless its id was dispatched once before (push_once.lua): one script.
+
+        The mark lives JOB_STATUS_RETENTION seconds in the queue's own keys.
+        """
+        _, job_id = _envelope_head(payload)
+        k = self._new_job_keys(queue)
+        added = self._scripts["push_once"](
+            keys=[
+                k.pending,
+                k.delayed,
+                k.notify,
+                self._known_key(queue, k.pending),
+                k.ids,
+                k.once(job_id),
+            ],
+            args=[
+                payload,
+                queue,
+                NOTIFY_CAP,
+                job_id,
+                repr(checked_delay(delay)),
+                self.workflow_retention,
+            ],
+        )
+        return bool(added)
+
+    @_redis_call
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status, looked up in every known queue in one pipelined round trip.
+
+        Per queue: the id index (queued or running, and since when), the
+        reservation (attempts of the running attempt) and the finished-job
+        record. A job in a queue now wins over an older record (a failed job
+        retried by an operator is queued again).
+        """
+        names = [
+            name
+            for name in sorted(_text(n) for n in self.client.smembers(self.queues_key))
+            if colliding_queue_name(name) is None
+        ]
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            k = self.keys(name)
+            pipe.hget(k.ids, job_id)
+            pipe.hget(k.reservations, job_id)
+            pipe.get(k.status(job_id))
+        replies = pipe.execute()
+        finished: list[JobStatus] = []
+        for i, name in enumerate(names):
+            state, reservation, record = replies[3 * i : 3 * i + 3]
+            if state is not None:
+                return self._live_status(job_id, name, _text(state), reservation)
+            if record is not None:
+                parsed = _status_record(job_id, self.name, _text(record))
+                if parsed is not None:
+                    finished.append(parsed)
+        return max(finished, key=lambda s: s.finished_at or 0.0, default=None)
+
+    def _live_status(self, job_id: str, queue: str, state: str, reservation: Any) -> JobStatus:
+        """A queued or running job's status from its id index entry and reservation."""
+        if not state.startswith("r:") or reservation is None:
+            return JobStatus(job_id, "queued", queue, self.name)
+        payload = _text(reservation).partition(":")[2]
+        try:
+            attempts: int | None = _envelope_head(payload)[0]
+        except ValueError:
+            attempts = None
+        return JobStatus(
+            job_id,
+            "running",
+            queue,
+            self.name,
+            job=payload_job_name(payload),
+            attempts=attempts,
+            started_at=float(state[2:]),
+        )
+
+    @_redis_call
     def clear(self, queue: str) -> int:
         """Delete all pending, delayed and reserved jobs of `queue` atomically.
 
@@ -1039,6 +1167,25 @@ class RedisDriver(QueueDriver):
             raise QueueError(f"closing Redis failed: {exc}") from exc
 
 
+def _status_record(job_id: str, connection: str, text: str) -> JobStatus | None:
+    """A finished job's status from its record (include/job_status.lua), None if unreadable."""
+    try:
+        data = json.loads(text)
+        attempts = data.get("attempts")
+        return JobStatus(
+            job_id,
+            str(data["state"]),
+            str(data["queue"]),
+            connection,
+            job=data.get("job"),
+            attempts=int(attempts) if attempts is not None else None,
+            finished_at=float(data["finished_at"]),
+            reason=data.get("reason"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def _age(head: Any) -> float | None:
     """Seconds since the envelope `head` was created, or None if it is not one."""
     if head is None:
@@ -1048,3 +1195,8 @@ def _age(head: Any) -> float | None:
         return max(time.time() - float(created), 0.0)
     except (EnvelopeError, AttributeError, TypeError, ValueError):
         return None
+
+
+#: The scripts of redis_scripts/ registered on `client`, by file stem (for the
+#: stores beside the driver that keep their own keys, such as queues/batches.py).
+load_scripts = _load_scripts

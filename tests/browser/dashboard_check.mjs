@@ -2,7 +2,7 @@
 //
 // node dashboard_check.mjs PLAN_JSON
 // PLAN_JSON: {url, token, userDataDir, screenshot, expect: [{queue, pending, delayed, failed}],
-//             retryId, workQueue, doneAtLeast, timeoutMs}
+//             batch: {id, total, pending} (optional), retryId, workQueue, doneAtLeast, timeoutMs}
 // Prints one JSON line of what it saw; exits non-zero (with the reason) when a step fails.
 import { chromium } from "playwright-core";
 
@@ -34,6 +34,17 @@ try {
     }
   }
   seen.steps.push("counts");
+
+  if (plan.batch) {
+    const batchRow = page.locator(`#batches tr[data-id="${plan.batch.id}"]`);
+    await batchRow.locator("td.pending").filter({ hasText: new RegExp(`^${plan.batch.pending}$`) })
+      .waitFor();
+    seen.batch = {
+      total: Number(await batchRow.locator("td.total").textContent()),
+      pending: Number(await batchRow.locator("td.pending").textContent()),
+    };
+    seen.steps.push("batch");
+  }
 
   const failedRow = page.locator(`#failed tr[data-id="${plan.retryId}"]`);
   await failedRow.waitFor();

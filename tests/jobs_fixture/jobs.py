@@ -250,3 +250,20 @@ class GateJob(Job):
         while not os.path.exists(self.gate) and time.monotonic() < deadline:
             time.sleep(0.05)
         _append(self.path, f"finished {os.getpid()}")
+
+
+class StepJob(Job):
+    """A workflow step (chains, batches): appends `value` to `path`, then raises if `fail`."""
+
+    queue = "flow"
+
+    def handle(self) -> None:
+        _append(self.path, str(self.value))
+        if self.data.get("fail"):
+            raise RuntimeError(f"step {self.value} broke")
+
+
+class RetriedStepJob(StepJob):
+    """A StepJob with attempts to spare: a redo after a crash runs it again."""
+
+    max_tries = 3

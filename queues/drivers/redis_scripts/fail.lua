@@ -9,20 +9,24 @@
 -- KEYS[7] failed queues set   routemq:queues:failed (names with a failed list); KEYS[6]
 --                             again in cluster mode, where the client keeps that set
 -- KEYS[8] settle receipt      routemq:queue:settles:{nonce} (one per fail call)
+-- KEYS[9] job status          routemq:queue:{name}:status:{job id} (include/job_status.lua)
 -- ARGV[1] job id
 -- ARGV[2] token               the reservation's fencing token (its nonce, see token.lua)
 -- ARGV[3] failed record       JSON {"id":..., "connection", "queue", "payload",
 --                             "exception", "failed_at"} built by the caller
 -- ARGV[4] queue name
 -- ARGV[5] receipt ttl         seconds the settle receipt is kept
+-- ARGV[6] status record       the job's final status without its time ('' writes none)
+-- ARGV[7] status ttl          seconds the status stays readable (JOB_STATUS_RETENTION)
 --
 -- Guarantees: fenced like ack.lua. On success the reservation is removed (and
 -- the job from the id index) and the record appended to the failed list in the
 -- same atomic step (the job is never in both places, never in neither), the
 -- receipt is set; returns 1. Otherwise 0, no change. A call re-sent after its
 -- first run succeeded finds its receipt and returns 1 without adding a second
--- record.
+-- record. The job's final status (failed, with its reason) is written in the same step.
 -- @include reservation.lua
+-- @include job_status.lua
 local now = server_now()
 local verdict = settle_verdict(KEYS[8], KEYS[2], KEYS[3], ARGV[1], ARGV[2], now)
 if verdict ~= nil then
@@ -34,5 +38,6 @@ redis.call('RPUSH', KEYS[6], ARGV[3])
 if KEYS[7] ~= KEYS[6] then
   redis.call('SADD', KEYS[7], ARGV[4])
 end
+write_status(KEYS[9], ARGV[6], ARGV[7], now)
 mark_settled(KEYS[8], ARGV[5])
 return 1
