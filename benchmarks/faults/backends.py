@@ -21,7 +21,7 @@ from queues import connections
 from queues.dispatcher import dispatch_many
 from queues.drivers.base import QueueDriver
 from queues.job import Job
-from queues.registry import JobRegistry
+from queues.registry import DEFAULT_QUEUE, JobRegistry
 from tests.private_servers import PrivateRedis
 
 
@@ -52,6 +52,11 @@ class Backend:
     def dispatch(self, jobs: Sequence[Job]) -> int:
         """Queue `jobs` from the harness in one driver call; the count acknowledged."""
         return len(dispatch_many(jobs, connection=self.queue_driver(), registry=self._registry))
+
+    def queued(self, queue: str = DEFAULT_QUEUE) -> int:
+        """Jobs of `queue` pending, delayed or reserved, read from the live state."""
+        sizes = self.queue_driver().sizes(queue)
+        return sizes.pending + sizes.delayed + sizes.reserved
 
     def harness_connections(self) -> list[int]:
         """Ids of the MariaDB connections on this run's database (the harness's own)."""

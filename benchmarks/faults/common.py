@@ -71,6 +71,7 @@ class Outcome:
     verdict: str = "pass"  #: "pass" or "FAIL"
     explanation: str = ""
     seconds: float = 0.0
+    variant: str = ""  #: what distinguishes rows of one scenario and driver (protocol, fsync)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

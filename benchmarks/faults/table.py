@@ -10,9 +10,20 @@ from benchmarks.faults.common import Outcome
 
 #: Where `python -m benchmarks.faults` writes its rows.
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "faults.json"
-COLUMNS = ("scenario", "driver", "published", "acknowledged", "queued", "run", "lost",
+COLUMNS = ("scenario", "driver", "variant", "published", "acknowledged", "queued", "run", "lost",
            "duplicated", "verdict")  # fmt: skip
-HEADERS = ("scenario", "driver", "publ", "acked", "queued", "run", "lost", "dup", "verdict")
+HEADERS = (
+    "scenario",
+    "driver",
+    "variant",
+    "publ",
+    "acked",
+    "queued",
+    "run",
+    "lost",
+    "dup",
+    "verdict",
+)
 
 
 def format_table(rows: list[Outcome]) -> str:
