@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(rows, scale(), seconds)
     print()
     print(format_table(rows))
-    failed = [row for row in rows if row.verdict != "pass"]
+    failed = [row for row in rows if row.verdict == "FAIL"]
     print(f"\n{len(rows)} runs in {seconds:.0f} s at FAULTS_SCALE={scale()}; {len(failed)} failed")
     if failed:
         print(f"logs kept in {work}")

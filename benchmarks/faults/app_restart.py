@@ -27,6 +27,7 @@ from benchmarks.faults.common import (
     scale,
     scaled,
 )
+from benchmarks.faults.probe.routes import DIRECT_TOPIC, SHARED_TOPIC
 from benchmarks.faults.publisher import CountingPublisher
 from benchmarks.faults.system import App, mqtt_env, queued_when_still, start_workers
 from tests.mqtt_helpers import PrivateMosquitto
@@ -79,7 +80,8 @@ def stopped(driver: str, protocol: str, app_workers: int, folder: Path) -> Outco
             app = App(mqtt_env(found.env, broker, protocol), folder, app_workers)
             running.append(app.start().process)  # the session and subscriptions exist
             app.stop()
-            publisher = CountingPublisher(broker.host, broker.port, protocol)
+            topic = SHARED_TOPIC if app_workers > 1 else DIRECT_TOPIC
+            publisher = CountingPublisher(broker.host, broker.port, protocol, topic)
             try:
                 for number in range(count):
                     publisher.publish(number)
@@ -131,7 +133,7 @@ def killed(driver: str, folder: Path) -> Outcome:
     finally:
         broker.stop()
     outcome.seconds = round(time.monotonic() - started, 1)
-    extra = outcome.queued - len(set(runs))
+    extra = (outcome.queued or 0) - len(set(runs))
     outcome.extra = {"kills": KILLS, "jobs_queued_twice": max(0, extra)}
     outcome.explanation = (
         f"{KILLS} kills; {max(0, extra)} jobs queued twice (stored, then the kill came "

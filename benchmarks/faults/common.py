@@ -32,6 +32,9 @@ PROBE_JOBS = "benchmarks.faults.probe.jobs"
 START_TIMEOUT = 30.0
 #: Seconds a stopped process may take to exit before it is killed.
 STOP_TIMEOUT = 20.0
+#: Seconds without a new run after which the missing jobs count as lost (a reservation of
+#: a killed worker comes back within QUEUE_RETRY_AFTER, far less than this).
+STALL = 25.0
 #: The shared MariaDB server; the harness makes (and drops) its own database there.
 MARIADB_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306"
 #: Drivers every queue scenario runs on.
@@ -63,12 +66,12 @@ class Outcome:
     driver: str
     published: int  #: messages published (or jobs dispatched, where no MQTT is involved)
     acknowledged: int  #: PUBACKs received (or dispatch() calls that returned)
-    queued: int  #: distinct numbers that reached the queue
+    queued: int | None  #: jobs in the queue after the intake (None: workers ran meanwhile)
     run: int  #: lines in the probe's run log (runs, duplicates included)
     lost: int  #: acknowledged but never run
     duplicated: int  #: numbers run more than once
     expectation: str  #: what the scenario promises
-    verdict: str = "pass"  #: "pass" or "FAIL"
+    verdict: str = "pass"  #: "pass", "known" (a documented limitation) or "FAIL"
     explanation: str = ""
     seconds: float = 0.0
     variant: str = ""  #: what distinguishes rows of one scenario and driver (protocol, fsync)
@@ -108,13 +111,18 @@ class Probe:
             return Counter()
         return Counter(int(line) for line in log.read_text().split())
 
-    def wait_for(self, numbers: set[int], timeout: float) -> Counter[int]:
-        """The run counts once every number in `numbers` ran, or after `timeout` seconds."""
+    def wait_for(self, numbers: set[int], timeout: float, stall: float = STALL) -> Counter[int]:
+        """The run counts once every number in `numbers` ran, after `timeout` seconds, or
+        once nothing ran for `stall` seconds (the rest is lost; waiting longer only wastes time)."""
         deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
         while True:
             runs = self.runs()
-            if numbers <= set(runs) or time.monotonic() > deadline:
+            now = time.monotonic()
+            if numbers <= set(runs) or now > deadline or now - since > stall:
                 return runs
+            if len(runs) != last:
+                last, since = len(runs), now
             time.sleep(0.2)
 
     def settle(self, quiet: float = 2.0, timeout: float = 30.0) -> Counter[int]:
@@ -132,16 +140,31 @@ class Probe:
 
 
 def judge(
-    outcome: Outcome, acked: set[int], runs: Counter[int], extra_ok: bool = True, why: str = ""
+    outcome: Outcome,
+    acked: set[int],
+    runs: Counter[int],
+    extra_ok: bool = True,
+    why: str = "",
+    known_loss: int = 0,
 ) -> Outcome:
-    """Fill lost, duplicated, run and the verdict from the numbers acknowledged and run."""
+    """Fill lost, duplicated, run and the verdict from the numbers acknowledged and run.
+
+    `known_loss`: losses up to this many are a documented limitation (verdict "known",
+    which does not fail the run); more fail it.
+    """
     lost = acked - set(runs)
     outcome.lost = len(lost)
     outcome.duplicated = sum(1 for count in runs.values() if count > 1)
     outcome.run = sum(runs.values())
     problems = []
+    if lost and len(lost) <= known_loss and extra_ok:
+        outcome.verdict = "known"
+        outcome.explanation = f"{len(lost)} lost within the documented window; " + (
+            outcome.explanation
+        )
+        return outcome
     if lost:
-        problems.append(f"lost {sorted(lost)[:10]}")
+        problems.append(f"lost {len(lost)}: {sorted(lost)[:10]}")
     if not extra_ok:
         problems.append(why)
     if problems:

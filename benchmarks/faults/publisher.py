@@ -14,16 +14,19 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from benchmarks.faults.common import unique
-from benchmarks.faults.probe.routes import PROBE_TOPIC
+from benchmarks.faults.probe.routes import DIRECT_TOPIC
 
 #: Unacknowledged messages the publisher keeps in flight.
 MAX_INFLIGHT = 100
 
 
 class CountingPublisher:
-    """Publishes `faults/probe/{n}` QoS 1 messages and records which the broker acked."""
+    """Publishes `{topic}/{n}` QoS 1 messages and records which the broker acked."""
 
-    def __init__(self, host: str, port: int, protocol: str = "3.1.1") -> None:
+    def __init__(
+        self, host: str, port: int, protocol: str = "3.1.1", topic: str = DIRECT_TOPIC
+    ) -> None:
+        self.topic = topic
         version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=unique("faults-pub-"), protocol=version
@@ -57,7 +60,7 @@ class CountingPublisher:
     def publish(self, number: int, payload: str = "") -> None:
         """Publish message `number` (QoS 1); its PUBACK is counted when it comes."""
         # Not under the lock: paho holds its own lock while it calls on_publish.
-        info = self.client.publish(f"{PROBE_TOPIC}/{number}", payload, qos=1)
+        info = self.client.publish(f"{self.topic}/{number}", payload, qos=1)
         with self._lock:  # the PUBACK may have come before publish() returned the mid
             if info.mid in self._early:
                 self._early.discard(info.mid)
@@ -85,6 +88,28 @@ class CountingPublisher:
         while len(self.acked) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.acked
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class DeadLetterWatch:
+    """A subscriber on `{topic}/#` counting the dead letters the app publishes."""
+
+    def __init__(self, host: str, port: int, topic: str = "deadletter") -> None:
+        self.topics: list[str] = []
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("faults-dl-"))
+        self.client.on_message = lambda _c, _u, msg: self.topics.append(msg.topic)
+        self.client.on_subscribe = lambda *_args: self._subscribed.set()
+        self.client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]
+        self.client.on_connect = lambda client, *_args: client.subscribe(f"{topic}/#", 1)
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError(f"could not subscribe to {topic}/# on {host}:{port}")
 
     def close(self) -> None:
         """Disconnect and stop the network thread."""

@@ -5,10 +5,15 @@ queue workers (`main.py --queue-work`), all on the probe app, all started as a u
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.faults.backends import Backend
-from benchmarks.faults.common import SystemProcess, unique, wait_until
+from benchmarks.faults.common import Probe, SystemProcess, processes, unique
+from benchmarks.faults.probe.routes import DIRECT_TOPIC
+from benchmarks.faults.publisher import CountingPublisher, DeadLetterWatch
 from tests.mqtt_helpers import PrivateMosquitto
 
 #: The app's log line once a connection has subscribed every route.
@@ -17,6 +22,16 @@ SUBSCRIBED = "subscribed to"
 WORKERS = 2
 #: Seconds the queue must stop growing before the harness counts it.
 QUEUE_QUIET = 1.5
+#: Seconds a queue short of the acknowledged count may stand still before the rest counts as lost.
+STALL = 15.0
+#: Seconds the intake may take to queue what was acknowledged.
+QUEUE_TIMEOUT = 90.0
+#: Seconds after the app subscribed before a stream starts: the private broker saves its
+#: state every second (core.broker.AUTOSAVE_INTERVAL), so its session survives a kill -9.
+BROKER_SAVE = 1.5
+#: Seconds a stream's last PUBACK and last run may take after the stream ended.
+STREAM_ACK_TIMEOUT = 60.0
+STREAM_RUN_TIMEOUT = 120.0
 
 
 def mqtt_env(
@@ -69,13 +84,67 @@ def start_workers(found: Backend, folder: Path, count: int = WORKERS) -> list[Sy
 
 
 def queued_when_still(found: Backend, at_least: int, timeout: float) -> int:
-    """Jobs in the probe queue once it holds `at_least` and stopped growing (or `timeout`)."""
+    """Jobs in the probe queue once it holds `at_least` and stopped growing for
+    QUEUE_QUIET seconds; or once it stopped growing for STALL seconds, or `timeout`."""
     deadline = time.monotonic() + timeout
-    wait_until(lambda: found.queued() >= at_least, timeout, step=0.1)
     last, since = found.queued(), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - since < QUEUE_QUIET:
+    while time.monotonic() < deadline:
+        quiet = QUEUE_QUIET if last >= at_least else STALL
+        if time.monotonic() - since >= quiet:
+            break
         time.sleep(0.1)
         now = found.queued()
         if now != last:
             last, since = now, time.monotonic()
     return last
+
+
+@dataclass
+class StreamResult:
+    """What a stream through the app produced, counted from outside."""
+
+    published: int
+    acked: set[int]
+    queued: int | None  #: jobs in the queue after the intake (None: workers ran meanwhile)
+    runs: Counter[int]
+    dead_letters: int
+    workers_alive: bool  #: every worker started during the stream still runs at the end
+
+
+def stream_through_app(
+    found: Backend,
+    broker: PrivateMosquitto,
+    probe: Probe,
+    folder: Path,
+    count: int,
+    rate: float,
+    fault: Callable[[float], None],
+    workers_during: bool = False,
+    topic: str = DIRECT_TOPIC,
+) -> StreamResult:
+    """Stream `count` probe messages at `rate`/s through a running app while `fault(span)`
+    runs in this thread (`span`: the stream's seconds); then count the queue (unless
+    workers ran meanwhile), run the jobs and count the runs and dead letters."""
+    with processes() as running:
+        app = App(mqtt_env(found.env, broker), folder)
+        running.append(app.start().process)
+        time.sleep(BROKER_SAVE)  # the broker has saved the new session before the stream
+        workers = start_workers(found, folder) if workers_during else []
+        running.extend(workers)
+        watch = DeadLetterWatch(broker.host, broker.port)
+        publisher = CountingPublisher(broker.host, broker.port, topic=topic)
+        try:
+            streaming = publisher.stream(count, rate)
+            fault(count / rate)
+            streaming.join(count / rate * 3 + 60)
+            acked = publisher.wait_acked(count, STREAM_ACK_TIMEOUT)
+            queued = None if workers_during else queued_when_still(found, len(acked), QUEUE_TIMEOUT)
+            alive = all(worker.alive() for worker in workers)
+            if not workers_during:
+                running.extend(start_workers(found, folder))
+            probe.wait_for(acked, STREAM_RUN_TIMEOUT)
+            runs = probe.settle()
+        finally:
+            publisher.close()
+            watch.close()
+    return StreamResult(publisher.published, acked, queued, runs, len(watch.topics), alive)

@@ -26,9 +26,13 @@ HEADERS = (
 )
 
 
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 def format_table(rows: list[Outcome]) -> str:
     """One line per row, aligned, each followed by its explanation."""
-    cells = [[str(getattr(row, column)) for column in COLUMNS] for row in rows]
+    cells = [[_cell(getattr(row, column)) for column in COLUMNS] for row in rows]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(HEADERS)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
