@@ -145,23 +145,23 @@ def judge(
     runs: Counter[int],
     extra_ok: bool = True,
     why: str = "",
-    known_loss: int = 0,
+    explained: set[int] | None = None,
+    window: str = "",
 ) -> Outcome:
     """Fill lost, duplicated, run and the verdict from the numbers acknowledged and run.
 
-    `known_loss`: losses up to this many are a documented limitation (verdict "known",
-    which does not fail the run); more fail it.
+    `explained`: numbers whose loss a documented limitation accounts for (published in
+    its `window`); when every lost number is among them the verdict is "known", which
+    does not fail the run. Any other loss fails it.
     """
     lost = acked - set(runs)
     outcome.lost = len(lost)
     outcome.duplicated = sum(1 for count in runs.values() if count > 1)
     outcome.run = sum(runs.values())
     problems = []
-    if lost and len(lost) <= known_loss and extra_ok:
+    if lost and explained is not None and lost <= explained and extra_ok:
         outcome.verdict = "known"
-        outcome.explanation = f"{len(lost)} lost within the documented window; " + (
-            outcome.explanation
-        )
+        outcome.explanation = f"{len(lost)} lost, all published {window}; " + outcome.explanation
         return outcome
     if lost:
         problems.append(f"lost {len(lost)}: {sorted(lost)[:10]}")

@@ -39,6 +39,7 @@ class CountingPublisher:
         self._acked: set[int] = set()
         self._early: set[int] = set()  #: packet ids acked before publish() returned them
         self.published = 0
+        self.sent_at: dict[int, float] = {}  #: number -> time.monotonic() of its publish()
         self.client.on_publish = self._on_publish
         self.client.connect(host, port)
         self.client.loop_start()
@@ -59,6 +60,7 @@ class CountingPublisher:
 
     def publish(self, number: int, payload: str = "") -> None:
         """Publish message `number` (QoS 1); its PUBACK is counted when it comes."""
+        self.sent_at[number] = time.monotonic()
         # Not under the lock: paho holds its own lock while it calls on_publish.
         info = self.client.publish(f"{self.topic}/{number}", payload, qos=1)
         with self._lock:  # the PUBACK may have come before publish() returned the mid

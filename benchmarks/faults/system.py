@@ -18,6 +18,8 @@ from tests.mqtt_helpers import PrivateMosquitto
 
 #: The app's log line once a connection has subscribed every route.
 SUBSCRIBED = "subscribed to"
+#: A worker's log line once it has checked its backend and entered its loop.
+WORKER_STARTED = "started: connection="
 #: Queue workers of the MQTT scenarios.
 WORKERS = 2
 #: Seconds the queue must stop growing before the harness counts it.
@@ -28,7 +30,7 @@ STALL = 15.0
 QUEUE_TIMEOUT = 90.0
 #: Seconds after the app subscribed before a stream starts: the private broker saves its
 #: state every second (core.broker.AUTOSAVE_INTERVAL), so its session survives a kill -9.
-BROKER_SAVE = 1.5
+BROKER_SAVE = 3.0
 #: Seconds a stream's last PUBACK and last run may take after the stream ended.
 STREAM_ACK_TIMEOUT = 60.0
 STREAM_RUN_TIMEOUT = 120.0
@@ -78,9 +80,14 @@ class App:
 
 
 def start_workers(found: Backend, folder: Path, count: int = WORKERS) -> list[SystemProcess]:
-    """`count` queue workers on the backend's connection (started)."""
+    """`count` queue workers on the backend's connection, once each is in its loop (a
+    worker that starts while its backend is down exits at once, by design)."""
     args = ["--queue-work", "--connection", found.connection, "--sleep", "0.2"]
-    return [SystemProcess(f"worker-{i}", args, found.env, folder).start() for i in range(count)]
+    env = dict(found.env, LOG_LEVEL="INFO")
+    workers = [SystemProcess(f"worker-{i}", args, env, folder).start() for i in range(count)]
+    for worker in workers:
+        worker.wait_for_log(WORKER_STARTED)
+    return workers
 
 
 def queued_when_still(found: Backend, at_least: int, timeout: float) -> int:
@@ -109,6 +116,12 @@ class StreamResult:
     runs: Counter[int]
     dead_letters: int
     workers_alive: bool  #: every worker started during the stream still runs at the end
+    sent_at: dict[int, float]  #: number -> when it was published (time.monotonic())
+    resubscribed_at: float  #: when the app had resubscribed after the fault (or it ended)
+
+    def published_between(self, start: float, end: float) -> set[int]:
+        """Numbers published between two `time.monotonic()` instants."""
+        return {n for n, at in self.sent_at.items() if start <= at <= end}
 
 
 def stream_through_app(
@@ -121,12 +134,16 @@ def stream_through_app(
     fault: Callable[[float], None],
     workers_during: bool = False,
     topic: str = DIRECT_TOPIC,
+    app_env: dict[str, str] | None = None,
+    resubscribes: bool = False,
 ) -> StreamResult:
     """Stream `count` probe messages at `rate`/s through a running app while `fault(span)`
     runs in this thread (`span`: the stream's seconds); then count the queue (unless
-    workers ran meanwhile), run the jobs and count the runs and dead letters."""
+    workers ran meanwhile), run the jobs and count the runs and dead letters.
+    `app_env` overrides the app's environment (a database reached through a proxy);
+    `resubscribes`: the fault makes the app reconnect (its resubscription is timed)."""
     with processes() as running:
-        app = App(mqtt_env(found.env, broker), folder)
+        app = App(mqtt_env(dict(found.env, **(app_env or {})), broker), folder)
         running.append(app.start().process)
         time.sleep(BROKER_SAVE)  # the broker has saved the new session before the stream
         workers = start_workers(found, folder) if workers_during else []
@@ -136,6 +153,10 @@ def stream_through_app(
         try:
             streaming = publisher.stream(count, rate)
             fault(count / rate)
+            resubscribed = time.monotonic()
+            if resubscribes:
+                app.process.wait_for_log(SUBSCRIBED, 2)
+                resubscribed = time.monotonic()
             streaming.join(count / rate * 3 + 60)
             acked = publisher.wait_acked(count, STREAM_ACK_TIMEOUT)
             queued = None if workers_during else queued_when_still(found, len(acked), QUEUE_TIMEOUT)
@@ -147,4 +168,13 @@ def stream_through_app(
         finally:
             publisher.close()
             watch.close()
-    return StreamResult(publisher.published, acked, queued, runs, len(watch.topics), alive)
+    return StreamResult(
+        publisher.published,
+        acked,
+        queued,
+        runs,
+        len(watch.topics),
+        alive,
+        publisher.sent_at,
+        resubscribed,
+    )
