@@ -7,8 +7,9 @@ it writes its state every `autosave_interval` (1 s here, core.broker.AUTOSAVE_IN
 so a message it acknowledged less than that before the kill and had not yet delivered
 to the app (the app's in-flight window was full) dies with it. Each lost message is
 checked against that window; any other loss fails. A `shared=True` route is run too:
-Mosquitto (2.0) does not keep `$share` subscriptions across a restart, so what is published between the broker's restart and
-the app's resubscription has no subscriber and is dropped; that window is reported.
+Mosquitto (2.0) does not keep `$share` subscriptions across a restart, so what is
+published between the broker's restart and the app's resubscription has no subscriber
+and is dropped; that window is reported.
 """
 
 from __future__ import annotations
