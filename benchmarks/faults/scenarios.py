@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from benchmarks.faults import app_restart, backend_outage, broker_kill, worker_kill
+from benchmarks.faults import (
+    app_restart,
+    backend_outage,
+    broker_kill,
+    load,
+    sql_kill,
+    worker_kill,
+)
 from benchmarks.faults.common import Case
 
 __all__ = ["FAMILIES", "Case", "all_cases", "scenario_names"]
 
 
 #: The families in the order they run; each module has SCENARIOS and `cases()`.
-FAMILIES = (worker_kill, app_restart, broker_kill, backend_outage)
+FAMILIES = (worker_kill, app_restart, broker_kill, backend_outage, sql_kill, load)
 
 
 def scenario_names() -> dict[str, str]:
