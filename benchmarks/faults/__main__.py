@@ -4,6 +4,7 @@ or broke its stated expectation.
 
     python -m benchmarks.faults                 # every scenario (FAULTS_SCALE scales them)
     python -m benchmarks.faults --only 1,4      # scenarios whose name starts with 1 or 4
+    python -m benchmarks.faults --readme        # README's delivery table from faults.json
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from benchmarks.faults.common import Outcome, scale
+from benchmarks.faults.readme import rewrite_readme
 from benchmarks.faults.scenarios import Case, all_cases
 from benchmarks.faults.table import format_table, write_results
 
@@ -46,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.faults")
     parser.add_argument("--only", help="scenario numbers, comma-separated (e.g. 1,4)")
     parser.add_argument("--drivers", help="drivers, comma-separated (redis,mariadb,sqlite)")
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="rewrite README's delivery-guarantee table from benchmarks/results/faults.json",
+    )
     args = parser.parse_args(argv)
+    if args.readme:
+        print(rewrite_readme())
+        return 0
     cases = _selected(all_cases(), args.only, args.drivers)
     if not cases:
         parser.error("no scenario matches --only/--drivers")
