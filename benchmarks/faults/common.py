@@ -109,7 +109,8 @@ class Probe:
         log = self.folder / RUN_LOG
         if not log.exists():
             return Counter()
-        return Counter(int(line) for line in log.read_text().split())
+        # A line that is no number (a job that ran with data of the wrong type) is skipped.
+        return Counter(int(line) for line in log.read_text().split() if line.isdigit())
 
     def wait_for(self, numbers: set[int], timeout: float, stall: float = STALL) -> Counter[int]:
         """The run counts once every number in `numbers` ran, after `timeout` seconds, or

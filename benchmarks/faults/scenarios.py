@@ -7,6 +7,7 @@ from benchmarks.faults import (
     backend_outage,
     broker_kill,
     load,
+    poison,
     sql_kill,
     worker_kill,
 )
@@ -16,7 +17,7 @@ __all__ = ["FAMILIES", "Case", "all_cases", "scenario_names"]
 
 
 #: The families in the order they run; each module has SCENARIOS and `cases()`.
-FAMILIES = (worker_kill, app_restart, broker_kill, backend_outage, sql_kill, load)
+FAMILIES = (worker_kill, app_restart, broker_kill, backend_outage, sql_kill, poison, load)
 
 
 def scenario_names() -> dict[str, str]:

@@ -7,6 +7,7 @@ twice shows twice and a lost job never shows, whatever the framework believes.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from queues import Job
@@ -35,7 +36,7 @@ class ProbeJob(Job):
     """
 
     max_tries = 20
-    timeout = 30
+    timeout = 2
 
     n: int
     ms: float = 0.0
@@ -54,3 +55,39 @@ class ProbeJob(Job):
             else:
                 raise RuntimeError(f"probe {self.n} fails its first attempt on purpose")
         append_line(os.path.join(folder, RUN_LOG), str(self.n))
+
+
+class AlwaysFails(Job):
+    """Poison: raises on every attempt; ends in the failed store after `max_tries`."""
+
+    max_tries = 2
+    n: int = 0
+
+    def handle(self) -> None:
+        """Fail."""
+        raise RuntimeError(f"poison job {self.n} always fails")
+
+
+class Hangs(Job):
+    """Poison: sleeps far past its timeout (Python code: the soft timeout stops it)."""
+
+    max_tries = 1
+    timeout = 1
+    n: int = 0
+
+    def handle(self) -> None:
+        """Hang."""
+        time.sleep(3600)
+
+
+class StuckInC(Job):
+    """Poison: a catastrophic regular-expression match, stuck in C code past its timeout
+    (no signal reaches it: the worker's watchdog ends the process)."""
+
+    max_tries = 1
+    timeout = 1
+    n: int = 0
+
+    def handle(self) -> None:
+        """Backtrack for ever inside `re`."""
+        re.match(r"(a+)+$", "a" * 64 + "b")
