@@ -21,6 +21,7 @@ ONE_PER_FAMILY = [
     ("3 ", "sqlite"),
     ("7 ", "mariadb"),
     ("6 ", "mariadb"),
+    ("8 ", "sqlite"),
     ("9 ", "sqlite"),
 ]
 

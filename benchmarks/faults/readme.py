@@ -28,6 +28,7 @@ S4 = "4 app stopped while publishing"
 S5 = "5 app SIGKILL x3"
 S6 = "6 MariaDB KILL CONNECTION"
 S7 = "7 backend outage during intake"
+S8 = "8 poison matrix"
 S9 = "9 load, 10% fail once"
 
 
@@ -59,7 +60,8 @@ _INTAKE_LOST = (
     f"a broker crash and had not yet delivered ({ref(S3)}); on `shared=True` routes with "
     "Mosquitto 2.0, messages published between a broker restart and the app's "
     f"resubscription ({ref(S3S)}); with `MQTT_PERSISTENT_SESSION=false`, whatever is "
-    "published while the app is away"
+    "published while the app is away. Not lost but dead-lettered with the reason: a "
+    f"payload the route refuses ({ref(S8)})"
 )
 _INTAKE_SETTINGS = "`MQTT_PERSISTENT_SESSION=true` (default), a QoS 1 route, broker persistence"
 _JOB_TWICE = (
@@ -68,8 +70,9 @@ _JOB_TWICE = (
     "(no scenario yet)"
 )
 _JOB_FAILED = (
-    "; a job whose workers die more often than its `max_tries` is failed with the reason "
-    "(kept in the failed store), not run again"
+    "; not lost but failed with the reason (kept in the failed store): a job whose workers "
+    "die more often than its `max_tries`, and every entry that is not a runnable job "
+    f"(garbage, deep JSON, unknown job, a job past its timeout, even stuck in C code: {ref(S8)})"
 )
 _REDIS_LOST = (
     "with `appendfsync everysec`, up to 1 s of acknowledged writes on a power loss or a "
@@ -85,34 +88,35 @@ GUARANTEES = (
         f"yes ({ref(S4, S5, S3, S2, S7)}); an outage holds messages unacked, never dead-letters",
         _INTAKE_TWICE, f"{_INTAKE_LOST}; {_REDIS_LOST}",
         f"{_INTAKE_SETTINGS}; Redis `appendonly yes`, `appendfsync always`",
-        (S4, S5, S3, S3S, S2, S7),
+        (S4, S5, S3, S3S, S2, S7, S8),
     ),
     Guarantee(
         INTAKE, "mariadb",
         f"yes ({ref(S4, S5, S3, S7)}); an outage holds messages unacked, never dead-letters",
         _INTAKE_TWICE, f"{_INTAKE_LOST}; {_MARIADB_LOST}", _INTAKE_SETTINGS,
-        (S4, S5, S3, S7),
+        (S4, S5, S3, S7, S8),
     ),
     Guarantee(
         INTAKE, "sqlite",
         f"yes ({ref(S4, S5, S3, S7)}); a locked database holds messages unacked",
         _INTAKE_TWICE, f"{_INTAKE_LOST}; {_SQLITE_LOST}", _INTAKE_SETTINGS,
-        (S4, S5, S3, S7),
+        (S4, S5, S3, S7, S8),
     ),
     Guarantee(
         JOBS, "redis", f"yes, while attempts remain ({ref(S1, S2, S9)})", _JOB_TWICE,
         f"{_REDIS_LOST}{_JOB_FAILED}",
-        "`QUEUE_RETRY_AFTER`, the job's `max_tries`; Redis `appendfsync always`", (S1, S2, S9),
+        "`QUEUE_RETRY_AFTER`, the job's `max_tries`; Redis `appendfsync always`",
+        (S1, S2, S8, S9),
     ),
     Guarantee(
         JOBS, "mariadb", f"yes, while attempts remain ({ref(S1, S6, S9)})", _JOB_TWICE,
         f"{_MARIADB_LOST}{_JOB_FAILED}", "`QUEUE_RETRY_AFTER`, the job's `max_tries`",
-        (S1, S6, S9),
+        (S1, S6, S8, S9),
     ),
     Guarantee(
         JOBS, "sqlite", f"yes, while attempts remain ({ref(S1, S9)})", _JOB_TWICE,
         f"{_SQLITE_LOST}{_JOB_FAILED}", "`QUEUE_RETRY_AFTER`, the job's `max_tries`",
-        (S1, S9),
+        (S1, S8, S9),
     ),
 )  # fmt: skip
 
