@@ -47,17 +47,15 @@ RUN_TIMEOUT = 120.0
 STREAM_RATE = 200.0
 KILLS = 3
 
-#: (driver, MQTT protocol, app processes) of scenario 4: every variant on Redis, and each
-#: protocol and process count on every other driver at least once.
+#: (driver, MQTT protocol, app processes) of scenario 4: every variant on Redis (the
+#: variants differ on the MQTT side only), and one crossing both on each other driver.
 STOPPED_VARIANTS = (
     ("redis", "3.1.1", 1),
     ("redis", "3.1.1", 2),
     ("redis", "5", 1),
     ("redis", "5", 2),
-    ("mariadb", "3.1.1", 1),
     ("mariadb", "5", 2),
-    ("sqlite", "3.1.1", 2),
-    ("sqlite", "5", 1),
+    ("sqlite", "3.1.1", 1),
 )
 
 

@@ -34,7 +34,10 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 #: Seconds without a new run after which the missing jobs count as lost (a reservation of
 #: a killed worker comes back within QUEUE_RETRY_AFTER, far less than this).
-STALL = 25.0
+STALL = 15.0
+#: Seconds the run log must stand still before it is counted (a late duplicate would be
+#: a stored job run again; scenarios that kill workers wait out the lease instead).
+SETTLE_QUIET = 1.0
 #: The shared MariaDB server; the harness makes (and drops) its own database there.
 MARIADB_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306"
 #: Drivers every queue scenario runs on.
@@ -126,7 +129,7 @@ class Probe:
                 last, since = len(runs), now
             time.sleep(0.2)
 
-    def settle(self, quiet: float = 2.0, timeout: float = 30.0) -> Counter[int]:
+    def settle(self, quiet: float = SETTLE_QUIET, timeout: float = 30.0) -> Counter[int]:
         """The run counts once the log stopped growing for `quiet` seconds (late duplicates)."""
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()

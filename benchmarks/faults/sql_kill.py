@@ -48,7 +48,7 @@ def run(folder: Path) -> Outcome:
                 time.sleep(EVERY)
                 killed += found.kill_connections()
             probe.wait_for(set(range(count)), DRAIN_TIMEOUT)
-            runs = probe.settle()
+            runs = probe.settle(quiet=RETRY_AFTER + 1.0)
             alive = all(worker.alive() for worker in workers)
         finally:
             for worker in workers:

@@ -25,7 +25,7 @@ WORKERS = 2
 #: Seconds the queue must stop growing before the harness counts it.
 QUEUE_QUIET = 1.5
 #: Seconds a queue short of the acknowledged count may stand still before the rest counts as lost.
-STALL = 15.0
+STALL = 8.0
 #: Seconds the intake may take to queue what was acknowledged.
 QUEUE_TIMEOUT = 90.0
 #: Seconds after the app subscribed before a stream starts: the private broker saves its
@@ -141,11 +141,13 @@ def stream_through_app(
     runs in this thread (`span`: the stream's seconds); then count the queue (unless
     workers ran meanwhile), run the jobs and count the runs and dead letters.
     `app_env` overrides the app's environment (a database reached through a proxy);
-    `resubscribes`: the fault makes the app reconnect (its resubscription is timed)."""
+    `resubscribes`: the fault kills the broker, so the app reconnects (its resubscription
+    is timed) and the stream waits until the broker has saved the app's session."""
     with processes() as running:
         app = App(mqtt_env(dict(found.env, **(app_env or {})), broker), folder)
         running.append(app.start().process)
-        time.sleep(BROKER_SAVE)  # the broker has saved the new session before the stream
+        if resubscribes:  # the broker will be killed: let it save the new session first
+            time.sleep(BROKER_SAVE)
         workers = start_workers(found, folder) if workers_during else []
         running.extend(workers)
         watch = DeadLetterWatch(broker.host, broker.port)

@@ -63,7 +63,7 @@ def run(driver: str, folder: Path) -> Outcome:
             victim.start()
             kills += 1
         probe.wait_for(set(range(count)), DRAIN_TIMEOUT)
-        runs = probe.settle()
+        runs = probe.settle(quiet=RETRY_AFTER + 1.0)
     outcome.seconds = round(time.monotonic() - started, 1)
     outcome.extra = {"kills": kills}
     judge(outcome, set(range(count)), runs)
