@@ -34,6 +34,8 @@ from benchmarks.faults.probe.routes import DIRECT_TOPIC, JSON_TOPIC
 from benchmarks.faults.publisher import CountingPublisher, DeadLetterWatch
 from benchmarks.faults.system import WORKER_STARTED, App, mqtt_env
 from queues.dispatcher import build_envelope
+from queues.drivers.base import QueueDriver
+from queues.drivers.redis import RedisDriver
 from queues.registry import DEFAULT_QUEUE
 from tests.mqtt_helpers import PrivateMosquitto
 
@@ -76,6 +78,16 @@ def _queue_poison() -> list[str]:
     ]
 
 
+def raw_push(driver: QueueDriver, entry: str) -> None:
+    """Write `entry` into the default queue's storage as an operator's client would: a raw
+    RPUSH on the driver's own key for Redis (its push checks the envelope), `push` for SQL
+    (a plain INSERT of the text)."""
+    if isinstance(driver, RedisDriver):
+        driver.client.rpush(driver.keys(DEFAULT_QUEUE).pending, entry)
+    else:
+        driver.push(DEFAULT_QUEUE, entry)
+
+
 def run(driver: str, folder: Path) -> Outcome:
     """Scenario 8 on `driver`."""
     outcome = Outcome(NAME, driver, 0, 0, None, 0, 0, 0, SCENARIOS[NAME])
@@ -103,10 +115,10 @@ def run(driver: str, folder: Path) -> Outcome:
                 driver_ = found.queue_driver()
                 poison = _queue_poison()
                 for entry in poison:
-                    driver_.push(DEFAULT_QUEUE, entry)
+                    raw_push(driver_, entry)
                 twice = build_envelope(ProbeJob(n=duplicate)).to_json()
-                driver_.push(DEFAULT_QUEUE, twice)
-                driver_.push(DEFAULT_QUEUE, twice)
+                raw_push(driver_, twice)
+                raw_push(driver_, twice)
                 found.dispatch([AlwaysFails(n=1), Hangs(n=2), StuckInC(n=3)])
                 for number in sorted(good_mqtt):
                     publisher.publish(number)
