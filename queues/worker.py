@@ -54,10 +54,12 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+from queues import lifecycle
 from queues.backoff import BackoffPolicy, backoff_delay
 from queues.drivers.base import QueueDriver, ReservedJob
 from queues.envelope import Envelope, EnvelopeError
 from queues.job import Job
+from queues.job_middleware import ReleaseJob, run_job
 from queues.registry import JobRegistry, UnknownJobError, get_registry
 from queues.timeouts import HARD_LIMIT_GRACE, Deadline, JobTimeout, watchdog
 from queues.worker_events import WorkerEvents
@@ -402,12 +404,23 @@ class Worker:
                 "released for another worker" if released else "not released (see above)",
             )
             return
+        except ReleaseJob as release:
+            # Job middleware (a rate limit, an overlap lock) put it off: not an attempt.
+            wait = release.delay
+            if self._settle(
+                "release",
+                reserved,
+                lambda: self.driver.release(reserved, wait, undo_attempt=True),
+            ):
+                logger.info("job %s put off %.3f s: %s", label, wait, release)
+            return
         except BaseException as exc:
             elapsed = time.monotonic() - started
             self._on_exception(reserved, cls, envelope, job, exc, max_tries, elapsed)
             return
         elapsed = time.monotonic() - started
         if self._settle("ack", reserved, lambda: self.driver.ack(reserved)):
+            lifecycle.job_finished(self.driver, envelope, "succeeded")
             logger.info("job %s finished in %.3f s", label, elapsed)
         else:
             logger.warning("job %s finished in %.3f s but was not acked", label, elapsed)
@@ -462,6 +475,9 @@ class Worker:
         if self._stopping:
             # Reserved just as a stop signal came: it is the current job now.
             deadline.shorten(self.grace, self._grace_over)
+        run_job(job, self._handle, self.driver)
+
+    def _handle(self, job: Job) -> None:
         result = job.handle()
         if inspect.isawaitable(result):
             self._await(result)
@@ -541,6 +557,7 @@ class Worker:
     ) -> None:
         if not self._fail(reserved, text):
             return  # another worker owns it now; it will fail it and call the hook
+        lifecycle.job_finished(self.driver, envelope, "failed")
         if isinstance(exc, MaxAttemptsExceeded | RetryUntilExpired):
             logger.error("job %s %s failed: %s", envelope.job, reserved.id, exc)
         if job is not None:
