@@ -57,6 +57,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is the backoff?": ("backoff", r"^def full_jitter\("),
     "Where is the test client for your app's tests?": ("testing", r"^class TestClient\b"),
     "Where is the fault harness (`make faults`)?": ("faults", r"^FAMILIES = "),
+    "Where do idle PostgreSQL workers wait for NOTIFY?": ("wakeup", r"^class PostgresWaker\b"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The database queue driver: jobs as rows of `queue_jobs`, on MySQL/MariaDB or SQLite.
+"""The database queue driver: jobs as rows of `queue_jobs`, on MySQL/MariaDB, PostgreSQL or SQLite.
 
 Claiming a job is one transaction on the server's row locks, never a
 read-then-write race:
@@ -64,8 +64,16 @@ job). Checking every claim for a live row with the same envelope id costs a
 same-table subquery per claim, measured at 25-40% of pop throughput on both
 SQLite and MariaDB, so it is not done: `duplicate_of` is never set here.
 
-A database cannot push a notification to a waiting worker: a blocking `pop`
-polls every `BLOCKING_POLL_SECONDS` until its `block` time is used up.
+Wake-ups: on MySQL/MariaDB and SQLite a blocking `pop` polls every
+`BLOCKING_POLL_SECONDS` until its `block` time is used up. On PostgreSQL the
+push, bulk and release statements also `pg_notify` the queue's channel in
+their own transaction and an idle `pop` waits on LISTEN (queues/drivers/
+pg_wakeup.py), claiming again at least every `NOTIFY_FALLBACK_POLL_SECONDS`.
+
+PostgreSQL: times are `TIMESTAMP WITHOUT TIME ZONE` holding UTC (`now() AT TIME
+ZONE 'UTC'`, the transaction's start), and the claim is ONE statement: both
+halves lock their head row `FOR UPDATE SKIP LOCKED` in CTEs and an `UPDATE ...
+FROM ... RETURNING` marks the lower id.
 """
 
 from __future__ import annotations
@@ -81,8 +89,8 @@ from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
 from backends.sql_engine import mark_clean
-from backends.sql_errors import connection_error, server_name
-from backends.sql_tables import MYSQL_DIALECTS
+from backends.sql_errors import connection_error, is_psycopg_error, postgres_state, server_name
+from backends.sql_tables import MYSQL_DIALECTS, POSTGRES_DIALECT
 from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
     JOB_ID_HEAD,
@@ -94,6 +102,7 @@ from queues.drivers.base import (
     QueueUnavailable,
     ReservedJob,
 )
+from queues.drivers.pg_wakeup import PostgresWaker, channel_for, notifying
 from queues.envelope import (
     JOB_ID_PATTERN,
     EnvelopeError,
@@ -106,6 +115,10 @@ from support.backoff import full_jitter
 #: Seconds between two claim attempts of a blocking pop (no push notifications in SQL).
 BLOCKING_POLL_SECONDS = 0.05
 
+#: Seconds an idle PostgreSQL worker waits for a NOTIFY before claiming again anyway:
+#: the bound on picking up a job whose lease expired (no commit announces that).
+NOTIFY_FALLBACK_POLL_SECONDS = 1.0
+
 #: Times one transaction is tried when the server reports a deadlock or lock timeout.
 TRANSIENT_ATTEMPTS = 50
 
@@ -117,6 +130,13 @@ TRANSIENT_BACKOFF_CAP_SECONDS = 0.25
 
 #: MySQL/MariaDB error codes that roll back a transaction and may simply be retried.
 MYSQL_TRANSIENT_CODES = frozenset({1213, 1205})  # deadlock, lock wait timeout
+
+#: PostgreSQL SQLSTATEs after which a transaction may simply be retried:
+#: serialization failure, deadlock detected, lock not available.
+POSTGRES_TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
+
+#: PostgreSQL SQLSTATE of "relation ... does not exist".
+POSTGRES_MISSING_TABLE_STATE = "42P01"
 
 #: Rows per multi-row INSERT of `bulk` on MySQL/MariaDB (ids follow row order).
 BULK_ROWS_PER_STATEMENT = 500
@@ -140,21 +160,31 @@ class _Clock:
 
     def __init__(self, dialect: str) -> None:
         self.mysql = dialect in MYSQL_DIALECTS
-        if not self.mysql and dialect != "sqlite":
+        self.postgres = dialect == POSTGRES_DIALECT
+        if not self.mysql and not self.postgres and dialect != "sqlite":
             raise QueueError(
-                f"the database queue supports MySQL/MariaDB and SQLite, not {dialect!r}"
+                f"the database queue supports MySQL/MariaDB, PostgreSQL and SQLite, not {dialect!r}"
             )
-        self.now = "NOW(6)" if self.mysql else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+        if self.mysql:
+            self.now = "NOW(6)"
+        elif self.postgres:
+            # UTC whatever the session's TimeZone; now() is the transaction's
+            # start, one instant for every statement of a claim.
+            self.now = "(now() AT TIME ZONE 'UTC')"
+        else:
+            self.now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
     def at(self, param: str) -> str:
         """SQL for now plus the offset bound to `:param` (see `offset`)."""
         if self.mysql:
             return f"(NOW(6) + INTERVAL :{param} MICROSECOND)"
+        if self.postgres:
+            return f"({self.now} + CAST(:{param} AS BIGINT) * INTERVAL '1 microsecond')"
         return f"strftime('%Y-%m-%d %H:%M:%f', 'now', :{param})"
 
     def offset(self, seconds: float) -> int | str:
         """The bound value of an `at()` offset of `seconds` (may be negative)."""
-        if self.mysql:
+        if self.mysql or self.postgres:
             return round(seconds * 1_000_000)
         return f"{seconds:+.3f} seconds"
 
@@ -162,17 +192,21 @@ class _Clock:
         """SQL for the seconds elapsed since the time in `column`."""
         if self.mysql:
             return f"TIMESTAMPDIFF(MICROSECOND, {column}, NOW(6)) / 1000000"
+        if self.postgres:
+            return f"EXTRACT(EPOCH FROM ({self.now} - {column}))"
         return f"(julianday('now') - julianday({column})) * 86400.0"
 
     def between(self, start: str, end: str) -> str:
         """SQL for the seconds from the time in column `start` to the one in `end`."""
         if self.mysql:
             return f"TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1000000"
+        if self.postgres:
+            return f"EXTRACT(EPOCH FROM ({end} - {start}))"
         return f"(julianday({end}) - julianday({start})) * 86400.0"
 
     def stored(self, stamp: datetime) -> datetime | str:
         """A naive UTC datetime as this backend stores times (SQLite: its text form)."""
-        if self.mysql:
+        if self.mysql or self.postgres:
             return stamp
         return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}"
 
@@ -180,12 +214,16 @@ class _Clock:
         """SQL for the unix time of `column`."""
         if self.mysql:
             return f"UNIX_TIMESTAMP({column})"
+        if self.postgres:  # a TIMESTAMP WITHOUT TIME ZONE's epoch reads it as UTC
+            return f"EXTRACT(EPOCH FROM {column})"
         return f"(julianday({column}) - 2440587.5) * 86400.0"
 
 
 def is_transient(exc: DBAPIError | sqlite3.Error) -> bool:
     """True for errors after which the whole transaction may be retried unchanged."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if is_psycopg_error(orig):  # PostgreSQL: the SQLSTATE says it
+        return postgres_state(orig) in POSTGRES_TRANSIENT_STATES
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int):
         return args[0] in MYSQL_TRANSIENT_CODES
@@ -196,6 +234,9 @@ def is_transient(exc: DBAPIError | sqlite3.Error) -> bool:
 def missing_table(exc: DBAPIError | sqlite3.Error) -> str | None:
     """The table name when `exc` says a table does not exist, else None."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if postgres_state(orig) == POSTGRES_MISSING_TABLE_STATE:
+        found = re.search(r'relation "(?:[^".]*\.)?([^"]+)" does not exist', str(orig))
+        return found.group(1) if found else "queue_jobs"
     args = getattr(orig, "args", ())
     if args and args[0] == MISSING_TABLE_CODE:
         found = re.search(r"Table '(?:[^'.]*\.)?([^']+)' doesn't exist", str(args[-1]))
@@ -333,9 +374,11 @@ class DatabaseFailedStore(FailedStore):
         self.engine = engine
         clock = _Clock(engine.dialect.name)
         self._clock = clock
+        # PostgreSQL's DBAPI has no lastrowid: the new id comes back by RETURNING.
+        returning = " RETURNING id" if clock.postgres else ""
         self._insert = text(
             "INSERT INTO queue_failed_jobs (connection, queue, payload, exception, failed_at) "
-            f"VALUES (:connection, :queue, :payload, :exception, {clock.now})"
+            f"VALUES (:connection, :queue, :payload, :exception, {clock.now}){returning}"
         )
         columns = "id, connection, queue, payload, exception, failed_at"
         self._all = text(f"SELECT {columns} FROM queue_failed_jobs ORDER BY id DESC LIMIT :limit")
@@ -362,7 +405,7 @@ class DatabaseFailedStore(FailedStore):
         )
         self._restore = text(
             "INSERT INTO queue_failed_jobs (connection, queue, payload, exception, failed_at) "
-            "VALUES (:connection, :queue, :payload, :exception, :failed_at)"
+            f"VALUES (:connection, :queue, :payload, :exception, :failed_at){returning}"
         )
         self._queues = text("SELECT DISTINCT queue FROM queue_failed_jobs ORDER BY queue")
 
@@ -384,7 +427,7 @@ class DatabaseFailedStore(FailedStore):
             self._insert,
             {"connection": connection, "queue": queue, "payload": payload, "exception": exception},
         )
-        return str(result.lastrowid)
+        return self._new_id(result)
 
     def all(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         """Failed jobs, newest first, optionally of one queue."""
@@ -473,8 +516,12 @@ class DatabaseFailedStore(FailedStore):
             "failed_at": self._clock.stored(stamp),
         }
         return run_transaction(
-            self.engine, lambda c: str(c.execute(self._restore, params).lastrowid)
+            self.engine, lambda c: self._new_id(c.execute(self._restore, params))
         )
+
+    def _new_id(self, result: Any) -> str:
+        """The id of the row an INSERT of this store just added."""
+        return str(result.scalar_one() if self._clock.postgres else result.lastrowid)
 
     @staticmethod
     def _row(row: Any) -> FailedJob:
@@ -532,7 +579,7 @@ class DatabaseDriver(QueueDriver):
         # Seconds from the start of a reservation (available_at, set by the claim)
         # to its last heartbeat (reserved_at); NULL for a row that is not reserved.
         held = clock.between("available_at", "reserved_at")
-        head = f"SELECT id, attempts, reservations, payload, {held} FROM queue_jobs "
+        head = f"SELECT id, attempts, reservations, payload, {held} AS held FROM queue_jobs "
         pending = (
             f"{head}WHERE queue = :queue "
             f"AND reserved_at IS NULL AND available_at <= {now} ORDER BY id LIMIT 1"
@@ -550,10 +597,28 @@ class DatabaseDriver(QueueDriver):
         self._insert_sql = (
             "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) VALUES "
         )
-        self._push = text(
-            self._insert_sql + f"(:queue, :payload, :attempts, {clock.at('delay')}, {now})"
-        )
-        if self._mysql:
+        push = self._insert_sql + f"(:queue, :payload, :attempts, {clock.at('delay')}, {now})"
+        self._push = text(push)
+        self._postgres = clock.postgres
+        if self._postgres:
+            # One round trip: each half locks its head row (SKIP LOCKED; PostgreSQL
+            # allows no locking clause inside a UNION, so the halves are CTEs),
+            # the lower id is marked, and RETURNING gives the row as it was
+            # before the mark (attempts and reservations minus the one added).
+            columns = "id, attempts, reservations, payload, held"
+            lock = "FOR UPDATE SKIP LOCKED"
+            self._claim = text(
+                f"WITH pending AS ({pending} {lock}), expired AS ({expired} {lock}), "
+                f"pick AS (SELECT {columns} FROM pending UNION ALL "
+                f"SELECT {columns} FROM expired ORDER BY id LIMIT 1) "
+                f"UPDATE queue_jobs SET reserved_at = {now}, available_at = {now}, "
+                "attempts = queue_jobs.attempts + 1, "
+                "reservations = queue_jobs.reservations + 1 FROM pick "
+                "WHERE queue_jobs.id = pick.id RETURNING queue_jobs.id, "
+                "queue_jobs.attempts - 1, queue_jobs.reservations - 1, queue_jobs.payload, "
+                "pick.held"
+            )
+        elif self._mysql:
             # Each half locks its head row, skipping rows other workers hold, and
             # the lower id of the (at most) two is claimed; the other stays locked
             # only until this transaction commits. No outer ORDER BY: it would
@@ -575,7 +640,7 @@ class DatabaseDriver(QueueDriver):
         self._transfer_select = text(
             f"SELECT id, attempts, reservations, payload, {clock.unix('available_at')} "
             f"FROM queue_jobs WHERE queue = :queue AND {transferable} ORDER BY id LIMIT :limit"
-            + (" FOR UPDATE SKIP LOCKED" if self._mysql else "")
+            + (" FOR UPDATE SKIP LOCKED" if self._mysql or self._postgres else "")
         )
         # No attempt is counted for a move: only the fencing counter grows.
         self._transfer_mark = text(
@@ -584,11 +649,27 @@ class DatabaseDriver(QueueDriver):
         ).bindparams(bindparam("ids", expanding=True))
         self._ack = text(f"DELETE FROM queue_jobs WHERE {live}")
         release = f"UPDATE queue_jobs SET reserved_at = NULL, available_at = {clock.at('delay')}"
-        self._release = text(f"{release} WHERE {live}")
-        self._release_undo = text(
+        release_undo = (
             f"{release}, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
             f"WHERE {live}"
         )
+        release = f"{release} WHERE {live}"
+        # PostgreSQL: what makes a job available also wakes idle workers, in the
+        # same statement (queues/drivers/pg_wakeup.py); elsewhere workers poll.
+        self._waker: PostgresWaker | None = None
+        # Engine of the one-statement operations (push, claim, ack, release,
+        # extend): on PostgreSQL in autocommit, where one statement is one
+        # atomic transaction and BEGIN and COMMIT would each cost a round trip
+        # (psycopg sends them as queries of their own). Same pool.
+        self._single = engine
+        if self._postgres:
+            self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
+            push, release, release_undo = map(notifying, (push, release, release_undo))
+            self._notify = text("SELECT pg_notify(:channel, CAST(:delay AS TEXT))")
+            self._waker = PostgresWaker(engine)
+        self._push_notifying = text(push)
+        self._release = text(release)
+        self._release_undo = text(release_undo)
         self._extend = text(f"UPDATE queue_jobs SET reserved_at = {now} WHERE {live}")
         pending = f"reserved_at IS NULL AND available_at <= {now}"
         self._sizes = text(
@@ -630,7 +711,9 @@ class DatabaseDriver(QueueDriver):
             "attempts": stored_attempts(payload),
             "delay": self._clock.offset(checked_delay(delay)),
         }
-        run_transaction(self.engine, lambda c: self._hot(c, self._push, params))
+        if self._postgres:
+            params["channel"] = channel_for(queue)
+        run_transaction(self._single, lambda c: self._hot(c, self._push_notifying, params))
 
     def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
         """Insert many jobs in one transaction: all or none, ids in the given order."""
@@ -650,12 +733,25 @@ class DatabaseDriver(QueueDriver):
                     for q, p, d in jobs
                 ]
                 connection.execute(self._push, rows)
+                if self._postgres:  # one wake-up per queue, with its earliest delay
+                    for channel, delay in self._earliest(rows).items():
+                        connection.execute(self._notify, {"channel": channel, "delay": delay})
                 return
             for start in range(0, len(jobs), BULK_ROWS_PER_STATEMENT):
                 chunk = jobs[start : start + BULK_ROWS_PER_STATEMENT]
                 connection.execute(*self._bulk_statement(chunk))
 
         run_transaction(self.engine, work)
+
+    @staticmethod
+    def _earliest(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The smallest delay of each queue's rows, keyed by its wake-up channel."""
+        earliest: dict[str, Any] = {}
+        for row in rows:
+            channel = channel_for(row["queue"])
+            if channel not in earliest or row["delay"] < earliest[channel]:
+                earliest[channel] = row["delay"]
+        return earliest
 
     def _bulk_statement(
         self, chunk: Sequence[tuple[str, str, float]]
@@ -680,15 +776,23 @@ class DatabaseDriver(QueueDriver):
 
         Expired reservations of due jobs count as available (their attempts
         were counted when they were reserved). With `block > 0`, polls every
-        `BLOCKING_POLL_SECONDS` until a job is claimed or `block` seconds pass.
+        `BLOCKING_POLL_SECONDS` until a job is claimed or `block` seconds pass; on
+        PostgreSQL it waits for a NOTIFY instead, claiming again at least every
+        `NOTIFY_FALLBACK_POLL_SECONDS` (expired leases, delayed jobs).
         """
         deadline = time.monotonic() + block
+        waker = self._waker
+        if waker is not None:
+            waker.drain()
         while True:
             job = self._claim_once(queues)
             remaining = deadline - time.monotonic()
             if job is not None or remaining <= 0:
                 return job
-            time.sleep(min(BLOCKING_POLL_SECONDS, remaining))
+            if waker is not None:
+                waker.wait(queues, min(NOTIFY_FALLBACK_POLL_SECONDS, remaining))
+            else:
+                time.sleep(min(BLOCKING_POLL_SECONDS, remaining))
 
     def _claim_once(self, queues: Sequence[str]) -> ReservedJob | None:
         expiry = self._clock.offset(-self.retry_after)
@@ -698,17 +802,24 @@ class DatabaseDriver(QueueDriver):
                 rows = self._hot(
                     connection, self._claim, {"queue": queue, "expiry": expiry}
                 ).fetchall()
+                if rows and self._postgres:  # the claim's UPDATE already marked it
+                    return self._reserved(queue, rows[0])
                 if rows:
                     return self._mark_claimed(connection, queue, min(rows, key=lambda r: int(r[0])))
             return None
 
-        return run_transaction(self.engine, work)
+        # PostgreSQL: each queue's claim is one statement, atomic in autocommit.
+        return run_transaction(self._single, work)
 
     def _mark_claimed(self, connection: Connection, queue: str, row: Any) -> ReservedJob:
         """Reserve the chosen row (locked by the claim's SELECT, or BEGIN IMMEDIATE)."""
+        self._hot(connection, self._mark, {"id": int(row[0])})
+        return self._reserved(queue, row)
+
+    def _reserved(self, queue: str, row: Any) -> ReservedJob:
+        """The job of a claimed row, given as it was before the claim marked it."""
         row_id, attempts, reservations = int(row[0]), int(row[1]) + 1, int(row[2]) + 1
         payload = str(row[3])
-        self._hot(connection, self._mark, {"id": row_id})
         # held = last heartbeat - reservation start; the lease then ran retry_after more.
         held = None if row[4] is None else max(float(row[4]), 0.0) + self.retry_after
         return ReservedJob(
@@ -732,7 +843,7 @@ class DatabaseDriver(QueueDriver):
             "expiry": self._clock.offset(-self.retry_after),
             **extra,
         }
-        count = run_transaction(self.engine, lambda c: self._hot(c, statement, params).rowcount)
+        count = run_transaction(self._single, lambda c: self._hot(c, statement, params).rowcount)
         return count == 1
 
     def ack(self, job: ReservedJob) -> bool:
@@ -749,7 +860,10 @@ class DatabaseDriver(QueueDriver):
         """
         undo = undo_attempt and not job.token.endswith(TRANSFER_SUFFIX)
         statement = self._release_undo if undo else self._release
-        return self._fenced(statement, job, delay=self._clock.offset(checked_delay(delay)))
+        extra: dict[str, Any] = {"delay": self._clock.offset(checked_delay(delay))}
+        if self._postgres:
+            extra["channel"] = channel_for(job.queue)
+        return self._fenced(statement, job, **extra)
 
     def extend(self, job: ReservedJob) -> bool:
         """Renew the lease to `retry_after` seconds from now; fenced like `ack`."""
@@ -874,5 +988,8 @@ class DatabaseDriver(QueueDriver):
 
         The engine may be shared (and, after fork, its sockets belong to the
         parent), so nothing is sent to the server; the sockets close when freed.
+        The PostgreSQL wake-up connection is this process's own and is closed.
         """
+        if self._waker is not None:
+            self._waker.close()
         self.engine.dispose(close=False)
