@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run worker test test-slow lint typecheck pytest bench clean
+.PHONY: install run worker test test-slow lint typecheck pytest bench faults clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The fault harness (benchmarks/faults/): kills and restarts workers, the app, the broker
+# and private Redis servers, feeds poison, and prints what was lost or run twice; exits 1
+# when anything acknowledged was lost. FAULTS_SCALE=0.1 is a 1-2 minute smoke run.
+faults: $(STAMP)
+	$(PY) -m benchmarks.faults
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache storage/*.db

@@ -120,7 +120,6 @@ class IntakeStats:
         self.handler_failures = 0  #: failed handler attempts, retries included
         self.outage_retries = 0  #: tries of held messages during backend outages
         self.qos0_dropped = 0  #: QoS 0 messages dropped because the backlog was full
-        self.stale_skipped = 0  #: messages of a lost connection left for the broker to redeliver
         self.unexpected_errors = 0  #: framework faults caught around a message (logged)
 
     def add(self, counter: str, amount: int = 1) -> None:

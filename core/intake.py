@@ -92,14 +92,10 @@ class Intake:
         dead_letter_max_bytes: int,
         outbox: Outbox | None = None,
         observer: BatchObserver | None = None,
-        redelivered_after_reconnect: bool = False,
         on_stuck: Callable[[], None] | None = None,
     ) -> None:
         self._sequencer = sequencer
         self._observer = observer
-        #: A persistent session: the broker redelivers what a lost connection left
-        #: unacknowledged, so messages of an old connection are not handled again here.
-        self._skip_stale = redelivered_after_reconnect
         #: Called when a message could not be finished by any rule (a fault of ours):
         #: the runtime drops the connection so the broker redelivers, rather than
         #: holding every later acknowledgement behind it.
@@ -226,10 +222,9 @@ class Intake:
         consumed = 0
         for inbound in batch:
             consumed += 1
-            ticket = inbound.ticket
-            if self._skip_stale and ticket is not None and not sequencer.is_current(ticket):
-                self.stats.add("stale_skipped")  # the broker redelivers it to this session
-                continue
+            # A message of a lost connection is handled all the same (its ack is dropped):
+            # a broker that crashed may not have saved it, so leaving it to a redelivery
+            # can lose it (fault scenario 3); handling it may at worst store it twice.
             try:
                 outcome = delivery.route(inbound)
             except BaseException as exc:  # route() has no other way out

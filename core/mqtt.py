@@ -184,7 +184,6 @@ class MqttRuntime:
             dead_letter_max_bytes=settings.mqtt_dead_letter_max_bytes,
             outbox=outbox,
             observer=observer,
-            redelivered_after_reconnect=settings.mqtt_persistent_session,
             on_stuck=self._drop_connection,
         )
 

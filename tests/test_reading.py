@@ -58,6 +58,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where are chains and batches?": ("workflows", r"^def chain\("),
     "Where is the hook for job outcomes?": ("lifecycle", r"^def before_settle\("),
     "Where is the test client for your app's tests?": ("testing", r"^class TestClient\b"),
+    "Where is the fault harness (`make faults`)?": ("faults", r"^FAMILIES = "),
     "Where do idle PostgreSQL workers wait for NOTIFY?": ("wakeup", r"^class PostgresWaker\b"),
 }
 
