@@ -137,6 +137,14 @@ MEMORY = Option(
     metavar="MB",
     check=not_negative(),
 )
+PREFETCH = Option(
+    "--prefetch",
+    "most jobs a worker reserves per round trip; fewer when jobs are slow (default 16)",
+    int,
+    default=16,
+    metavar="N",
+    check=at_least(1),
+)
 TIMEOUT = Option(
     "--timeout", "default job timeout in seconds", float, metavar="S", check=positive_seconds
 )
@@ -353,6 +361,7 @@ COMMANDS: tuple[Command, ...] = (
             BACKOFF,
             ONCE,
             STOP_WHEN_EMPTY,
+            PREFETCH,
         ),
         role="worker",
     ),

@@ -223,6 +223,7 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
             registry=registry,
             stop_when_empty=finite,
             events=monitor,
+            prefetch=args.prefetch,
         )
 
     return serve_worker(settings, driver, queues, build)
@@ -244,6 +245,7 @@ def worker_arguments(args: argparse.Namespace) -> list[str]:
         ("--timeout", "timeout"),
         ("--tries", "tries"),
         ("--backoff", "backoff"),
+        ("--prefetch", "prefetch"),
     ):
         value = getattr(args, attribute, None)
         if value is not None:

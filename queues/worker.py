@@ -50,7 +50,9 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -77,6 +79,14 @@ ERROR_PAUSE_BASE = 0.1
 ERROR_PAUSE = 1.0
 #: Shortest time between two lease renewals of one job, seconds.
 MIN_HEARTBEAT_INTERVAL = 0.05
+#: Most jobs one reservation takes by default (`--prefetch`); chosen by measurement
+#: (benchmarks/bench_worker.py): round trips stop dominating a no-op job around here.
+DEFAULT_PREFETCH = 16
+#: Seconds of work (at the recent average run time) a worker may hold reserved ahead of
+#: the job it runs: slower jobs are prefetched less, down to one at a time.
+PREFETCH_WORK_SECONDS = 0.05
+#: Weight of the newest run time in the moving average that sizes the prefetch.
+RUN_TIME_WEIGHT = 0.2
 
 
 class WorkerStopping(BaseException):
@@ -117,46 +127,61 @@ def current_rss_mb() -> float:
 
 
 class _Heartbeat:
-    """Renews the lease of the job being run from one background thread per worker.
+    """Renews the leases of every job this worker process holds, from one background thread.
 
-    The lease is `3 * interval`, and the thread renews the current job every
-    `interval` seconds, so a running job's lease never runs out - until the
-    job's hard limit (`stop_at`) has passed: then it stops renewing, so a job
-    stuck past its timeout can never keep its lease (and a second worker out)
-    for ever. `stop()` returns only after any renewal in flight has finished,
-    so a renewal never races the job's ack. One long-lived thread, not one per
-    job: jobs may be very short.
+    A worker holds a job from its reservation to its settle: prefetched jobs
+    waiting their turn, the jobs running and the finished ones waiting for
+    their batch ack. Every `interval` seconds (a lease is `3 * interval`) the
+    thread renews all of them in one `extend_many` call per queue, so
+    heartbeats cost one round trip per interval for the whole process, not one
+    per job. A running job stops being renewed once its hard limit (`stop_at`)
+    has passed, so a job stuck past its timeout can never keep its lease (and
+    a second worker out) for ever. `drop()` returns only after any renewal in
+    flight has finished, so a renewal never races the jobs' settle. One
+    long-lived thread, not one per job: jobs may be very short.
     """
 
     def __init__(self, driver: QueueDriver, interval: float) -> None:
         self._driver = driver
         self._interval = interval
-        self._job: ReservedJob | None = None
-        self._stop_at: float | None = None
+        #: held jobs by token (unique per reservation) -> hard limit (monotonic) or None
+        self._held: dict[str, tuple[ReservedJob, float | None]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._thread.start()
 
-    def beat(self, job: ReservedJob, stop_at: float | None = None) -> None:
-        """Renew `job`'s lease until `stop()` or the monotonic time `stop_at`: first
-        within `interval` seconds, then every `interval` (no wake-up per job, so
-        short jobs pay only a lock)."""
+    def hold(self, jobs: Sequence[ReservedJob]) -> None:
+        """Keep renewing these jobs' leases until they are dropped."""
         with self._lock:
-            self._job = job
-            self._stop_at = stop_at
+            for job in jobs:
+                self._held[job.token] = (job, None)
 
-    def stop(self) -> None:
-        """Stop renewing; waits for a renewal in flight."""
+    def beat(self, job: ReservedJob, stop_at: float | None = None) -> None:
+        """Renew `job`'s lease until it is dropped or the monotonic time `stop_at`
+        (its hard limit) passes: first within `interval` seconds, then every
+        `interval` (no wake-up per job, so short jobs pay only a lock)."""
         with self._lock:
-            self._job = None
+            self._held[job.token] = (job, stop_at)
+
+    def finished(self, job: ReservedJob) -> None:
+        """The job's attempt ended: renew it (until its settle) without a hard limit."""
+        with self._lock:
+            if job.token in self._held:
+                self._held[job.token] = (job, None)
+
+    def drop(self, jobs: Sequence[ReservedJob]) -> None:
+        """Stop renewing these jobs; waits for a renewal in flight."""
+        with self._lock:
+            for job in jobs:
+                self._held.pop(job.token, None)
 
     def close(self) -> None:
         """End the thread."""
         with self._wake:
             self._closed = True
-            self._job = None
+            self._held.clear()
             self._wake.notify()
         self._thread.join()
 
@@ -164,27 +189,35 @@ class _Heartbeat:
         with self._wake:
             while not self._closed:
                 self._wake.wait(self._interval)
-                job = self._job
-                if job is None or self._closed:
+                if self._closed or not self._held:
                     continue
-                if self._stop_at is not None and time.monotonic() >= self._stop_at:
-                    logger.error(
-                        "job %s: still running past its hard time limit; its lease is no "
-                        "longer renewed",
-                        job.id,
-                    )
-                    self._job = None
+                now = time.monotonic()
+                renew: list[ReservedJob] = []
+                for token, (job, stop_at) in list(self._held.items()):
+                    if stop_at is not None and now >= stop_at:
+                        logger.error(
+                            "job %s: still running past its hard time limit; its lease is no "
+                            "longer renewed",
+                            job.id,
+                        )
+                        del self._held[token]
+                    else:
+                        renew.append(job)
+                if not renew:
                     continue
-                # The lock is held during the call so stop() waits for it to end.
+                # The lock is held during the call so drop() waits for it to end.
                 try:
-                    if not self._driver.extend(job):
+                    verdicts = self._driver.extend_many(renew)
+                except Exception as exc:
+                    logger.warning("heartbeat of %d job(s) failed: %s", len(renew), exc)
+                    continue
+                for job, renewed in zip(renew, verdicts, strict=True):
+                    if not renewed:
                         logger.warning(
                             "job %s: lease lost (heartbeat refused); another worker may run it",
                             job.id,
                         )
-                        self._job = None
-                except Exception as exc:
-                    logger.warning("job %s: heartbeat failed: %s", job.id, exc)
+                        self._held.pop(job.token, None)
 
 
 class Worker:
@@ -215,6 +248,7 @@ class Worker:
         use_watchdog: bool | None = None,
         stop_when_empty: bool = False,
         events: WorkerEvents | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue name")
@@ -238,6 +272,15 @@ class Worker:
         self._deadline: Deadline | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat: _Heartbeat | None = None
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        self.prefetch = prefetch
+        #: reserved jobs not started yet, in reservation order
+        self._prefetched: deque[ReservedJob] = deque()
+        #: finished jobs waiting for the next batch ack: (job, log label, run seconds)
+        self._acks: list[tuple[ReservedJob, str, float]] = []
+        self._defer_acks = False
+        self._average_run: float | None = None
         pause_cap = min(ERROR_PAUSE, sleep) if sleep > 0 else ERROR_PAUSE
         self._pop_backoff = Backoff(min(ERROR_PAUSE_BASE, pause_cap), pause_cap)
 
@@ -251,36 +294,41 @@ class Worker:
             logger.warning("job timeouts are not enforced: the worker runs outside the main thread")
         started = time.monotonic()
         logger.info(
-            "worker %d started: connection=%s queues=%s",
+            "worker %d started: connection=%s queues=%s prefetch=%d",
             os.getpid(),
             self.driver.name,
             ",".join(self.queues),
+            self.prefetch,
         )
         self.events.worker_started(self)
+        self._defer_acks = True
         try:
             while not self._stopping:
                 reason = self._exit_reason(started)
                 if reason:
                     logger.info("worker %d exiting: %s", os.getpid(), reason)
                     break
-                wait = self._wait(started)
-                try:
-                    reserved = self.driver.pop(self.queues, block=wait)
-                except Exception as exc:
-                    logger.error("worker %d: cannot reserve a job: %s", os.getpid(), exc)
-                    time.sleep(self._pop_backoff.next_delay())
-                    continue
-                self._pop_backoff.reset()
-                if reserved is None:
-                    if self.stop_when_empty:
-                        logger.info("worker %d exiting: no job waiting", os.getpid())
+                if not self._prefetched:
+                    self._flush_acks()
+                    outcome = self._reserve(started)
+                    if outcome == "empty":
+                        if self.stop_when_empty:
+                            logger.info("worker %d exiting: no job waiting", os.getpid())
+                            break
+                        continue
+                    if outcome == "error":
+                        continue
+                    if self._stopping:
                         break
-                    continue
+                reserved = self._prefetched.popleft()
                 self._process_guarded(reserved)
                 self.jobs_done += 1
             else:
                 logger.info("worker %d stopped after a signal", os.getpid())
         finally:
+            self._defer_acks = False
+            self._flush_acks()
+            self._give_back_prefetched()
             self.events.worker_stopped()
             self._restore_signals(previous)
             if self._loop is not None:
@@ -290,6 +338,104 @@ class Worker:
                 self._heartbeat.close()
                 self._heartbeat = None
         return 0
+
+    def _reserve(self, started: float) -> str:
+        """Reserve the next batch into the prefetch buffer: "ok", "empty" or "error"."""
+        wait = self._wait(started)
+        try:
+            jobs = self.driver.pop_many(self.queues, self._batch_size(), block=wait)
+        except Exception as exc:
+            logger.error("worker %d: cannot reserve a job: %s", os.getpid(), exc)
+            time.sleep(self._pop_backoff.next_delay())
+            return "error"
+        self._pop_backoff.reset()
+        if not jobs:
+            return "empty"
+        self._heartbeat_for().hold(jobs)
+        self._prefetched.extend(jobs)
+        return "ok"
+
+    def _batch_size(self) -> int:
+        """How many jobs the next reservation takes: adaptive prefetch.
+
+        At most `prefetch`, and at most the jobs left before `max_jobs`; and only
+        as many as fit in PREFETCH_WORK_SECONDS of the recent average run time,
+        so slow jobs are reserved one at a time (another worker can take the
+        next one) while short ones share a round trip.
+        """
+        size = self.prefetch
+        if self.max_jobs:
+            size = min(size, self.max_jobs - self.jobs_done)
+        average = self._average_run
+        if average is None:
+            size = min(size, 1)  # learn how long jobs take before holding any back
+        elif average > 0:
+            size = min(size, int(PREFETCH_WORK_SECONDS / average))
+        return max(size, 1)
+
+    def _heartbeat_for(self) -> _Heartbeat:
+        if self._heartbeat is None:
+            interval = max(self.driver.retry_after / 3.0, MIN_HEARTBEAT_INTERVAL)
+            self._heartbeat = _Heartbeat(self.driver, interval)
+        return self._heartbeat
+
+    def _give_back_prefetched(self) -> None:
+        """Release the prefetched jobs that never started, taking back their attempt."""
+        while self._prefetched:
+            reserved = self._prefetched.popleft()
+            self._settle(
+                "release", reserved, partial(self.driver.release, reserved, 0, undo_attempt=True)
+            )
+
+    def _finished(self, reserved: ReservedJob, label: str, elapsed: float) -> None:
+        """The attempt succeeded: ack it now, or with the next batch (inside `run`)."""
+        self._learn(elapsed)
+        self._acks.append((reserved, label, elapsed))
+        if self._heartbeat is not None:
+            self._heartbeat.finished(reserved)
+        if not self._defer_acks or len(self._acks) >= self.prefetch:
+            self._flush_acks()
+
+    def _learn(self, elapsed: float) -> None:
+        """Fold one attempt's run time into the average that sizes the prefetch."""
+        if self._average_run is None:
+            self._average_run = elapsed
+        else:
+            self._average_run += RUN_TIME_WEIGHT * (elapsed - self._average_run)
+
+    def _flush_acks(self) -> None:
+        """Ack every finished job in one `ack_many` call per queue (batch settle).
+
+        Each job is fenced on its own: a refused ack (its lease was lost) is
+        logged for that job only. A backend error leaves the whole batch to
+        its leases (they come back: at-least-once, never lost).
+        """
+        if not self._acks:
+            return
+        batch, self._acks = self._acks, []
+        jobs = [reserved for reserved, _, _ in batch]
+        try:
+            verdicts = self.driver.ack_many(jobs)
+        except Exception as exc:
+            for job in jobs:
+                logger.error(
+                    "job %s: cannot ack it (%s); it returns when its lease expires", job.id, exc
+                )
+            verdicts = None
+        if self._heartbeat is not None:
+            self._heartbeat.drop(jobs)
+        if verdicts is None:
+            return
+        for (reserved, label, elapsed), acked in zip(batch, verdicts, strict=True):
+            if acked:
+                self._settled(reserved, "ack")
+                logger.info("job %s finished in %.3f s", label, elapsed)
+            else:
+                logger.warning(
+                    "job %s: ack refused: the lease was lost and another worker may run it",
+                    reserved.id,
+                )
+                logger.warning("job %s finished in %.3f s but was not acked", label, elapsed)
 
     def stop(self) -> None:
         """Ask the loop to stop after the current job (from any thread)."""
@@ -333,6 +479,8 @@ class Worker:
         finally:
             log_context.unbind(binding)
             self.events.job_done(reserved)
+            if self._heartbeat is not None and not any(a[0] is reserved for a in self._acks):
+                self._heartbeat.drop([reserved])
 
     def _process(self, reserved: ReservedJob) -> None:
         started = time.monotonic()
@@ -406,11 +554,7 @@ class Worker:
             elapsed = time.monotonic() - started
             self._on_exception(reserved, cls, envelope, job, exc, max_tries, elapsed)
             return
-        elapsed = time.monotonic() - started
-        if self._settle("ack", reserved, lambda: self.driver.ack(reserved)):
-            logger.info("job %s finished in %.3f s", label, elapsed)
-        else:
-            logger.warning("job %s finished in %.3f s but was not acked", label, elapsed)
+        self._finished(reserved, label, time.monotonic() - started)
 
     def _refuse(self, reserved: ReservedJob, exc: EnvelopeError) -> None:
         """Fail an entry that is not a valid envelope; its hook learns why, when it can."""
@@ -442,11 +586,9 @@ class Worker:
         def on_timeout() -> BaseException:
             return JobTimeout(f"job {envelope.job} ({reserved.id}) exceeded {timeout:g} s")
 
-        if self._heartbeat is None:
-            interval = max(self.driver.retry_after / 3.0, MIN_HEARTBEAT_INTERVAL)
-            self._heartbeat = _Heartbeat(self.driver, interval)
+        heartbeat = self._heartbeat_for()
         hard = None if timeout is None else timeout + HARD_LIMIT_GRACE
-        self._heartbeat.beat(reserved, None if hard is None else time.monotonic() + hard)
+        heartbeat.beat(reserved, None if hard is None else time.monotonic() + hard)
         try:
             with (
                 Deadline(timeout, on_timeout) as deadline,
@@ -456,7 +598,6 @@ class Worker:
                 self._call_handle(job, deadline)
         finally:
             self._deadline = None
-            self._heartbeat.stop()
 
     def _call_handle(self, job: Job, deadline: Deadline) -> None:
         if self._stopping:
@@ -610,7 +751,7 @@ class Worker:
             )
             return False
         if done:
-            self.events.job_settled(reserved, action)
+            self._settled(reserved, action)
         else:
             logger.warning(
                 "job %s: %s refused: the lease was lost and another worker may run it",
@@ -618,6 +759,12 @@ class Worker:
                 action,
             )
         return done
+
+    def _settled(self, reserved: ReservedJob, action: str) -> None:
+        """THE place where a job's outcome is known: acked (succeeded), released (for a
+        retry, or given back at a stop) or failed (for good). Every settle that the
+        backend accepted passes here exactly once; lifecycle hooks attach here."""
+        self.events.job_settled(reserved, action)
 
     def _fail(self, reserved: ReservedJob, text: str) -> bool:
         return self._settle("fail", reserved, lambda: self.driver.fail(reserved, text))

@@ -674,6 +674,102 @@ class RedisDriver(QueueDriver):
             abandoned_after=float(held) if held else None,
         ), None
 
+    @_redis_call
+    def pop_many(self, queues: Sequence[str], count: int, block: float = 0.0) -> list[ReservedJob]:
+        """Reserve up to `count` jobs in one run of pop_many.lua, each under its own lease.
+
+        Each job's fencing token is its own nonce, so it is acked, released,
+        extended or failed on its own, exactly like a job from `pop`. An empty
+        pop waits on the notify lists like `pop`. One call is idempotent (its
+        receipt): the client's re-send after a lost reply gets the same
+        reservations back, never a second set.
+        """
+        if count <= 1:
+            job = self.pop(queues, block)
+            return [] if job is None else [job]
+        if not queues:
+            raise ValueError("pop needs at least one queue name")
+        notify = [self.keys(q).notify for q in queues]
+        tokens = [uuid.uuid4().hex for _ in range(count)]
+        keys = [key for q in queues for key in self.keys(q).all()]
+        keys.append(self.receipt_key(tokens[0]))
+        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, count]
+        args += [*tokens, *queues]
+        deadline = time.monotonic() + block
+        while True:
+            flat = self._scripts["pop_many"](keys=keys, args=args)
+            if _text(flat[0]):
+                return [self._reserved(*flat[i : i + 6]) for i in range(0, len(flat), 6)]
+            next_due = _text(flat[1])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            wait = min(remaining, self._block_slice)
+            if next_due:
+                wait = min(wait, float(next_due))
+            woken = self.client.blpop(notify, timeout=blpop_timeout(wait, self.server_version()))
+            if woken is None and time.monotonic() >= deadline:
+                return []
+
+    @staticmethod
+    def _reserved(
+        queue: Any, value: Any, job_id: Any, kind: Any, held: Any, token: Any
+    ) -> ReservedJob:
+        """One job of a pop_many.lua reply (the id is the script's, never a re-parse)."""
+        payload = _text(value)
+        try:
+            attempts, real_id = _envelope_head(payload)
+        except ValueError:
+            attempts, real_id = 1, malformed_id(payload)
+        return ReservedJob(
+            _text(job_id),
+            _text(queue),
+            payload,
+            attempts,
+            _text(token),
+            duplicate_of=real_id if _text(kind) == DUPLICATE_KIND else None,
+            abandoned_after=float(_text(held)) if _text(held) else None,
+        )
+
+    @_redis_call
+    def ack_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Ack the jobs with one run of ack_many.lua per queue; fenced per job.
+
+        Each call carries its own settle receipt: a re-send after a lost reply
+        returns the first run's verdicts and changes nothing.
+        """
+        return self._many("ack_many", jobs, lambda k: k.settle(), [SETTLE_RECEIPT_TTL], True)
+
+    @_redis_call
+    def extend_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Renew every lease with one run of extend_many.lua per queue; fenced per job."""
+        return self._many(
+            "extend_many", jobs, lambda k: [k.leases, k.reservations], [self.retry_after], False
+        )
+
+    def _many(
+        self,
+        script: str,
+        jobs: Sequence[ReservedJob],
+        keys_of: Callable[[_QueueKeys], list[str]],
+        head: list[Any],
+        receipt: bool,
+    ) -> list[bool]:
+        """Run `script` once per queue over that queue's jobs (one hash slot per call)."""
+        by_queue: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(index)
+        verdicts = [False] * len(jobs)
+        for queue, indexes in by_queue.items():
+            keys = keys_of(self.keys(queue))
+            if receipt:
+                keys = [*keys, self.settle_key(uuid.uuid4().hex)]
+            pairs = [v for i in indexes for v in (jobs[i].id, jobs[i].token)]
+            result = _text(self._scripts[script](keys=keys, args=[*head, *pairs]))
+            for i, verdict in zip(indexes, result, strict=True):
+                verdicts[i] = verdict == "1"
+        return verdicts
+
     def _settle(
         self,
         script: str,
