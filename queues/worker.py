@@ -85,6 +85,10 @@ DEFAULT_PREFETCH = 16
 #: Seconds of work (at the recent average run time) a worker may hold reserved ahead of
 #: the job it runs: slower jobs are prefetched less, down to one at a time.
 PREFETCH_WORK_SECONDS = 0.05
+#: Seconds a finished job's ack may wait for others to share its round trip (batch
+#: settle). It bounds what a crash costs: only jobs finished within it, not yet acked,
+#: come back by their leases and run again (at-least-once, as for any crash mid-ack).
+ACK_LINGER = 0.01
 #: Weight of the newest run time in the moving average that sizes the prefetch.
 RUN_TIME_WEIGHT = 0.2
 
@@ -280,6 +284,7 @@ class Worker:
         #: finished jobs waiting for the next batch ack: (job, log label, run seconds)
         self._acks: list[tuple[ReservedJob, str, float]] = []
         self._defer_acks = False
+        self._acks_since = 0.0
         self._average_run: float | None = None
         pause_cap = min(ERROR_PAUSE, sleep) if sleep > 0 else ERROR_PAUSE
         self._pop_backoff = Backoff(min(ERROR_PAUSE_BASE, pause_cap), pause_cap)
@@ -390,10 +395,17 @@ class Worker:
     def _finished(self, reserved: ReservedJob, label: str, elapsed: float) -> None:
         """The attempt succeeded: ack it now, or with the next batch (inside `run`)."""
         self._learn(elapsed)
+        now = time.monotonic()
+        if not self._acks:
+            self._acks_since = now
         self._acks.append((reserved, label, elapsed))
         if self._heartbeat is not None:
             self._heartbeat.finished(reserved)
-        if not self._defer_acks or len(self._acks) >= self.prefetch:
+        if (
+            not self._defer_acks
+            or len(self._acks) >= self.prefetch
+            or now - self._acks_since >= ACK_LINGER
+        ):
             self._flush_acks()
 
     def _learn(self, elapsed: float) -> None:

@@ -564,6 +564,19 @@ class DatabaseDriver(QueueDriver):
         else:
             # BEGIN IMMEDIATE holds the write lock, so the row chosen is still free.
             self._claim = text(f"SELECT * FROM ({pending}) UNION ALL SELECT * FROM ({expired})")
+        # The prefetch's claim: the same halves, each taking up to :limit rows (the
+        # lowest ids of the two are claimed, the others stay free after the commit).
+        many_pending = pending.replace("LIMIT 1", "LIMIT :limit")
+        many_expired = expired.replace("LIMIT 1", "LIMIT :limit")
+        if self._mysql:
+            self._claim_many = text(
+                f"({many_pending} FOR UPDATE SKIP LOCKED) UNION ALL "
+                f"({many_expired} FOR UPDATE SKIP LOCKED)"
+            )
+        else:
+            self._claim_many = text(
+                f"SELECT * FROM ({many_pending}) UNION ALL SELECT * FROM ({many_expired})"
+            )
         # The claim: the row is reserved from now, and available_at records when.
         self._mark = text(
             f"UPDATE queue_jobs SET reserved_at = {now}, available_at = {now}, "
@@ -703,6 +716,66 @@ class DatabaseDriver(QueueDriver):
             return None
 
         return run_transaction(self.engine, work)
+
+    def pop_many(self, queues: Sequence[str], count: int, block: float = 0.0) -> list[ReservedJob]:
+        """Claim up to `count` rows in ONE transaction (a worker's prefetch), each its own lease.
+
+        The rows are the `count` lowest ids that `count` pops would claim one by
+        one (due pending and expired reservations, the first queue before the
+        next), each marked reserved with one attempt counted and its own fencing
+        token (`<row id>:<reservations>`). Waits like `pop` when none is due.
+        """
+        if count <= 1:
+            job = self.pop(queues, block)
+            return [] if job is None else [job]
+        deadline = time.monotonic() + block
+        while True:
+            jobs = self._claim_many_once(queues, count)
+            remaining = deadline - time.monotonic()
+            if jobs or remaining <= 0:
+                return jobs
+            time.sleep(min(BLOCKING_POLL_SECONDS, remaining))
+
+    def _claim_many_once(self, queues: Sequence[str], count: int) -> list[ReservedJob]:
+        expiry = self._clock.offset(-self.retry_after)
+
+        def work(connection: Connection) -> list[ReservedJob]:
+            claimed: list[ReservedJob] = []
+            for queue in queues:
+                wanted = count - len(claimed)
+                if wanted <= 0:
+                    break
+                params = {"queue": queue, "expiry": expiry, "limit": wanted}
+                rows = self._hot(connection, self._claim_many, params).fetchall()
+                chosen = sorted(rows, key=lambda r: int(r[0]))[:wanted]
+                claimed += [self._mark_claimed(connection, queue, row) for row in chosen]
+            return claimed
+
+        return run_transaction(self.engine, work)
+
+    def ack_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Delete every finished job in ONE transaction; each delete fenced like `ack`."""
+        return self._fenced_many(self._ack, jobs)
+
+    def extend_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Renew every lease in ONE transaction; each renewal fenced like `extend`."""
+        return self._fenced_many(self._extend, jobs)
+
+    def _fenced_many(self, statement: TextClause, jobs: Sequence[ReservedJob]) -> list[bool]:
+        expiry = self._clock.offset(-self.retry_after)
+
+        def work(connection: Connection) -> list[bool]:
+            verdicts = []
+            for job in jobs:
+                fence = _parse_token(job.token)
+                if fence is None:
+                    verdicts.append(False)
+                    continue
+                params = {"id": fence[0], "reservations": fence[1], "expiry": expiry}
+                verdicts.append(self._hot(connection, statement, params).rowcount == 1)
+            return verdicts
+
+        return run_transaction(self.engine, work) if jobs else []
 
     def _mark_claimed(self, connection: Connection, queue: str, row: Any) -> ReservedJob:
         """Reserve the chosen row (locked by the claim's SELECT, or BEGIN IMMEDIATE)."""

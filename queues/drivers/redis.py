@@ -697,10 +697,10 @@ class RedisDriver(QueueDriver):
         args += [*tokens, *queues]
         deadline = time.monotonic() + block
         while True:
-            flat = self._scripts["pop_many"](keys=keys, args=args)
-            if _text(flat[0]):
-                return [self._reserved(*flat[i : i + 6]) for i in range(0, len(flat), 6)]
-            next_due = _text(flat[1])
+            reply = self._scripts["pop_many"](keys=keys, args=args)
+            if _text(reply[0]):
+                return [_many_reserved(_text(entry), queues, tokens) for entry in reply]
+            next_due = _text(reply[1])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
@@ -710,26 +710,6 @@ class RedisDriver(QueueDriver):
             woken = self.client.blpop(notify, timeout=blpop_timeout(wait, self.server_version()))
             if woken is None and time.monotonic() >= deadline:
                 return []
-
-    @staticmethod
-    def _reserved(
-        queue: Any, value: Any, job_id: Any, kind: Any, held: Any, token: Any
-    ) -> ReservedJob:
-        """One job of a pop_many.lua reply (the id is the script's, never a re-parse)."""
-        payload = _text(value)
-        try:
-            attempts, real_id = _envelope_head(payload)
-        except ValueError:
-            attempts, real_id = 1, malformed_id(payload)
-        return ReservedJob(
-            _text(job_id),
-            _text(queue),
-            payload,
-            attempts,
-            _text(token),
-            duplicate_of=real_id if _text(kind) == DUPLICATE_KIND else None,
-            abandoned_after=float(_text(held)) if _text(held) else None,
-        )
 
     @_redis_call
     def ack_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
@@ -958,6 +938,24 @@ class RedisDriver(QueueDriver):
             self.client.close()
         except redis.exceptions.RedisError as exc:  # pragma: no cover - best effort
             raise QueueError(f"closing Redis failed: {exc}") from exc
+
+
+def _many_reserved(entry: str, queues: Sequence[str], tokens: Sequence[str]) -> ReservedJob:
+    """One job of a pop_many.lua reply (the id is the script's, never a re-parse)."""
+    queue_index, token_index, kind, held, job_id, payload = entry.split("\n", 5)
+    try:
+        attempts, real_id = _envelope_head(payload)
+    except ValueError:
+        attempts, real_id = 1, malformed_id(payload)  # the worker fails it with the reason
+    return ReservedJob(
+        job_id,
+        queues[int(queue_index) - 1],
+        payload,
+        attempts,
+        tokens[int(token_index) - 1],
+        duplicate_of=real_id if kind == DUPLICATE_KIND else None,
+        abandoned_after=float(held) if held else None,
+    )
 
 
 def _age(head: Any) -> float | None:

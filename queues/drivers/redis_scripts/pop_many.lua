@@ -16,7 +16,7 @@
 -- ARGV[4] count           most jobs reserved by this call (n)
 -- ARGV[5 .. 4+n]          one 32-hex-digit nonce per job: the i-th job reserved gets
 --                         the i-th nonce as its fencing token (token.lua)
--- ARGV[5+n ..]            queue names, same order as the keys
+-- ARGV[5+n ..]            queue names, same order as the keys (unused by the script)
 --
 -- Guarantees, all in one atomic step on the server clock: exactly what n calls of
 -- pop.lua with these nonces would do back to back (due delayed jobs and expired
@@ -28,9 +28,11 @@
 -- Idempotent per call: the receipt lists "<queue index>\t<token index>\t<kind>\t<held>\t<id>"
 -- per job; a re-sent call (a lost reply) returns those of its reservations that
 -- are still live and reserves nothing new.
--- Returns a flat list, six entries per job: queue name, payload, job id, kind,
--- held (see pop.lua), token; when nothing is available, {'', seconds until the
--- earliest delayed job or lease comes due ('' if none)}.
+-- Returns one string per job (one reply element each: cheap to parse):
+-- "<queue index>\n<token index>\n<kind>\n<held>\n<job id>\n<payload>" (kind and
+-- held as in pop.lua; ids never hold a newline, the payload comes last); when
+-- nothing is available, {'', seconds until the earliest delayed job or lease
+-- comes due ('' if none)}.
 -- @include requeue_due.lua
 -- @include envelope.lua
 local t = redis.call('TIME')
@@ -38,7 +40,6 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local retry_after = tonumber(ARGV[1])
 local batch = tonumber(ARGV[2])
 local count = tonumber(ARGV[4])
-local first_name = 5 + count
 local nqueues = (#KEYS - 1) / 8
 local receipt_key = KEYS[#KEYS]
 
@@ -53,9 +54,8 @@ if receipt then
     local lease = redis.call('ZSCORE', KEYS[b + 4], id)
     local token = ARGV[4 + i]
     if holds_token(stored, token) and lease and tonumber(lease) >= now then
-      for _, v in ipairs({ARGV[first_name + q - 1], token_payload(stored), id, kind, held, token}) do
-        out[#out + 1] = v
-      end
+      out[#out + 1] = q .. '\n' .. i .. '\n' .. kind .. '\n' .. held .. '\n' .. id .. '\n'
+        .. token_payload(stored)
     end
   end
   if #out > 0 then
@@ -109,9 +109,8 @@ for q = 1, nqueues do
     redis.call('ZADD', KEYS[b + 4], lease_at, id)
     redis.call('HSET', reservations, id, token .. ':' .. reserved_payload)
     lines[#lines + 1] = q .. '\t' .. taken .. '\t' .. kind .. '\t' .. held .. '\t' .. id .. '\n'
-    for _, v in ipairs({ARGV[first_name + q - 1], reserved_payload, id, kind, held, token}) do
-      out[#out + 1] = v
-    end
+    out[#out + 1] = q .. '\n' .. taken .. '\n' .. kind .. '\n' .. held .. '\n' .. id .. '\n'
+      .. reserved_payload
   end
   if taken > 0 and redis.call('LLEN', pending) == 0 then
     -- Tokens only stand for jobs that are gone: keep the list from growing.
