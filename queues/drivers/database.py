@@ -65,11 +65,15 @@ same-table subquery per claim, measured at 25-40% of pop throughput on both
 SQLite and MariaDB, so it is not done: `duplicate_of` is never set here.
 
 A database cannot push a notification to a waiting worker: a blocking `pop`
-polls every `BLOCKING_POLL_SECONDS` until its `block` time is used up.
+waits on the driver's `waker` (queues/drivers/wakeup.py: a push on the same
+machine wakes it at once) and polls at an adaptive interval, short after work
+and backing off to `BLOCKING_POLL_SECONDS` while idle, until its `block` time
+is used up.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -94,6 +98,7 @@ from queues.drivers.base import (
     QueueUnavailable,
     ReservedJob,
 )
+from queues.drivers.wakeup import LocalWaker, Waker
 from queues.envelope import (
     JOB_ID_PATTERN,
     EnvelopeError,
@@ -101,10 +106,15 @@ from queues.envelope import (
     decode_json,
     validate_queue_name,
 )
-from support.backoff import full_jitter
+from support.backoff import Backoff, full_jitter
 
-#: Seconds between two claim attempts of a blocking pop (no push notifications in SQL).
+#: Longest wait, seconds, between two claim attempts of a blocking pop while idle: a
+#: job pushed from another machine (no wake-up reaches it, see queues/drivers/wakeup.py)
+#: or a delayed job coming due is picked up within it.
 BLOCKING_POLL_SECONDS = 0.05
+#: Seconds: ceiling of the first poll interval after work; it doubles (full jitter,
+#: support/backoff.py) per empty claim up to BLOCKING_POLL_SECONDS.
+IDLE_POLL_BASE = 0.002
 
 #: Times one transaction is tried when the server reports a deadlock or lock timeout.
 TRANSIENT_ATTEMPTS = 50
@@ -311,6 +321,15 @@ def stored_attempts(payload: str) -> int:
     return max(int(match.group(1)), 0) if match else 0
 
 
+def database_identity(engine: Engine) -> str:
+    """What names one database to every process of this machine (the waker's meeting
+    place): a SQLite file's real path, or a server's backend, host, port and database."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        return "sqlite:" + os.path.realpath(url.database or ":memory:")
+    return f"{url.get_backend_name()}://{url.host}:{url.port}/{url.database}"
+
+
 def _parse_token(token: str) -> tuple[int, int] | None:
     parts = token.split(":")
     try:
@@ -508,9 +527,13 @@ class DatabaseDriver(QueueDriver):
         engine: Engine,
         failed_store: FailedStore,
         retry_after: int = DEFAULT_RETRY_AFTER,
+        waker: Waker | None = None,
     ) -> None:
         super().__init__(failed_store, retry_after)
         self.engine = engine
+        #: wakes idle workers of this database after a push (default: same machine)
+        self.waker = waker or LocalWaker(database_identity(engine))
+        self._idle = Backoff(IDLE_POLL_BASE, BLOCKING_POLL_SECONDS)
         clock = _Clock(engine.dialect.name)
         self._clock = clock
         self._mysql = clock.mysql
@@ -637,13 +660,16 @@ class DatabaseDriver(QueueDriver):
         The delay is capped at MAX_DELAY_SECONDS (a non-finite one is refused) and
         the queue name checked like every new job's (`validate_queue_name`).
         """
+        delay = checked_delay(delay)
         params = {
             "queue": self._new_job_queue(queue),
             "payload": payload,
             "attempts": stored_attempts(payload),
-            "delay": self._clock.offset(checked_delay(delay)),
+            "delay": self._clock.offset(delay),
         }
         run_transaction(self.engine, lambda c: self._hot(c, self._push, params))
+        if delay <= 0:
+            self.waker.notify(queue)
 
     def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
         """Insert many jobs in one transaction: all or none, ids in the given order."""
@@ -669,6 +695,8 @@ class DatabaseDriver(QueueDriver):
                 connection.execute(*self._bulk_statement(chunk))
 
         run_transaction(self.engine, work)
+        for queue in {q for q, _, d in jobs if d <= 0}:
+            self.waker.notify(queue)
 
     def _bulk_statement(
         self, chunk: Sequence[tuple[str, str, float]]
@@ -695,13 +723,8 @@ class DatabaseDriver(QueueDriver):
         were counted when they were reserved). With `block > 0`, polls every
         `BLOCKING_POLL_SECONDS` until a job is claimed or `block` seconds pass.
         """
-        deadline = time.monotonic() + block
-        while True:
-            job = self._claim_once(queues)
-            remaining = deadline - time.monotonic()
-            if job is not None or remaining <= 0:
-                return job
-            time.sleep(min(BLOCKING_POLL_SECONDS, remaining))
+        found = self._blocking(queues, block, lambda: self._claim_once(queues))
+        return found
 
     def _claim_once(self, queues: Sequence[str]) -> ReservedJob | None:
         expiry = self._clock.offset(-self.retry_after)
@@ -728,13 +751,29 @@ class DatabaseDriver(QueueDriver):
         if count <= 1:
             job = self.pop(queues, block)
             return [] if job is None else [job]
+        return self._blocking(queues, block, lambda: self._claim_many_once(queues, count))
+
+    def _blocking(self, queues: Sequence[str], block: float, claim: Callable[[], T]) -> T:
+        """`claim()` until it finds work or `block` seconds pass, waiting in between on
+        the waker (woken by a push on this machine) and at most an adaptive poll
+        interval: IDLE_POLL_BASE right after work, backing off (full jitter) to
+        BLOCKING_POLL_SECONDS while idle, for pushes from other machines and
+        delayed jobs coming due."""
+        found = claim()
+        if found or block <= 0:
+            if found:
+                self._idle.reset()
+            return found
         deadline = time.monotonic() + block
-        while True:
-            jobs = self._claim_many_once(queues, count)
-            remaining = deadline - time.monotonic()
-            if jobs or remaining <= 0:
-                return jobs
-            time.sleep(min(BLOCKING_POLL_SECONDS, remaining))
+        with self.waker.listen(queues) as listener:
+            while True:
+                found = claim()  # again, now that a notify cannot be missed
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    if found:
+                        self._idle.reset()
+                    return found
+                listener.wait(min(self._idle.next_delay(), remaining))
 
     def _claim_many_once(self, queues: Sequence[str], count: int) -> list[ReservedJob]:
         expiry = self._clock.offset(-self.retry_after)
@@ -822,7 +861,11 @@ class DatabaseDriver(QueueDriver):
         """
         undo = undo_attempt and not job.token.endswith(TRANSFER_SUFFIX)
         statement = self._release_undo if undo else self._release
-        return self._fenced(statement, job, delay=self._clock.offset(checked_delay(delay)))
+        delay = checked_delay(delay)
+        released = self._fenced(statement, job, delay=self._clock.offset(delay))
+        if released and delay <= 0:
+            self.waker.notify(job.queue)
+        return released
 
     def extend(self, job: ReservedJob) -> bool:
         """Renew the lease to `retry_after` seconds from now; fenced like `ack`."""
