@@ -145,6 +145,14 @@ PREFETCH = Option(
     metavar="N",
     check=at_least(1),
 )
+CONCURRENCY = Option(
+    "--concurrency",
+    "jobs run at once by threads of one worker process, for I/O-bound jobs (default 1)",
+    int,
+    default=1,
+    metavar="N",
+    check=at_least(1),
+)
 TIMEOUT = Option(
     "--timeout", "default job timeout in seconds", float, metavar="S", check=positive_seconds
 )
@@ -362,6 +370,7 @@ COMMANDS: tuple[Command, ...] = (
             ONCE,
             STOP_WHEN_EMPTY,
             PREFETCH,
+            CONCURRENCY,
         ),
         role="worker",
     ),

@@ -224,6 +224,7 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
             stop_when_empty=finite,
             events=monitor,
             prefetch=args.prefetch,
+            concurrency=args.concurrency,
         )
 
     return serve_worker(settings, driver, queues, build)
@@ -246,6 +247,7 @@ def worker_arguments(args: argparse.Namespace) -> list[str]:
         ("--tries", "tries"),
         ("--backoff", "backoff"),
         ("--prefetch", "prefetch"),
+        ("--concurrency", "concurrency"),
     ):
         value = getattr(args, attribute, None)
         if value is not None:

@@ -61,7 +61,14 @@ from queues.drivers.base import QueueDriver, ReservedJob
 from queues.envelope import Envelope, EnvelopeError
 from queues.job import Job
 from queues.registry import JobRegistry, UnknownJobError, get_registry
-from queues.timeouts import HARD_LIMIT_GRACE, Deadline, JobTimeout, watchdog
+from queues.timeouts import (
+    HARD_LIMIT_GRACE,
+    Deadline,
+    JobTimeout,
+    SharedWatchdog,
+    ThreadDeadline,
+    watchdog,
+)
 from queues.worker_events import WorkerEvents
 from support import log_context
 from support.backoff import Backoff
@@ -89,6 +96,8 @@ PREFETCH_WORK_SECONDS = 0.05
 #: settle). It bounds what a crash costs: only jobs finished within it, not yet acked,
 #: come back by their leases and run again (at-least-once, as for any crash mid-ack).
 ACK_LINGER = 0.01
+#: Seconds between two checks of the main thread while runner threads work.
+RUNNER_JOIN_SLICE = 0.2
 #: Weight of the newest run time in the moving average that sizes the prefetch.
 RUN_TIME_WEIGHT = 0.2
 
@@ -224,6 +233,20 @@ class _Heartbeat:
                         self._held.pop(job.token, None)
 
 
+class _Lane(threading.local):
+    """What one runner thread of a worker keeps to itself (all of it, when it has one)."""
+
+    def __init__(self) -> None:
+        #: reserved jobs not started yet, in reservation order
+        self.prefetched: deque[ReservedJob] = deque()
+        #: finished jobs waiting for the next batch ack: (job, log label, run seconds)
+        self.acks: list[tuple[ReservedJob, str, float]] = []
+        self.acks_since = 0.0
+        self.defer_acks = False
+        self.average_run: float | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+
 class Worker:
     """Runs jobs from `queues` (priority order) of one driver until told to stop.
 
@@ -253,6 +276,7 @@ class Worker:
         stop_when_empty: bool = False,
         events: WorkerEvents | None = None,
         prefetch: int = DEFAULT_PREFETCH,
+        concurrency: int = 1,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue name")
@@ -273,48 +297,91 @@ class Worker:
         self.events = events or WorkerEvents()
         self.jobs_done = 0
         self._stopping = False
-        self._deadline: Deadline | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: a runner met an exit limit: the others finish their job and stop too
+        self._exiting = False
+        #: jobs reserved so far, against `max_jobs` (runners share that budget)
+        self._taken = 0
         self._heartbeat: _Heartbeat | None = None
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         self.prefetch = prefetch
-        #: reserved jobs not started yet, in reservation order
-        self._prefetched: deque[ReservedJob] = deque()
-        #: finished jobs waiting for the next batch ack: (job, log label, run seconds)
-        self._acks: list[tuple[ReservedJob, str, float]] = []
-        self._defer_acks = False
-        self._acks_since = 0.0
-        self._average_run: float | None = None
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.concurrency = concurrency
+        #: each runner thread's own prefetch buffer, pending acks and run-time average
+        self._lane = _Lane()
+        self._jobs_lock = threading.Lock()
+        #: deadlines of the attempts running now (a stop signal shortens them all)
+        self._deadlines: set[Deadline | ThreadDeadline] = set()
+        self._watchdog = SharedWatchdog()
         pause_cap = min(ERROR_PAUSE, sleep) if sleep > 0 else ERROR_PAUSE
         self._pop_backoff = Backoff(min(ERROR_PAUSE_BASE, pause_cap), pause_cap)
 
     # -- loop ---------------------------------------------------------------
 
     def run(self) -> int:
-        """Process jobs until a stop signal or an exit limit; return the exit code (0)."""
+        """Process jobs until a stop signal or an exit limit; return the exit code (0).
+
+        With `concurrency` N > 1, N runner threads each run the loop below
+        (their own prefetch and batch acks, one heartbeat for all) while the
+        main thread waits for them and handles the signals.
+        """
         previous = self._install_signals()
         self._warn_about_leases()
-        if threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread() and self.concurrency == 1:
             logger.warning("job timeouts are not enforced: the worker runs outside the main thread")
         started = time.monotonic()
         logger.info(
-            "worker %d started: connection=%s queues=%s prefetch=%d",
+            "worker %d started: connection=%s queues=%s prefetch=%d concurrency=%d",
             os.getpid(),
             self.driver.name,
             ",".join(self.queues),
             self.prefetch,
+            self.concurrency,
         )
         self.events.worker_started(self)
-        self._defer_acks = True
+        try:
+            if self.concurrency == 1:
+                self._run_lane(started)
+            else:
+                runners = [
+                    threading.Thread(
+                        target=self._run_lane, args=(started,), name=f"runner-{i}", daemon=True
+                    )
+                    for i in range(self.concurrency)
+                ]
+                for runner in runners:
+                    runner.start()
+                for runner in runners:
+                    while runner.is_alive():
+                        runner.join(RUNNER_JOIN_SLICE)  # short joins: signals reach the main thread
+            if self._stopping:
+                logger.info("worker %d stopped after a signal", os.getpid())
+        finally:
+            self.events.worker_stopped()
+            self._restore_signals(previous)
+            if self._heartbeat is not None:
+                self._heartbeat.close()
+                self._heartbeat = None
+        return 0
+
+    def _run_lane(self, started: float) -> None:
+        """One runner's loop: reserve a batch, run it job by job, settle in batches."""
+        lane = self._lane
+        lane.defer_acks = True
         try:
             while not self._stopping:
+                if self._exiting:
+                    break
                 reason = self._exit_reason(started)
                 if reason:
                     logger.info("worker %d exiting: %s", os.getpid(), reason)
+                    self._exiting = True
                     break
-                if not self._prefetched:
+                if not lane.prefetched:
                     self._flush_acks()
+                    if self._exiting:
+                        break
                     outcome = self._reserve(started)
                     if outcome == "empty":
                         if self.stop_when_empty:
@@ -323,45 +390,54 @@ class Worker:
                         continue
                     if outcome == "error":
                         continue
+                    if outcome == "limit":
+                        break
                     if self._stopping:
                         break
-                reserved = self._prefetched.popleft()
+                reserved = lane.prefetched.popleft()
                 self._process_guarded(reserved)
-                self.jobs_done += 1
-            else:
-                logger.info("worker %d stopped after a signal", os.getpid())
+                with self._jobs_lock:
+                    self.jobs_done += 1
+        except Exception:
+            logger.exception("worker %d: a runner thread failed", os.getpid())
+            self._exiting = True
         finally:
-            self._defer_acks = False
+            lane.defer_acks = False
             self._flush_acks()
             self._give_back_prefetched()
-            self.events.worker_stopped()
-            self._restore_signals(previous)
-            if self._loop is not None:
-                self._loop.close()
-                self._loop = None
-            if self._heartbeat is not None:
-                self._heartbeat.close()
-                self._heartbeat = None
-        return 0
+            if lane.loop is not None:
+                lane.loop.close()
+                lane.loop = None
 
     def _reserve(self, started: float) -> str:
-        """Reserve the next batch into the prefetch buffer: "ok", "empty" or "error"."""
+        """Reserve the next batch into the prefetch buffer: "ok", "empty", "error", or
+        "limit" when `max_jobs` jobs are already reserved."""
         wait = self._wait(started)
+        with self._jobs_lock:
+            size = self._batch_size()
+            self._taken += size  # runners share the --max-jobs budget
+        if size == 0:
+            return "limit"
         try:
-            jobs = self.driver.pop_many(self.queues, self._batch_size(), block=wait)
+            jobs = self.driver.pop_many(self.queues, size, block=wait)
         except Exception as exc:
+            with self._jobs_lock:
+                self._taken -= size
             logger.error("worker %d: cannot reserve a job: %s", os.getpid(), exc)
             time.sleep(self._pop_backoff.next_delay())
             return "error"
         self._pop_backoff.reset()
+        if len(jobs) < size:
+            with self._jobs_lock:
+                self._taken -= size - len(jobs)
         if not jobs:
             return "empty"
         self._heartbeat_for().hold(jobs)
-        self._prefetched.extend(jobs)
+        self._lane.prefetched.extend(jobs)
         return "ok"
 
     def _batch_size(self) -> int:
-        """How many jobs the next reservation takes: adaptive prefetch.
+        """How many jobs the next reservation takes (0: --max-jobs reached): adaptive prefetch.
 
         At most `prefetch`, and at most the jobs left before `max_jobs`; and only
         as many as fit in PREFETCH_WORK_SECONDS of the recent average run time,
@@ -370,8 +446,10 @@ class Worker:
         """
         size = self.prefetch
         if self.max_jobs:
-            size = min(size, self.max_jobs - self.jobs_done)
-        average = self._average_run
+            size = min(size, self.max_jobs - self._taken)
+            if size <= 0:
+                return 0
+        average = self._lane.average_run
         if average is None:
             size = min(size, 1)  # learn how long jobs take before holding any back
         elif average > 0:
@@ -386,8 +464,8 @@ class Worker:
 
     def _give_back_prefetched(self) -> None:
         """Release the prefetched jobs that never started, taking back their attempt."""
-        while self._prefetched:
-            reserved = self._prefetched.popleft()
+        while self._lane.prefetched:
+            reserved = self._lane.prefetched.popleft()
             self._settle(
                 "release", reserved, partial(self.driver.release, reserved, 0, undo_attempt=True)
             )
@@ -396,24 +474,24 @@ class Worker:
         """The attempt succeeded: ack it now, or with the next batch (inside `run`)."""
         self._learn(elapsed)
         now = time.monotonic()
-        if not self._acks:
-            self._acks_since = now
-        self._acks.append((reserved, label, elapsed))
+        if not self._lane.acks:
+            self._lane.acks_since = now
+        self._lane.acks.append((reserved, label, elapsed))
         if self._heartbeat is not None:
             self._heartbeat.finished(reserved)
         if (
-            not self._defer_acks
-            or len(self._acks) >= self.prefetch
-            or now - self._acks_since >= ACK_LINGER
+            not self._lane.defer_acks
+            or len(self._lane.acks) >= self.prefetch
+            or now - self._lane.acks_since >= ACK_LINGER
         ):
             self._flush_acks()
 
     def _learn(self, elapsed: float) -> None:
         """Fold one attempt's run time into the average that sizes the prefetch."""
-        if self._average_run is None:
-            self._average_run = elapsed
+        if self._lane.average_run is None:
+            self._lane.average_run = elapsed
         else:
-            self._average_run += RUN_TIME_WEIGHT * (elapsed - self._average_run)
+            self._lane.average_run += RUN_TIME_WEIGHT * (elapsed - self._lane.average_run)
 
     def _flush_acks(self) -> None:
         """Ack every finished job in one `ack_many` call per queue (batch settle).
@@ -422,9 +500,9 @@ class Worker:
         logged for that job only. A backend error leaves the whole batch to
         its leases (they come back: at-least-once, never lost).
         """
-        if not self._acks:
+        if not self._lane.acks:
             return
-        batch, self._acks = self._acks, []
+        batch, self._lane.acks = self._lane.acks, []
         jobs = [reserved for reserved, _, _ in batch]
         try:
             verdicts = self.driver.ack_many(jobs)
@@ -491,7 +569,7 @@ class Worker:
         finally:
             log_context.unbind(binding)
             self.events.job_done(reserved)
-            if self._heartbeat is not None and not any(a[0] is reserved for a in self._acks):
+            if self._heartbeat is not None and not any(a[0] is reserved for a in self._lane.acks):
                 self._heartbeat.drop([reserved])
 
     def _process(self, reserved: ReservedJob) -> None:
@@ -601,17 +679,22 @@ class Worker:
         heartbeat = self._heartbeat_for()
         hard = None if timeout is None else timeout + HARD_LIMIT_GRACE
         heartbeat.beat(reserved, None if hard is None else time.monotonic() + hard)
+        hard_limit = hard if self.use_watchdog else None
+        deadline: Deadline | ThreadDeadline
+        if self.concurrency == 1:
+            deadline, limit = Deadline(timeout, on_timeout), watchdog(hard_limit)
+        else:
+            # Runner threads: no SIGALRM there (see ThreadDeadline), and one process
+            # watchdog armed for the earliest hard limit of the jobs running.
+            deadline, limit = ThreadDeadline(timeout, on_timeout), self._watchdog.limit(hard_limit)
         try:
-            with (
-                Deadline(timeout, on_timeout) as deadline,
-                watchdog(hard if self.use_watchdog else None),
-            ):
-                self._deadline = deadline
+            with deadline, limit:
+                self._deadlines.add(deadline)
                 self._call_handle(job, deadline)
         finally:
-            self._deadline = None
+            self._deadlines.discard(deadline)
 
-    def _call_handle(self, job: Job, deadline: Deadline) -> None:
+    def _call_handle(self, job: Job, deadline: Deadline | ThreadDeadline) -> None:
         if self._stopping:
             # Reserved just as a stop signal came: it is the current job now.
             deadline.shorten(self.grace, self._grace_over)
@@ -620,9 +703,9 @@ class Worker:
             self._await(result)
 
     def _await(self, awaitable: Any) -> None:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        loop = self._loop
+        loop = self._lane.loop
+        if loop is None:
+            loop = self._lane.loop = asyncio.new_event_loop()
         task = asyncio.ensure_future(awaitable, loop=loop)
         try:
             loop.run_until_complete(task)
@@ -834,8 +917,9 @@ class Worker:
             sys.stderr.flush()
             os._exit(EXIT_FORCED)
         self._stopping = True
-        if self._deadline is not None:
-            self._deadline.shorten(self.grace, self._grace_over)
+        if self._deadlines:
+            for deadline in list(self._deadlines):
+                deadline.shorten(self.grace, self._grace_over)
             logger.info(
                 "worker %d: %s, finishing the current job (up to %g s) then exiting",
                 os.getpid(),
