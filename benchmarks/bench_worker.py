@@ -61,6 +61,8 @@ DRAIN_LIMIT = 600.0
 #: Idle pickups measured per driver, and the idle pause before each, seconds.
 PICKUPS = 60
 PICKUP_IDLE = (0.02, 0.15)
+#: Jobs of the 5 ms rows (one thread drains them in about 10 s).
+SLEEP_JOBS = min(JOBS, 2000)
 #: Threads of the `--concurrency` and peer rows.
 THREADS = 8
 
@@ -113,10 +115,10 @@ def _drain(remaining: Callable[[], int], workers: list[subprocess.Popen[bytes]])
             if left < total:
                 started, taken_from = time.perf_counter(), left
                 break
-            _check(workers, deadline)
+            _check(workers, deadline, remaining)
             time.sleep(POLL_SECONDS)
         while remaining() > 0:
-            _check(workers, deadline)
+            _check(workers, deadline, remaining)
             time.sleep(POLL_SECONDS)
         elapsed = time.perf_counter() - started
     finally:
@@ -129,10 +131,12 @@ def _drain(remaining: Callable[[], int], workers: list[subprocess.Popen[bytes]])
     return taken_from / elapsed if elapsed > 0 else 0.0
 
 
-def _check(workers: list[subprocess.Popen[bytes]], deadline: float) -> None:
+def _check(
+    workers: list[subprocess.Popen[bytes]], deadline: float, remaining: Callable[[], int]
+) -> None:
     if time.monotonic() > deadline:
         raise RuntimeError(f"the workers did not drain the queue within {DRAIN_LIMIT:g} s")
-    if all(w.poll() is not None for w in workers):
+    if all(w.poll() is not None for w in workers) and remaining() > 0:
         codes = [w.returncode for w in workers]
         raise RuntimeError(f"every worker exited (codes {codes}) before the queue was empty")
 
@@ -203,9 +207,13 @@ def _redis_fill(client: redis.Redis, job: str, count: int) -> Callable[[], int]:
 
 
 def _redis_worker_rate(
-    client: redis.Redis, processes: int = 1, extra: Sequence[str] = (), job: str = "BenchNoop"
+    client: redis.Redis,
+    processes: int = 1,
+    extra: Sequence[str] = (),
+    job: str = "BenchNoop",
+    count: int = JOBS,
 ) -> float:
-    remaining = _redis_fill(client, job, JOBS)
+    remaining = _redis_fill(client, job, count)
     return _drain(remaining, _start_workers("redis", _env("redis"), processes, extra))
 
 
@@ -243,9 +251,9 @@ def _redis_rows(folder: Path) -> list[BenchResult]:
             BenchResult("redis worker, 2 processes", two, "redis worker, 1 process", one),
         ]
         if _has_flag("--concurrency"):
-            sleepy_one = _redis_worker_rate(client, job="BenchSleep")
+            sleepy_one = _redis_worker_rate(client, job="BenchSleep", count=SLEEP_JOBS)
             sleepy_many = _redis_worker_rate(
-                client, extra=("--concurrency", str(THREADS)), job="BenchSleep"
+                client, extra=("--concurrency", str(THREADS)), job="BenchSleep", count=SLEEP_JOBS
             )
             results.append(
                 BenchResult(
