@@ -24,7 +24,22 @@ Guarantees:
   `abandoned_after`) and retries or fails it per its policy, with a JobTimeout
   reason.
 * While a job runs, a heartbeat thread renews its lease every `retry_after / 3`
-  seconds, so a long job is not handed to a second worker.
+  seconds, so a long job is not handed to a second worker. One heartbeat call
+  per queue renews every job the process holds (prefetched, running, or
+  finished and waiting for its batch ack).
+* Throughput: a reservation takes up to `prefetch` jobs in one round trip
+  (`pop_many`), each under its own lease and token, sized adaptively to about
+  PREFETCH_WORK_SECONDS of work; finished jobs are acked together
+  (`ack_many`, at most ACK_LINGER after they finished). A kill -9 re-runs only
+  jobs finished and not yet acked, and counts an attempt for every held job;
+  a stop gives unstarted ones back without counting.
+* `concurrency` N > 1 runs N runner threads, each with its own prefetch and
+  acks. Their timeouts are `ThreadDeadline`s (an asynchronous exception that
+  reaches Python code, not C calls) and one `SharedWatchdog` ends the process
+  at the earliest hard limit of the jobs running, so a stuck job never keeps
+  its lease. `async def handle` jobs run on each runner's own event loop.
+* `_settled` is the one place where a job's outcome is known (ack, release,
+  fail): lifecycle hooks attach there.
 * `max_time`: no wait for a job runs past it. `memory_mb` is checked between
   jobs (the worker exits cleanly once its RSS is above it).
 * SIGTERM/SIGINT: no new job is started; the current job may finish within
@@ -516,16 +531,25 @@ class Worker:
             self._heartbeat.drop(jobs)
         if verdicts is None:
             return
+        verbose = logger.isEnabledFor(logging.DEBUG)
         for (reserved, label, elapsed), acked in zip(batch, verdicts, strict=True):
             if acked:
                 self._settled(reserved, "ack")
-                logger.info("job %s finished in %.3f s", label, elapsed)
-            else:
-                logger.warning(
-                    "job %s: ack refused: the lease was lost and another worker may run it",
-                    reserved.id,
-                )
-                logger.warning("job %s finished in %.3f s but was not acked", label, elapsed)
+                if not verbose:
+                    continue
+            # Acks come after the job's own records: bind its id again for these.
+            binding = log_context.bind(job_id=reserved.id)
+            try:
+                if acked:
+                    logger.debug("job %s finished in %.3f s", label, elapsed)
+                else:
+                    logger.warning(
+                        "job %s: ack refused: the lease was lost and another worker may run it",
+                        reserved.id,
+                    )
+                    logger.warning("job %s finished in %.3f s but was not acked", label, elapsed)
+            finally:
+                log_context.unbind(binding)
 
     def stop(self) -> None:
         """Ask the loop to stop after the current job (from any thread)."""
@@ -621,7 +645,9 @@ class Worker:
             self._fail_for_good(reserved, cls, envelope, None, expired, describe_exception(expired))
             return
 
-        logger.info("job %s started (attempt %d/%d)", label, reserved.attempts, max_tries)
+        # DEBUG, not INFO: one record per job costs a third of a no-op job's time (profile
+        # in benchmarks/bench_worker.py); failures, retries and refusals stay WARNING/ERROR.
+        logger.debug("job %s started (attempt %d/%d)", label, reserved.attempts, max_tries)
         self.events.job_started(reserved, envelope)
         job: Job | None = None
         try:
