@@ -24,6 +24,7 @@ of redis, sqlite, mariadb, latency, peer).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import sqlite3
@@ -217,14 +218,28 @@ def _redis_worker_rate(
     return _drain(remaining, _start_workers("redis", _env("redis"), processes, extra))
 
 
-def _raw_redis(client: redis.Redis, reliable: bool) -> float:
+def _raw_redis(client: redis.Redis, reliable: bool, processes: int = 1) -> float:
+    """Raw loops draining N pre-filled entries; with `processes` > 1, that many
+    processes drain the same list (the machine's own scaling, for the 2-process row)."""
     client.flushdb()
     payload = _payloads("BenchNoop", 1)[0]
     pipe = client.pipeline(transaction=False)
     for _ in range(JOBS):
         pipe.rpush("raw", payload)
     pipe.execute()
+    if processes == 1:
+        started = time.perf_counter()
+        done = _raw_drain(REDIS_DB, reliable)
+        return done / (time.perf_counter() - started)
+    context = multiprocessing.get_context("fork")
     started = time.perf_counter()
+    with context.Pool(processes) as pool:
+        done = sum(pool.starmap(_raw_drain, [(REDIS_DB, reliable)] * processes))
+    return done / (time.perf_counter() - started)
+
+
+def _raw_drain(db: int, reliable: bool) -> int:
+    client = redis.Redis(host=HOST, port=REDIS_PORT, db=db)
     done = 0
     while True:
         if reliable:
@@ -235,13 +250,15 @@ def _raw_redis(client: redis.Redis, reliable: bool) -> float:
         elif client.lpop("raw") is None:
             break
         done += 1
-    return done / (time.perf_counter() - started)
+    client.close()
+    return done
 
 
 def _redis_rows(folder: Path) -> list[BenchResult]:
     client = _redis()
     try:
         reliable = _raw_redis(client, reliable=True)
+        reliable_two = _raw_redis(client, reliable=True, processes=2)
         lpop = _raw_redis(client, reliable=False)
         one = _redis_worker_rate(client)
         two = _redis_worker_rate(client, processes=2)
@@ -249,6 +266,7 @@ def _redis_rows(folder: Path) -> list[BenchResult]:
             BenchResult("redis worker, 1 process", one, "raw LMOVE+LREM (reliable)", reliable),
             BenchResult("redis worker, 1 process", one, "raw LPOP", lpop),
             BenchResult("redis worker, 2 processes", two, "redis worker, 1 process", one),
+            BenchResult("raw reliable, 2 processes", reliable_two, "raw reliable, 1", reliable),
         ]
         if _has_flag("--concurrency"):
             sleepy_one = _redis_worker_rate(client, job="BenchSleep", count=SLEEP_JOBS)
