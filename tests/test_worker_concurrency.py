@@ -4,12 +4,14 @@ timeout and fence (queues/worker.py, queues/timeouts.py ThreadDeadline/SharedWat
 from __future__ import annotations
 
 import itertools
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
 from queues import dispatch
+from queues.timeouts import HARD_LIMIT_GRACE, WATCHDOG_EXIT_CODE
 from queues.worker import Worker
 from tests.driver_factories import make_driver
 from tests.jobs_fixture import jobs, prefetch_jobs
@@ -114,5 +116,35 @@ def test_concurrent_worker_processes_racing_run_every_job_once(tmp_path: Path) -
         assert sorted(int(v) for v in out.read_text(encoding="utf-8").split()) == list(range(200))
         sizes = driver.sizes(queue)
         assert (sizes.pending, sizes.reserved, sizes.failed) == (0, 0, 0)
+    finally:
+        driver.close()
+
+
+def test_a_job_stuck_in_c_on_a_runner_thread_ends_the_process_at_its_hard_limit(
+    tmp_path: Path,
+) -> None:
+    """The process watchdog still works per job with threads: the earliest hard limit of
+    the running jobs ends the process, and the stuck job's lease then runs out."""
+    driver = make_driver("redis", tmp_path)
+    queue = f"s-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "stuck"
+    try:
+        dispatch(jobs.StuckJob(path=str(out)), queue=queue, connection=driver,
+                 registry=registry())  # fmt: skip
+        env = main_env("redis", tmp_path, QUEUE_RETRY_AFTER="4")
+        worker = start_main(
+            ["--queue-work", "--queue", queue, "--sleep", "0.2", "--concurrency", "2"], env
+        )
+        try:
+            code = worker.wait(timeout=jobs.STUCK_TIMEOUT + HARD_LIMIT_GRACE + 20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+            pytest.fail("the worker was still running its stuck job past its hard time limit")
+        stderr = worker.communicate()[1]
+        assert code == WATCHDOG_EXIT_CODE, stderr
+        assert "Timeout" in stderr, stderr
+        assert out.read_text(encoding="utf-8").split("\n")[0] == "attempt 1"
+        assert driver.sizes(queue).reserved == 1, "its lease still holds it"
     finally:
         driver.close()
