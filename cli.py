@@ -139,9 +139,9 @@ MEMORY = Option(
 )
 PREFETCH = Option(
     "--prefetch",
-    "most jobs a worker reserves per round trip; fewer when jobs are slow (default 16)",
+    "most jobs a worker reserves per round trip; fewer when jobs are slow (default 64)",
     int,
-    default=16,
+    default=64,
     metavar="N",
     check=at_least(1),
 )

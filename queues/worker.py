@@ -101,9 +101,11 @@ ERROR_PAUSE_BASE = 0.1
 ERROR_PAUSE = 1.0
 #: Shortest time between two lease renewals of one job, seconds.
 MIN_HEARTBEAT_INTERVAL = 0.05
-#: Most jobs one reservation takes by default (`--prefetch`); chosen by measurement
-#: (benchmarks/bench_worker.py): round trips stop dominating a no-op job around here.
-DEFAULT_PREFETCH = 16
+#: Most jobs one reservation takes by default (`--prefetch`), chosen by measurement: a
+#: sweep of 1..64 on no-op jobs (bench_worker's drain, two runs on a loaded 2-core box)
+#: drained fastest at 64 on Redis and SQLite (1 -> 64: 1.1k -> 7.9-13.8k/s and
+#: 1.3-1.6k -> 9.0-10.3k/s). PREFETCH_WORK_SECONDS bounds what is held for slower jobs.
+DEFAULT_PREFETCH = 64
 #: Seconds of work (at the recent average run time) a worker may hold reserved ahead of
 #: the job it runs: slower jobs are prefetched less, down to one at a time.
 PREFETCH_WORK_SECONDS = 0.05
