@@ -9,8 +9,11 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from queues.envelope import Envelope
 from queues.worker import Worker
+from tests.conftest import MARIADB_URL
 from tests.driver_factories import make_driver
 from tests.jobs_fixture.support import main_env, registry, start_main
 
@@ -62,14 +65,19 @@ def test_pop_many_reserves_distinct_jobs_each_under_its_own_fenced_lease(any_dri
     assert (sizes.pending, sizes.delayed, sizes.reserved) == (0, 0, 0)
 
 
-def test_prefetching_workers_racing_run_every_job_once(tmp_path: Path) -> None:
-    driver = make_driver("redis", tmp_path)
+@pytest.mark.parametrize("kind", ["redis", "sqlite", "mariadb"])
+def test_prefetching_workers_racing_run_every_job_once(tmp_path: Path, kind: str) -> None:
+    driver = make_driver(kind, tmp_path)
     queue = f"race-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "ran"
     try:
         fill(driver, queue, [payload("RecordJob", queue, path=str(out), value=i)
                              for i in range(RACE_JOBS)])  # fmt: skip
-        env = main_env("redis", tmp_path)
+        if kind == "redis":
+            env = main_env("redis", tmp_path)
+        else:
+            url = MARIADB_URL if kind == "mariadb" else f"sqlite:///{tmp_path / 'queue.db'}"
+            env = main_env("database", tmp_path, DB_URL=url)
         args = ["--queue-work", "--queue", queue, "--prefetch", "8", "--stop-when-empty",
                 "--sleep", "1"]  # fmt: skip
         workers = [start_main(args, env) for _ in range(RACERS)]
