@@ -357,6 +357,7 @@ class Worker:
             self.concurrency,
         )
         self.events.worker_started(self)
+        self._exiting = False  # a worker may be run again (after raising max_jobs)
         try:
             if self.concurrency == 1:
                 self._run_lane(started)
@@ -595,7 +596,9 @@ class Worker:
         finally:
             log_context.unbind(binding)
             self.events.job_done(reserved)
-            if self._heartbeat is not None and not any(a[0] is reserved for a in self._lane.acks):
+            acks = self._lane.acks
+            # A job waiting for its batch ack is the last one queued there: keep it held.
+            if self._heartbeat is not None and not (acks and acks[-1][0] is reserved):
                 self._heartbeat.drop([reserved])
 
     def _process(self, reserved: ReservedJob) -> None:
