@@ -375,6 +375,12 @@ COMMANDS: tuple[Command, ...] = (
         role="worker",
     ),
     Command(
+        "--schedule",
+        "queues.schedule_command:schedule_command",
+        "run the app's schedule (SCHEDULE_MODULE): dispatch each tick once",
+        role="scheduler",
+    ),
+    Command(
         "--queue-status",
         "queues.commands:status_command",
         "job counts per queue",

@@ -1,7 +1,8 @@
 """The process-wide Redis client, and the translation of Redis failures to `BackendError`.
 
-`get_redis(settings)` builds one client per process from REDIS_HOST/PORT/DB,
-the credentials (REDIS_USERNAME for an ACL user, REDIS_PASSWORD) and TLS
+`get_redis(settings)` builds one client per process from REDIS_HOST/PORT/DB
+(or the master REDIS_SENTINELS name, or a REDIS_CLUSTER), the credentials
+(REDIS_USERNAME for an ACL user, REDIS_PASSWORD) and TLS
 (`tls_options`). The client checks a pooled connection's health before reuse and
 retries a command on connection errors with a short backoff, so a worker keeps
 working after a Redis restart without being restarted itself. `reset()` drops
@@ -17,11 +18,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import AbstractBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from backends.errors import BackendError, BackendUnavailableError
 from config.settings import Settings
@@ -51,6 +54,14 @@ _client: redis.Redis | None = None
 def build_redis(settings: Settings) -> redis.Redis:
     """A new Redis client for these settings (strings decoded as UTF-8, bad bytes replaced).
 
+    One server (REDIS_HOST/PORT), the master the sentinels name
+    (REDIS_SENTINELS + REDIS_SENTINEL_MASTER: a `redis.sentinel.Sentinel`
+    `master_for` client, which asks the sentinels again after a failover), or a
+    Redis Cluster (REDIS_CLUSTER: a `redis.cluster.RedisCluster` seeded by
+    REDIS_HOST/PORT, which follows MOVED replies and a promoted replica; it
+    offers the commands the queue drivers use, so it is returned under the
+    same type).
+
     A command whose connection broke is retried on a fresh connection up to
     `CONNECTION_RETRIES` times. A retried write whose reply was lost may run
     twice (a pushed job duplicated): jobs are at-least-once, never lost. A
@@ -61,24 +72,55 @@ def build_redis(settings: Settings) -> redis.Redis:
     (SOCKET_TIMEOUT + RETRY_BACKOFF_CAP)).
     """
     retry = Retry(JitteredBackoff(), CONNECTION_RETRIES)
-    return redis.Redis(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        db=settings.redis_db,
-        username=settings.redis_username,
-        password=settings.redis_password,
+    options: dict[str, Any] = {
+        "username": settings.redis_username,
+        "password": settings.redis_password,
         **tls_options(settings),
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_keepalive=True,
-        health_check_interval=HEALTH_CHECK_INTERVAL,
-        retry=retry,
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        decode_responses=True,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": retry,
+        "decode_responses": True,
         # A hand-written entry that is not UTF-8 must reach the worker (which
         # fails it), not break every reply that carries it.
-        encoding_errors="replace",
+        "encoding_errors": "replace",
+    }
+    if settings.redis_cluster:
+        cluster = RedisCluster(host=settings.redis_host, port=settings.redis_port, **options)
+        return cast(redis.Redis, cluster)
+    options["retry_on_error"] = [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    if settings.redis_sentinels:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(settings.redis_sentinels),
+            sentinel_kwargs={
+                "socket_timeout": CONNECT_TIMEOUT,
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+            },
+        )
+        master = settings.redis_sentinel_master or ""
+        client = sentinel.master_for(  # type: ignore[no-untyped-call]
+            master, db=settings.redis_db, **options
+        )
+        return cast(redis.Redis, client)
+    return redis.Redis(
+        host=settings.redis_host, port=settings.redis_port, db=settings.redis_db, **options
     )
+
+
+def socket_timeout_of(client: redis.Redis) -> float | None:
+    """The reply timeout (seconds) the client's connections use, if any."""
+    if isinstance(client, RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    timeout = kwargs.get("socket_timeout")
+    return None if timeout is None else float(timeout)
+
+
+def is_cluster(client: object) -> bool:
+    """True if `client` is a Redis Cluster client (keys need one hash tag per queue)."""
+    return isinstance(client, RedisCluster)
 
 
 class JitteredBackoff(AbstractBackoff):
@@ -124,8 +166,23 @@ def reset() -> None:
 
 
 def address(client: redis.Redis) -> str:
-    """`host:port` (or the unix socket path) the client talks to, for messages."""
-    kwargs = client.connection_pool.connection_kwargs
+    """`host:port` (or the unix socket path) the client talks to, for messages.
+
+    For a Sentinel client: the master's name and the sentinels; for a cluster
+    client: the nodes it knows.
+    """
+    if isinstance(client, RedisCluster):
+        nodes = ",".join(sorted(node.name for node in client.get_nodes()))
+        return f"cluster {nodes}"
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = ",".join(
+            f"{s.connection_pool.connection_kwargs.get('host')}:"
+            f"{s.connection_pool.connection_kwargs.get('port')}"
+            for s in pool.sentinel_manager.sentinels
+        )
+        return f"master {pool.service_name!r} of sentinels {sentinels}"
+    kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return str(kwargs["path"])
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

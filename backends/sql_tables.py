@@ -8,6 +8,9 @@ spec's monitoring and cleanup SQL runs on them unchanged. Where a type is wider
 than the spec's, the reason is written beside it; every type stays in the spec's
 family (an integer key, TEXT payloads, DATETIME times).
 
+`queue_locks` holds the coordination keys of unique jobs, message dedupe, rate
+limits, overlap locks and the scheduler's ticks (queues/coordination.py).
+
 One table is added beyond the spec's, for the operator's view only:
 `queue_workers`, one row per live worker process (its state as JSON, written
 every few seconds, see queues/worker_board.py), and one row named `*restart`
@@ -140,8 +143,29 @@ class QueueWorker(Base):
     seen_at: Mapped[float] = mapped_column(Float(precision=53), nullable=False)  #: unix time
 
 
+class QueueLock(Base):
+    """One coordination key (not in the spec; queues/coordination.py): a lock held by
+    `holder` until `expires_at`, or one slot of a rate limit (`scope` names the limit,
+    `expires_at` is when the slot is free again). Times are unix seconds on the
+    database's clock; a row whose `expires_at` has passed holds nothing."""
+
+    __tablename__ = "queue_locks"
+    __table_args__ = (Index("idx_queue_locks_scope", "scope"), MYSQL_TABLE_ARGS)
+
+    # 191 characters: the longest key InnoDB indexes in utf8mb4 on old row formats.
+    name: Mapped[str] = mapped_column(String(191), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(191), nullable=False)
+    holder: Mapped[str] = mapped_column(String(191), nullable=False, default="")
+    expires_at: Mapped[float] = mapped_column(Float(precision=53), nullable=False)
+
+
 #: Every table of the queue, in creation order.
-TABLES = (QueueJob.__table__, QueueFailedJob.__table__, QueueWorker.__table__)
+TABLES = (
+    QueueJob.__table__,
+    QueueFailedJob.__table__,
+    QueueWorker.__table__,
+    QueueLock.__table__,
+)
 
 
 def create_tables(engine: Engine) -> list[str]:

@@ -39,6 +39,8 @@ DEFAULT_GROUP_NAME = "mqtt_framework_group"
 QUEUE_CONNECTIONS = ("redis", "database", "sync")
 #: Package scanned for job classes unless JOBS_PACKAGE says otherwise.
 DEFAULT_JOBS_PACKAGE = "app.jobs"
+#: Module whose `schedule` the scheduler runs unless SCHEDULE_MODULE says otherwise.
+DEFAULT_SCHEDULE_MODULE = "app.schedule"
 MQTT_PROTOCOLS = ("3.1.1", "5")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: LOG_FORMAT values: `text` (one readable line) or `json` (one JSON object per line).
@@ -106,6 +108,22 @@ def _parse_module_path(name: str, raw: str, default: str) -> str:
     return value
 
 
+def _parse_addresses(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` -> ((host, port), ...); empty: ()."""
+    addresses = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.strip().isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(
+                f"{name} must be host:port pairs separated by commas "
+                f"(e.g. 10.0.0.1:26379,10.0.0.2:26379), got {item!r}"
+            )
+        addresses.append((host.strip("[] "), int(port)))
+    return tuple(addresses)
+
+
 def _optional(raw: str) -> str | None:
     stripped = raw.strip()
     return stripped or None
@@ -126,6 +144,16 @@ class Settings:
     redis_db: int = 0
     redis_password: str | None = field(default=None, repr=False)
     redis_tls: bool = False
+    #: Replicas that must acknowledge each dispatch (Redis WAIT) before it returns; 0: none.
+    redis_wait_replicas: int = 0
+    #: Milliseconds dispatch waits for those acknowledgements before raising.
+    redis_wait_timeout_ms: int = 1000
+    #: Sentinels (host, port) that find the master; empty: REDIS_HOST/PORT is the server.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    #: Name of the master the sentinels monitor (needed with REDIS_SENTINELS).
+    redis_sentinel_master: str | None = None
+    #: REDIS_HOST/PORT is a seed node of a Redis Cluster (keys carry hash tags).
+    redis_cluster: bool = False
 
     # Queue selection and leases
     queue_connection: str = "database"
@@ -147,6 +175,7 @@ class Settings:
     app_name: str = "mqtt-jobs"  #: names this app: part of the derived MQTT client id
     routes_package: str = "routes"  #: package whose modules' `router` objects are served
     jobs_package: str = DEFAULT_JOBS_PACKAGE  #: package whose Job classes workers may run
+    schedule_module: str = DEFAULT_SCHEDULE_MODULE  #: module whose `schedule` --schedule runs
 
     # MQTT
     mqtt_host: str | None = None
@@ -227,6 +256,11 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "REDIS_DB": ("redis_db", lambda n, r: _parse_int(n, r, 0)),
     "REDIS_PASSWORD": ("redis_password", lambda n, r: _optional(r)),
     "REDIS_TLS": ("redis_tls", _parse_bool),
+    "REDIS_WAIT_REPLICAS": ("redis_wait_replicas", lambda n, r: _parse_int(n, r, 0)),
+    "REDIS_WAIT_TIMEOUT_MS": ("redis_wait_timeout_ms", lambda n, r: _parse_int(n, r, 1)),
+    "REDIS_SENTINELS": ("redis_sentinels", _parse_addresses),
+    "REDIS_SENTINEL_MASTER": ("redis_sentinel_master", lambda n, r: _optional(r)),
+    "REDIS_CLUSTER": ("redis_cluster", _parse_bool),
     "QUEUE_CONNECTION": ("queue_connection", lambda n, r: _parse_choice(n, r, QUEUE_CONNECTIONS)),
     "QUEUE_RETRY_AFTER": ("queue_retry_after", lambda n, r: _parse_int(n, r, 1)),
     "ENABLE_MYSQL": ("enable_mysql", _parse_bool),
@@ -242,6 +276,10 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "APP_NAME": ("app_name", lambda n, r: r.strip()),
     "ROUTES_PACKAGE": ("routes_package", lambda n, r: r.strip() or "routes"),
     "JOBS_PACKAGE": ("jobs_package", lambda n, r: _parse_module_path(n, r, DEFAULT_JOBS_PACKAGE)),
+    "SCHEDULE_MODULE": (
+        "schedule_module",
+        lambda n, r: _parse_module_path(n, r, DEFAULT_SCHEDULE_MODULE),
+    ),
     "MQTT_HOST": ("mqtt_host", lambda n, r: _optional(r)),
     "MQTT_PORT": ("mqtt_port", lambda n, r: _parse_int(n, r, 1, 65535)),
     "MQTT_USERNAME": ("mqtt_username", lambda n, r: _optional(r)),
@@ -334,12 +372,36 @@ def _check_consistency(settings: Settings) -> None:
     _check_tls_files(settings)
     if settings.queue_connection == "redis" and not settings.enable_redis:
         raise ConfigError("QUEUE_CONNECTION=redis needs ENABLE_REDIS=true")
+    _check_redis_topology(settings)
     if not settings.app_name:
         raise ConfigError("APP_NAME must not be empty: it names the app's MQTT session")
     if not settings.mqtt_group_name or "/" in settings.mqtt_group_name:
         raise ConfigError(
             f"MQTT_GROUP_NAME must be a non-empty name without '/', "
             f"got {settings.mqtt_group_name!r}"
+        )
+
+
+def _check_redis_topology(settings: Settings) -> None:
+    """One line for a Sentinel setting without its partner, or Sentinel with Cluster."""
+    if settings.redis_sentinels and not settings.redis_sentinel_master:
+        raise ConfigError(
+            "REDIS_SENTINELS needs REDIS_SENTINEL_MASTER: the name the sentinels monitor "
+            "(their `sentinel monitor <name> ...` line, e.g. mymaster)"
+        )
+    if settings.redis_sentinel_master and not settings.redis_sentinels:
+        raise ConfigError(
+            "REDIS_SENTINEL_MASTER needs REDIS_SENTINELS: the sentinels' host:port pairs"
+        )
+    if settings.redis_cluster and settings.redis_sentinels:
+        raise ConfigError(
+            "REDIS_CLUSTER and REDIS_SENTINELS exclude each other: a Redis Cluster fails over "
+            "by itself; unset one of them"
+        )
+    if settings.redis_cluster and settings.redis_db != 0:
+        raise ConfigError(
+            f"REDIS_CLUSTER=true needs REDIS_DB=0 (a Redis Cluster has only database 0), "
+            f"got {settings.redis_db}"
         )
 
 

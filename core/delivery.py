@@ -69,6 +69,9 @@ class Outbox(Protocol):
     def end(self) -> Any:
         """Stop recording; return the attempt's records (None when there are none)."""
 
+    def discard(self) -> None:
+        """Stop recording after an attempt that raised: its records are dropped."""
+
     def flush(self, records: Sequence[Any]) -> None:
         """Store the records durably, in order; raise what the backend raised."""
 
@@ -270,7 +273,7 @@ class Delivery:
     def _discard(self) -> None:
         """Drop what a failed handler attempt recorded: it must leave nothing behind."""
         if self._outbox is not None:
-            self._outbox.end()
+            self._outbox.discard()
 
     def _dead_lettered(self, message: Message, exc: BaseException, attempts: int) -> Outcome:
         outcome = Outcome(message, None, attempts, error=exc)

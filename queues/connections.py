@@ -170,7 +170,13 @@ def _build_driver(name: str, settings: Settings, failed_store: FailedStore) -> Q
         from backends.redis_client import get_redis
         from queues.drivers.redis import RedisDriver
 
-        return RedisDriver(get_redis(settings), failed_store, settings.queue_retry_after)
+        return RedisDriver(
+            get_redis(settings),
+            failed_store,
+            settings.queue_retry_after,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
     from backends.sql_engine import get_engine
     from queues.drivers.database import DatabaseDriver
 

@@ -13,9 +13,11 @@ test's `fake_queue()` or `sync_queue()` every dispatch goes to that stand-in
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from queues import connections, substitution
+from queues import connections, substitution, unique
+from queues.coordination import coordinator_for
 from queues.drivers.base import QueueDriver
 from queues.envelope import (
     MAX_PAYLOAD_BYTES,
@@ -112,8 +114,14 @@ def dispatch(
     connection: str | QueueDriver | None = None,
     *,
     registry: JobRegistry | None = None,
+    unique_for: float | None = None,
 ) -> str:
     """Queue one job and return its id (a uuid string).
+
+    `unique_for` (seconds; default the class's `unique_for`) makes the job
+    unique by its `unique_id()` while it is queued or running, at most that
+    long: a dispatch that finds such a job queues nothing and returns that job's
+    id as a `queues.unique.ExistingJobId` (see queues/unique.py).
 
     `delay` (seconds) defaults to the class's `delay`; `queue` to its `queue`;
     `connection` ("redis", "database" or a driver) to QUEUE_CONNECTION. Raises
@@ -128,16 +136,37 @@ def dispatch(
     run (or raised) when this returns.
     """
     envelope = build_envelope(job, queue, registry)
+    seconds = unique.unique_seconds(job, unique_for)
+    if seconds is not None:
+        envelope.unique = unique.lock_name(job)
     text = envelope_json(envelope)
     target, wait = _target(connection), _delay(job, delay)
-    if isinstance(target, SyncQueue):
-        target.run(envelope, registry or get_registry())
-        return envelope.id
+    undo = None
     pending = recorded()
+    if seconds is not None:
+        coordinator = coordinator_for(target)
+        in_outbox = pending is not None and not isinstance(target, SyncQueue)
+        existing, undo = unique.claim(envelope, coordinator, seconds, in_outbox)
+        if existing is not None:
+            return existing
+    if isinstance(target, SyncQueue):
+        try:
+            target.run(envelope, registry or get_registry())
+        finally:
+            if undo is not None:
+                undo()
+        return envelope.id
     if pending is not None:
-        pending.append(PendingJob(target, envelope.queue, text, wait))
-    else:
+        pending.append(PendingJob(target, envelope.queue, text, wait, undo))
+        if seconds is not None:
+            unique.confirm_when_stored(envelope, coordinator, seconds)
+        return envelope.id
+    try:
         target.enqueue(envelope.queue, text, wait)
+    except BaseException:
+        if undo is not None:
+            undo()
+        raise
     return envelope.id
 
 
@@ -154,27 +183,55 @@ def dispatch_many(
     Every job is validated first: one bad job queues none. Inside an MQTT
     handler they are recorded and stored like `dispatch`'s. On the `sync`
     connection they run one after the other; the first that fails stops the rest.
+    A job whose class sets `unique_for` is dropped (its place in the result is
+    the existing job's id) when its unique id is taken, as with `dispatch`.
     """
     now = time.time()
     envelopes: list[Envelope] = []
     rows: list[tuple[str, str, float]] = []
+    unique_jobs: list[tuple[int, float]] = []
     for job in jobs:
         envelope = build_envelope(job, queue, registry, now)
+        seconds = unique.unique_seconds(job, None)
+        if seconds is not None:
+            envelope.unique = unique.lock_name(job)
+            unique_jobs.append((len(envelopes), seconds))
         envelopes.append(envelope)
         rows.append((envelope.queue, envelope_json(envelope), _delay(job, delay)))
-    ids = [envelope.id for envelope in envelopes]
+    ids: list[str] = [envelope.id for envelope in envelopes]
     if not rows:
         return ids
     target = _target(connection)
-    if isinstance(target, SyncQueue):
-        for envelope in envelopes:
-            target.run(envelope, registry or get_registry())
-        return ids
     pending = recorded()
+    in_outbox = pending is not None and not isinstance(target, SyncQueue)
+    undo: dict[int, Callable[[], Any]] = {}
+    for index, seconds in unique_jobs:
+        coordinator = coordinator_for(target)
+        existing, undo[index] = unique.claim(envelopes[index], coordinator, seconds, in_outbox)
+        if existing is not None:
+            ids[index] = existing
+    kept = [i for i in range(len(envelopes)) if not isinstance(ids[i], unique.ExistingJobId)]
+    if isinstance(target, SyncQueue):
+        try:
+            for index in kept:
+                target.run(envelopes[index], registry or get_registry())
+        finally:
+            for release in undo.values():
+                release()
+        return ids
     if pending is not None:
-        pending.extend(PendingJob(target, *row) for row in rows)
-    else:
-        target.bulk(rows)
+        pending.extend(PendingJob(target, *rows[i], undo.get(i)) for i in kept)
+        for index, seconds in unique_jobs:
+            if index in kept:
+                unique.confirm_when_stored(envelopes[index], coordinator_for(target), seconds)
+        return ids
+    try:
+        if kept:
+            target.bulk([rows[i] for i in kept])
+    except BaseException:
+        for release in undo.values():
+            release()
+        raise
     return ids
 
 

@@ -191,6 +191,7 @@ _FIELDS: dict[str, tuple[bool, Callable[[Any], str | None]]] = {
     "backoff": (False, _backoff_field),
     "retry_until": (False, _time_field),
     "created_at": (False, lambda v: None if v is not None and not _time_field(v) else "a number"),
+    "unique": (False, lambda v: None if v is None or not _text_field(v) else "null or a string"),
 }
 
 
@@ -228,10 +229,14 @@ class Envelope:
     backoff: float | list[float] | str = 0
     retry_until: float | None = None  #: unix time after which no retry is made
     created_at: float = field(default_factory=time.time)
+    #: the unique-job lock this job holds until it finishes (queues/unique.py), or None
+    unique: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields in stored order: `attempts` first, `id` second (the Lua scripts need it)."""
-        return {
+        """The fields in stored order: `attempts` first, `id` second (the Lua scripts need it).
+
+        `unique` is written only when set, so other envelopes keep their form."""
+        fields = {
             "attempts": self.attempts,
             "id": self.id,
             "job": self.job,
@@ -243,6 +248,9 @@ class Envelope:
             "retry_until": self.retry_until,
             "created_at": self.created_at,
         }
+        if self.unique is not None:
+            fields["unique"] = self.unique
+        return fields
 
     def to_json(self) -> str:
         """Serialise with `attempts` first and `id` second (the Lua scripts rely on it)."""
@@ -274,6 +282,7 @@ class Envelope:
             backoff=[float(v) for v in backoff] if isinstance(backoff, list) else backoff,
             retry_until=None if raw.get("retry_until") is None else float(raw["retry_until"]),
             created_at=float(raw.get("created_at", 0.0)),
+            unique=raw.get("unique"),
         )
 
 

@@ -59,6 +59,9 @@ RESERVED_NAMES = frozenset(
         "validated_data",
         "attempts",
         "job_id",
+        "unique_for",
+        "unique_id",
+        "middleware",
     }
 )
 
@@ -83,6 +86,12 @@ class Job:
     * `delay` - seconds before the job becomes due, unless `dispatch(delay=...)`.
     * `name` - the registry name; defaults to the class name.
     * `abstract` - True on a base class that must not be registered.
+    * `unique_for` - seconds: a second dispatch with the same `unique_id()` while
+      this one is queued or running (and at most this long) queues nothing and
+      returns the first job's id (queues/unique.py). Also `dispatch(unique_for=)`.
+
+    `middleware()` returns job middleware run around `handle()`
+    (queues/job_middleware.py: `RateLimited`, `WithoutOverlapping`).
 
     `failed(exc)` is called once when the job fails for good; `publish(...)`
     sends an MQTT message from `handle()`.
@@ -100,6 +109,7 @@ class Job:
     backoff: ClassVar[float | list[float] | str] = 0
     retry_until: ClassVar[Any] = None  # float seconds, or a method
     delay: ClassVar[float] = 0
+    unique_for: ClassVar[float | None] = None
 
     #: set by the worker before `handle()`: this attempt's number (1 on the first run)
     attempts: int = 0
@@ -138,6 +148,15 @@ class Job:
     def handle(self) -> Awaitable[None] | None:
         """Do the work. Raise to fail the attempt; may be `async def`."""
         raise NotImplementedError(f"{type(self).job_name()} must implement handle()")
+
+    def unique_id(self) -> str:
+        """What makes two dispatches of this class the same job for `unique_for`
+        (default "": one at a time per class). Override, e.g. `return self.device_id`."""
+        return ""
+
+    def middleware(self) -> list[Any]:
+        """Job middleware run around `handle()`, outermost first (default: none)."""
+        return []
 
     def failed(self, exc: BaseException) -> None:
         """Called once after the last attempt failed. Exceptions here are logged only."""

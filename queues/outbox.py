@@ -15,10 +15,10 @@ Outside a handler (a script, a job dispatching a job) nothing is recorded and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class JobSink(Protocol):
@@ -39,6 +39,9 @@ class PendingJob:
     queue: str
     payload: str
     delay: float
+    #: gives back what the dispatch claimed (a unique job's lock) if the job is never
+    #: stored because its handler attempt raised (`DispatchOutbox.discard`)
+    undo: Callable[[], Any] | None = None
 
 
 #: The list the current handler attempt's dispatches go to. A context variable, not a
@@ -50,6 +53,38 @@ _recording: ContextVar[list[PendingJob] | None] = ContextVar("dispatch_recording
 def recorded() -> list[PendingJob] | None:
     """The list this context's dispatches go to, or None when they are stored at once."""
     return _recording.get()
+
+
+class _AfterStored:
+    """A sink that stores nothing: its `bulk` runs a callback. Recorded after a handler's
+    jobs, it runs once every driver holding those jobs has stored them (`flush` walks
+    the drivers in the order the records first name them)."""
+
+    def __init__(self, callback: Callable[[], Any]) -> None:
+        self.callback = callback
+
+    def enqueue(self, queue: str, payload: str, delay: float = 0.0) -> None:
+        """Run the callback."""
+        self.callback()
+
+    def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
+        """Run the callback (the rows are the marker's own, empty)."""
+        self.callback()
+
+
+def after_stored(callback: Callable[[], Any]) -> bool:
+    """Inside a handler attempt: run `callback` once the jobs it dispatched so far are
+    stored (never if it raises). Outside one: False, and nothing is run.
+
+    Used to make a claim taken for a message final only once its jobs are durable
+    (unique jobs, message dedupe): until then the claim is short, so a message left
+    unacknowledged by an outage is not refused as a repeat when it comes back.
+    """
+    jobs = _recording.get()
+    if jobs is None:
+        return False
+    jobs.append(PendingJob(_AfterStored(callback), "", "", 0.0))
+    return True
 
 
 class DispatchOutbox:
@@ -64,6 +99,15 @@ class DispatchOutbox:
         jobs = _recording.get()
         _recording.set(None)
         return jobs or None
+
+    def discard(self) -> None:
+        """Stop recording after a handler attempt that raised: its jobs are never
+        stored, so what their dispatch claimed (unique-job locks) is given back."""
+        jobs = _recording.get()
+        _recording.set(None)
+        for job in jobs or ():
+            if job.undo is not None:
+                job.undo()
 
     def flush(self, records: Sequence[list[PendingJob]]) -> None:
         """Store every recorded job, in order: one atomic `bulk` per driver.

@@ -71,10 +71,12 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
+from queues import lifecycle
 from queues.backoff import BackoffPolicy, backoff_delay
 from queues.drivers.base import QueueDriver, ReservedJob
 from queues.envelope import Envelope, EnvelopeError
 from queues.job import Job
+from queues.job_middleware import ReleaseJob, run_job
 from queues.registry import JobRegistry, UnknownJobError, get_registry
 from queues.timeouts import (
     HARD_LIMIT_GRACE,
@@ -256,8 +258,8 @@ class _Lane(threading.local):
     def __init__(self) -> None:
         #: reserved jobs not started yet, in reservation order
         self.prefetched: deque[ReservedJob] = deque()
-        #: finished jobs waiting for the next batch ack: (job, log label, run seconds)
-        self.acks: list[tuple[ReservedJob, str, float]] = []
+        #: finished jobs waiting for the next batch ack: (job, log label, run seconds, envelope)
+        self.acks: list[tuple[ReservedJob, str, float, Envelope]] = []
         self.acks_since = 0.0
         self.defer_acks = False
         self.average_run: float | None = None
@@ -488,13 +490,15 @@ class Worker:
                 "release", reserved, partial(self.driver.release, reserved, 0, undo_attempt=True)
             )
 
-    def _finished(self, reserved: ReservedJob, label: str, elapsed: float) -> None:
+    def _finished(
+        self, reserved: ReservedJob, label: str, elapsed: float, envelope: Envelope
+    ) -> None:
         """The attempt succeeded: ack it now, or with the next batch (inside `run`)."""
         self._learn(elapsed)
         now = time.monotonic()
         if not self._lane.acks:
             self._lane.acks_since = now
-        self._lane.acks.append((reserved, label, elapsed))
+        self._lane.acks.append((reserved, label, elapsed, envelope))
         if self._heartbeat is not None:
             self._heartbeat.finished(reserved)
         if (
@@ -521,7 +525,7 @@ class Worker:
         if not self._lane.acks:
             return
         batch, self._lane.acks = self._lane.acks, []
-        jobs = [reserved for reserved, _, _ in batch]
+        jobs = [entry[0] for entry in batch]
         try:
             verdicts = self.driver.ack_many(jobs)
         except Exception as exc:
@@ -535,9 +539,10 @@ class Worker:
         if verdicts is None:
             return
         verbose = logger.isEnabledFor(logging.DEBUG)
-        for (reserved, label, elapsed), acked in zip(batch, verdicts, strict=True):
+        for (reserved, label, elapsed, envelope), acked in zip(batch, verdicts, strict=True):
             if acked:
                 self._settled(reserved, "ack")
+                lifecycle.job_finished(self.driver, envelope, "succeeded")
                 if not verbose:
                     continue
             # Acks come after the job's own records: bind its id again for these.
@@ -671,11 +676,21 @@ class Worker:
                 "released for another worker" if released else "not released (see above)",
             )
             return
+        except ReleaseJob as release:
+            # Job middleware (a rate limit, an overlap lock) put it off: not an attempt.
+            wait = release.delay
+            if self._settle(
+                "release",
+                reserved,
+                lambda: self.driver.release(reserved, wait, undo_attempt=True),
+            ):
+                logger.info("job %s put off %.3f s: %s", label, wait, release)
+            return
         except BaseException as exc:
             elapsed = time.monotonic() - started
             self._on_exception(reserved, cls, envelope, job, exc, max_tries, elapsed)
             return
-        self._finished(reserved, label, time.monotonic() - started)
+        self._finished(reserved, label, time.monotonic() - started, envelope)
 
     def _refuse(self, reserved: ReservedJob, exc: EnvelopeError) -> None:
         """Fail an entry that is not a valid envelope; its hook learns why, when it can."""
@@ -729,6 +744,9 @@ class Worker:
         if self._stopping:
             # Reserved just as a stop signal came: it is the current job now.
             deadline.shorten(self.grace, self._grace_over)
+        run_job(job, self._handle, self.driver)
+
+    def _handle(self, job: Job) -> None:
         result = job.handle()
         if inspect.isawaitable(result):
             self._await(result)
@@ -808,6 +826,7 @@ class Worker:
     ) -> None:
         if not self._fail(reserved, text):
             return  # another worker owns it now; it will fail it and call the hook
+        lifecycle.job_finished(self.driver, envelope, "failed")
         if isinstance(exc, MaxAttemptsExceeded | RetryUntilExpired):
             logger.error("job %s %s failed: %s", envelope.job, reserved.id, exc)
         if job is not None:

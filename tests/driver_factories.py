@@ -17,7 +17,8 @@ from tests.conftest import (
     need_service,
 )
 
-DRIVER_NAMES = ("redis", "mariadb", "sqlite")
+#: "redis-cluster" is the Redis driver on a private 3-master cluster (tests/redis_topology.py).
+DRIVER_NAMES = ("redis", "redis-cluster", "mariadb", "sqlite")
 
 
 def make_driver(name: str, tmp_path: Path, retry_after: int = 90) -> QueueDriver:
@@ -31,6 +32,16 @@ def make_driver(name: str, tmp_path: Path, retry_after: int = 90) -> QueueDriver
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
         client.flushdb()
         return RedisDriver(client, RedisFailedStore(client), retry_after)
+    if name == "redis-cluster":
+        from redis.cluster import RedisCluster
+
+        from queues.drivers.redis import RedisDriver, RedisFailedStore
+        from tests.redis_topology import shared_cluster
+
+        seed = shared_cluster().seed
+        cluster = RedisCluster(host=seed.host, port=seed.port)
+        cluster.flushall()
+        return RedisDriver(cluster, RedisFailedStore(cluster), retry_after)  # type: ignore[arg-type]
 
     from backends.sql_engine import engine_from_url
     from backends.sql_tables import create_tables, drop_tables

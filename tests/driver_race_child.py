@@ -14,7 +14,8 @@ a SIGKILL loses nothing already written:
 
 `--start-at` (unix time) makes every child start popping at the same instant.
 A refused ack or any exception ends the child with a non-zero status and a
-line on stderr. Drivers: `redis` (test db 9), `mariadb` (test database), `sqlite` (file
+line on stderr. Drivers: `redis` (test db 9), `redis-cluster` (the
+parent's shared cluster, tests/redis_topology.py), `mariadb` (test database), `sqlite` (file
 `queue.db` in `--state-dir`, as tests/driver_factories.py lays it out); `--url`
 points mariadb/sqlite at another database.
 """
@@ -49,6 +50,17 @@ def connect_driver(name: str, state_dir: Path, retry_after: int, url: str | None
 
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
         return RedisDriver(client, RedisFailedStore(client), retry_after)
+    if name == "redis-cluster":
+        import os
+
+        from redis.cluster import RedisCluster
+
+        from queues.drivers.redis import RedisDriver, RedisFailedStore
+        from tests.redis_topology import CLUSTER_SEED_VARIABLE
+
+        host, port = os.environ[CLUSTER_SEED_VARIABLE].rsplit(":", 1)
+        cluster = RedisCluster(host=host, port=int(port))
+        return RedisDriver(cluster, RedisFailedStore(cluster), retry_after)  # type: ignore[arg-type]
 
     from backends.sql_engine import engine_from_url
     from queues.drivers.database import DatabaseDriver, DatabaseFailedStore

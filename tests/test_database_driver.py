@@ -245,7 +245,8 @@ def test_migrate_creates_the_seed_tables_with_their_columns_and_indexes(
     drop_tables(mariadb_engine)
     result = _main("--migrate", **MARIADB_ENV)
     assert result.returncode == 0, result.stderr
-    assert "created tables queue_jobs, queue_failed_jobs, queue_workers" in result.stdout
+    created = "created tables queue_jobs, queue_failed_jobs, queue_workers, queue_locks"
+    assert created in result.stdout
     assert f"mysql+pymysql://root@127.0.0.1:3306/{PRIVATE_DATABASE}" in result.stdout
     inspector = inspect(mariadb_engine)
     jobs = {c["name"]: c for c in inspector.get_columns("queue_jobs")}
@@ -281,13 +282,15 @@ def test_migrate_on_the_embedded_sqlite_creates_the_file_and_tables(tmp_path: Pa
     path = tmp_path / "nested" / "queue.db"
     result = _main("--migrate", SQLITE_PATH=str(path))
     assert result.returncode == 0, result.stderr
-    assert "created tables queue_jobs, queue_failed_jobs, queue_workers" in result.stdout
+    created = "created tables queue_jobs, queue_failed_jobs, queue_workers, queue_locks"
+    assert created in result.stdout
     assert "created app tables device_readings" in result.stdout  # app/models.py's
     engine = engine_from_url(f"sqlite:///{path}", create_sqlite_tables=False)
     assert set(inspect(engine).get_table_names()) == {
         "queue_jobs",
         "queue_failed_jobs",
         "queue_workers",
+        "queue_locks",
         "device_readings",
     }
     engine.dispose()
@@ -325,7 +328,7 @@ def test_migrate_adds_the_fencing_column_to_a_queue_jobs_table_made_without_it(
     result = _main("--migrate", **environment)
     assert result.returncode == 0, result.stderr
     assert "added columns queue_jobs.reservations" in result.stdout
-    assert "created tables queue_failed_jobs, queue_workers" in result.stdout
+    assert "created tables queue_failed_jobs, queue_workers, queue_locks" in result.stdout
     columns = {c["name"]: c for c in inspect(engine).get_columns("queue_jobs")}
     assert "reservations" in columns and not columns["reservations"]["nullable"]
     with engine.connect() as connection:

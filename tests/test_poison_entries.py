@@ -22,7 +22,7 @@ from backends.redis_client import build_redis
 from config.settings import Settings
 from queues import dispatch
 from queues.drivers.base import QueueDriver
-from queues.drivers.redis import RedisDriver, RedisFailedStore
+from queues.drivers.redis import RedisDriver, RedisFailedStore, hash_tag
 from queues.envelope import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, Envelope
 from queues.worker import Worker
 from tests.conftest import REDIS_HOST, REDIS_TEST_DB
@@ -49,7 +49,8 @@ def raw_add(driver: QueueDriver, queue: str, payload: str | bytes) -> None:
     """Write an entry the way redis-cli or a SQL client would: no driver code involved."""
     if driver.name == "redis":
         client: Any = driver.client  # type: ignore[attr-defined]
-        client.rpush(f"routemq:queue:{queue}", payload)
+        # The operator's form of the key: `routemq:queue:{emails}` on a Redis Cluster.
+        client.rpush(f"routemq:queue:{hash_tag(queue, driver.cluster)}", payload)  # type: ignore[attr-defined]
         client.sadd("routemq:queues", queue)
         return
     engine: Any = driver.engine  # type: ignore[attr-defined]

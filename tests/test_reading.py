@@ -23,6 +23,15 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is `dispatch()`?": ("dispatch", r"^def dispatch\("),
     "Where is the worker loop?": ("worker", r"^class Worker\b"),
     "Where do idle database workers get woken?": ("wakeup", r"^class LocalWaker\b"),
+    "Where is the job middleware (rate limits, overlap locks)?": (
+        "job_middleware",
+        r"^class WithoutOverlapping\b",
+    ),
+    "Where are the locks and rate limits shared by processes?": (
+        "coordination",
+        r"^class Coordinator\b",
+    ),
+    "Where is the scheduler?": ("schedule", r"^class Scheduler\b"),
     "Where are the operator commands?": ("commands", r"^status_command = "),
     "Where are the metrics of the router?": ("metrics", r"^class RouterMetrics\b"),
     "Where are the metrics, health and board entry of a worker?": (
@@ -39,6 +48,11 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where are the queue tables?": ("tables", r'__tablename__ = "queue_jobs"'),
     "Where is `--migrate`?": ("migrat", r"^def migrate_command\("),
     "Where is the Redis client?": ("redis", r"^def get_redis\("),
+    "Where are the Sentinel and Cluster clients built?": (
+        "redis_client",
+        r"^\s+sentinel = Sentinel\(",
+    ),
+    "Where are a queue's Redis keys named (plain and cluster)?": ("redis", r"^def hash_tag\("),
     "Where do jobs publish MQTT?": ("publisher", r"^def get_publisher\("),
     "Where is the supervisor?": ("supervisor", r"^class Supervisor\b"),
     "Where is the backoff?": ("backoff", r"^def full_jitter\("),

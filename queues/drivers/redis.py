@@ -21,6 +21,15 @@ always tell the truth to `LLEN`, `ZCARD` and `LRANGE`):
 * `routemq:queues`                    Set of queue names ever pushed to
 * `routemq:queues:failed`             Set of queue names with a failed list
 
+On a Redis Cluster (a `RedisCluster` client, REDIS_CLUSTER=true) the template
+is taken literally: `routemq:queue:{emails}`, `routemq:queue:{emails}:delayed`,
+`routemq:queue:failed:{emails}`..., the braces making the name the hash tag
+(`hash_tag`), and the receipts become `routemq:queue:{emails}:pops:{nonce}` and
+`...:settles:{nonce}`, so every script's keys lie in one slot. The two sets of
+names are then kept by the client beside the scripts (added before a queue's
+first job or record, never shrunk), a pop on several queues runs one script per
+queue, and a bulk one script per queue.
+
 Queue names: every path refuses a name whose keys would be another queue's
 (`failed:x`, `x:reserved`, any ':', `failed`; `validate_queue_name(existing=
 True)`), and names of queues that get NEW jobs (push, later, bulk) must also use
@@ -52,7 +61,8 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 from redis.commands.core import Script
 
-from backends.redis_client import redis_errors
+from backends.errors import BackendUnavailableError
+from backends.redis_client import address, is_cluster, redis_errors, socket_timeout_of
 from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
     FailedJob,
@@ -112,6 +122,12 @@ FORGET_ATTEMPTS = 5
 #: Largest failed record the store decodes, in bytes: a payload of
 #: MAX_PAYLOAD_BYTES JSON-escaped, plus its traceback.
 MAX_FAILED_RECORD_BYTES = 8 * 1024 * 1024
+#: Longest BLPOP slice of a blocking pop on several queues of a Redis Cluster, seconds:
+#: their notify lists lie in different slots, so it blocks on the first queue's only and
+#: looks at the others again after this long.
+CLUSTER_MULTI_QUEUE_SLICE = 0.1
+#: Milliseconds a dispatch waits for REDIS_WAIT_REPLICAS acknowledgements by default.
+DEFAULT_WAIT_TIMEOUT_MS = 1000
 #: Prefix of the synthetic id a duplicate copy of a reserved job is reserved under.
 DUPLICATE_PREFIX = "duplicate-"
 #: Kind pop.lua reports for such a copy.
@@ -223,11 +239,35 @@ class RedisFailedStore(FailedStore):
         self.client = client
         self.prefix = prefix
         self.names_key = f"{prefix.rstrip(':')}s:failed"
+        #: Redis Cluster: list keys carry the queue name as hash tag, and the names set
+        #: is kept by this client beside the scripts (see `names_key_for`).
+        self.cluster = is_cluster(client)
+        self._registered: set[str] = set()
         self._scripts = _load_scripts(client)
 
     def list_key(self, queue: str) -> str:
-        """The failed List of one queue (not validated: old names must stay readable)."""
-        return f"{self.prefix}failed:{queue}"
+        """The failed List of one queue (not validated: old names must stay readable).
+
+        `routemq:queue:failed:emails`; on a Redis Cluster `routemq:queue:failed:{emails}`,
+        in the slot of the queue's other keys.
+        """
+        return f"{self.prefix}failed:{hash_tag(queue, self.cluster)}"
+
+    def names_key_for(self, queue: str) -> str:
+        """The names-set key a script of `queue` gets: the set itself, or on a cluster
+        the queue's failed list again (a script must not leave the queue's slot; the
+        scripts then leave the set alone and `register` keeps it)."""
+        return self.list_key(queue) if self.cluster else self.names_key
+
+    def register(self, queue: str) -> None:
+        """On a cluster, add `queue` to the names set before its first record here.
+
+        Once per queue and process; the set is never shrunk on a cluster (a name
+        whose list is empty costs one LLEN), so it is always a superset.
+        """
+        if self.cluster and queue not in self._registered:
+            self.client.sadd(self.names_key, queue)
+            self._registered.add(queue)
 
     def where(self, queue: str) -> str:
         """Where this store keeps the failed jobs of `queue`."""
@@ -278,6 +318,10 @@ class RedisFailedStore(FailedStore):
         return self._append(record, job.queue)
 
     def _append(self, record: tuple[str, str], queue: str) -> str:
+        if self.cluster:
+            self.register(queue)
+            self.client.rpush(self.list_key(queue), record[1])
+            return record[0]
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(self.list_key(queue), record[1])
         pipe.sadd(self.names_key, queue)
@@ -395,7 +439,7 @@ class RedisFailedStore(FailedStore):
                 pairs = [v for entry in entries[start : start + FAILED_SCAN_WINDOW] for v in entry]
                 removed += int(
                     self._scripts["failed_remove"](
-                        keys=[self.list_key(queue), self.names_key],
+                        keys=[self.list_key(queue), self.names_key_for(queue)],
                         args=[tombstone, queue, *pairs],
                     )
                 )
@@ -411,7 +455,7 @@ class RedisFailedStore(FailedStore):
             start = 0
             while start >= 0:
                 count, start = self._scripts["failed_flush"](
-                    keys=[self.list_key(name), self.names_key],
+                    keys=[self.list_key(name), self.names_key_for(name)],
                     args=[name, age, start, FAILED_SCAN_WINDOW, tombstone],
                 )
                 deleted += int(count)
@@ -428,6 +472,16 @@ class RedisFailedStore(FailedStore):
         return {name: int(n) for name, n in zip(names, pipe.execute(), strict=True) if n}
 
 
+def hash_tag(queue: str, cluster: bool) -> str:
+    """The queue part of its keys: the name, or `{name}` on a Redis Cluster.
+
+    The seed's template `routemq:queue:{name}` taken literally: the braces make
+    the name the hash tag, so every key of one queue (and its failed list and
+    receipts) lands in one slot and each script stays atomic on one node.
+    """
+    return f"{{{queue}}}" if cluster else queue
+
+
 class _QueueKeys:
     """Every key of one queue, built once."""
 
@@ -442,7 +496,8 @@ class _QueueKeys:
         "transfer",
     )
 
-    def __init__(self, prefix: str, queue: str):
+    def __init__(self, prefix: str, queue: str, cluster: bool = False):
+        queue = hash_tag(queue, cluster)
         self.pending = f"{prefix}{queue}"
         self.delayed = f"{prefix}{queue}:delayed"
         self.reserved = f"{prefix}{queue}:reserved"
@@ -495,15 +550,25 @@ class RedisDriver(QueueDriver):
         failed_store: FailedStore,
         retry_after: int = DEFAULT_RETRY_AFTER,
         prefix: str = DEFAULT_PREFIX,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
     ):
         super().__init__(failed_store, retry_after)
         self.client = client
         self.prefix = prefix
+        #: Redis Cluster: keys carry hash tags, scripts run per queue, and the client
+        #: keeps the known-queues set beside the scripts (`_known_key`).
+        self.cluster = is_cluster(client)
+        self._registered: set[str] = set()
+        #: Replicas that must acknowledge each push/later/bulk (Redis WAIT); 0: no WAIT.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.queues_key = f"{prefix.rstrip(':')}s"
         self._keys: dict[str, _QueueKeys] = {}
         self._scripts = _load_scripts(client)
         self._server_version: tuple[int, ...] | None = None
-        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        socket_timeout = socket_timeout_of(client)
         self._block_slice = MAX_BLOCK_SLICE
         if socket_timeout:
             limit = max(float(socket_timeout) - SOCKET_TIMEOUT_MARGIN, MIN_BLOCK_SLICE)
@@ -521,7 +586,7 @@ class RedisDriver(QueueDriver):
         keys = self._keys.get(queue)
         if keys is None:
             keys = self._keys[queue] = _QueueKeys(
-                self.prefix, validate_queue_name(queue, existing=True)
+                self.prefix, validate_queue_name(queue, existing=True), self.cluster
             )
         return keys
 
@@ -534,13 +599,35 @@ class RedisDriver(QueueDriver):
         """
         return self.keys(validate_queue_name(queue))
 
-    def receipt_key(self, nonce: str) -> str:
-        """The receipt key of one pop call (see pop.lua)."""
+    def receipt_key(self, nonce: str, queue: str = "") -> str:
+        """The receipt key of one pop call (see pop.lua).
+
+        On a cluster it lies in the slot of `queue` (a pop runs per queue there):
+        `routemq:queue:{emails}:pops:<nonce>`.
+        """
+        if self.cluster:
+            return f"{self.keys(queue).pending}:pops:{nonce}"
         return f"{self.prefix}pops:{nonce}"
 
-    def settle_key(self, nonce: str) -> str:
-        """The receipt key of one ack/release/extend/fail call (see include/reservation.lua)."""
+    def settle_key(self, nonce: str, queue: str = "") -> str:
+        """The receipt key of one ack/release/extend/fail call (see include/reservation.lua).
+
+        On a cluster it lies in the slot of `queue`, as `receipt_key`'s does.
+        """
+        if self.cluster:
+            return f"{self.keys(queue).pending}:settles:{nonce}"
         return f"{self.prefix}settles:{nonce}"
+
+    def _known_key(self, queue: str, first_key: str) -> str:
+        """The known-queues key a script adding to `queue` gets: the set itself, or on a
+        cluster its own first key again (see push.lua), the name being added here first."""
+        if not self.cluster:
+            return self.queues_key
+        if queue not in self._registered:
+            # Before the job is added, so the set is always a superset of the queues.
+            self.client.sadd(self.queues_key, queue)
+            self._registered.add(queue)
+        return first_key
 
     def server_version(self) -> tuple[int, ...]:
         """The Redis server version, read once (INFO server) on first use.
@@ -566,9 +653,10 @@ class RedisDriver(QueueDriver):
         """
         _, job_id = _envelope_head(payload)
         k = self._new_job_keys(queue)
-        self._scripts["push"](
-            keys=[k.pending, k.notify, self.queues_key, k.ids],
-            args=[payload, queue, NOTIFY_CAP, job_id],
+        self._add_jobs(
+            "push",
+            [k.pending, k.notify, self._known_key(queue, k.pending), k.ids],
+            [payload, queue, NOTIFY_CAP, job_id],
         )
 
     @_redis_call
@@ -583,15 +671,27 @@ class RedisDriver(QueueDriver):
             return
         _, job_id = _envelope_head(payload)
         k = self._new_job_keys(queue)
-        self._scripts["later"](
-            keys=[k.delayed, k.notify, self.queues_key, k.ids],
-            args=[payload, repr(delay), queue, NOTIFY_CAP, job_id],
+        self._add_jobs(
+            "later",
+            [k.delayed, k.notify, self._known_key(queue, k.delayed), k.ids],
+            [payload, repr(delay), queue, NOTIFY_CAP, job_id],
         )
 
     @_redis_call
     def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
-        """Add all jobs in one atomic script, keeping their order per queue."""
+        """Add all jobs in one atomic script, keeping their order per queue.
+
+        On a Redis Cluster, one atomic script per queue (a script cannot span
+        slots): the jobs of one queue are added all or none, in order.
+        """
         if not jobs:
+            return
+        if self.cluster and len({queue for queue, _, _ in jobs}) > 1:
+            by_queue: dict[str, list[tuple[str, str, float]]] = {}
+            for job in jobs:
+                by_queue.setdefault(job[0], []).append(job)
+            for rows in by_queue.values():
+                self.bulk(rows)
             return
         index: dict[str, int] = {}
         args: list[Any] = []
@@ -603,7 +703,62 @@ class RedisDriver(QueueDriver):
         for queue in index:
             k = self._new_job_keys(queue)
             keys.extend((k.pending, k.delayed, k.notify, k.ids))
-        self._scripts["bulk"](keys=keys, args=[NOTIFY_CAP, len(index), *index, *args])
+        keys[0] = self._known_key(jobs[0][0], keys[1])
+        self._add_jobs("bulk", keys, [NOTIFY_CAP, len(index), *index, *args])
+
+    def _add_jobs(self, script: str, keys: list[str], args: list[Any]) -> None:
+        """Run an adding script; with `wait_replicas`, pipelined with `WAIT` in one round trip.
+
+        Returns once `wait_replicas` replicas acknowledged the write, or raises
+        `BackendUnavailableError` (an outage: the MQTT intake keeps the message
+        and retries; the job id index makes the re-sent push add nothing) when
+        fewer did within `wait_timeout_ms`. The job is then on the master only,
+        and a failover before the replicas catch up would lose it.
+        """
+        code = self._scripts[script]
+        if not self.wait_replicas:
+            code(keys=keys, args=args)
+            return
+        if self.cluster:
+            acked = self._run_and_wait_cluster(code, keys, args)
+        else:
+            acked = self._run_and_wait(code, keys, args)
+        if acked < self.wait_replicas:
+            raise BackendUnavailableError(
+                f"Redis at {address(self.client)}: only {acked} of REDIS_WAIT_REPLICAS="
+                f"{self.wait_replicas} replicas acknowledged the new job within "
+                f"REDIS_WAIT_TIMEOUT_MS={self.wait_timeout_ms}; it is on the master only and a "
+                "failover now could lose it: check the replicas (INFO replication)"
+            )
+
+    def _run_and_wait(self, code: Script, keys: list[str], args: list[Any]) -> int:
+        """EVALSHA and WAIT in one pipeline (one round trip); the replicas that acknowledged."""
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            # EVALSHA by hand: a pipelined Script checks SCRIPT EXISTS first (a round trip).
+            pipe.evalsha(code.sha, len(keys), *keys, *args)
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            try:
+                _, acked = pipe.execute()
+                return int(acked)
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.client.script_load(code.script)  # a restarted or failed-over server
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_and_wait_cluster(self, code: Script, keys: list[str], args: list[Any]) -> int:
+        """The script, then WAIT on the master of its slot; the replicas that acknowledged.
+
+        WAIT has no key, so a cluster pipeline cannot route it: it is a second call
+        to the node that ran the script.
+        """
+        code(keys=keys, args=args)
+        node = self.client.get_node_from_key(keys[0])  # type: ignore[attr-defined]
+        reply = self.client.execute_command(  # type: ignore[no-untyped-call]
+            "WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=node
+        )
+        return int(sum(reply.values()) if isinstance(reply, dict) else reply)
 
     # -- reserving and settling ------------------------------------------------------
 
@@ -620,6 +775,10 @@ class RedisDriver(QueueDriver):
         if not queues:
             raise ValueError("pop needs at least one queue name")
         notify = [self.keys(q).notify for q in queues]
+        slice_cap = self._block_slice
+        if self.cluster and len(notify) > 1:
+            # The notify lists lie in different slots: block on the first, poll the rest.
+            notify, slice_cap = notify[:1], min(slice_cap, CLUSTER_MULTI_QUEUE_SLICE)
         nonce = uuid.uuid4().hex
         deadline = time.monotonic() + block
         while True:
@@ -629,7 +788,7 @@ class RedisDriver(QueueDriver):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            wait = min(remaining, self._block_slice)
+            wait = min(remaining, slice_cap)
             if next_due is not None:
                 wait = min(wait, next_due)
             woken = self.client.blpop(notify, timeout=blpop_timeout(wait, self.server_version()))
@@ -647,10 +806,20 @@ class RedisDriver(QueueDriver):
         returns that same reservation instead of reserving a second job. The
         reservation's token is `nonce`, unique to it. `next due` is the seconds
         until the earliest delayed job or lease of these queues comes due (None
-        if there is none).
+        if there is none). On a Redis Cluster the script runs once per queue, in
+        priority order, each with its own receipt in that queue's slot.
         """
+        if self.cluster and len(queues) > 1:
+            soonest: float | None = None
+            for one in queues:
+                job, due = self.reserve_once([one], nonce)
+                if job is not None:
+                    return job, None
+                if due is not None:
+                    soonest = due if soonest is None else min(soonest, due)
+            return None, soonest
         keys = [key for q in queues for key in self.keys(q).all()]
-        keys.append(self.receipt_key(nonce))
+        keys.append(self.receipt_key(nonce, queues[0]))
         args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, nonce, *queues]
         queue, value, *rest = self._scripts["pop"](keys=keys, args=args)
         queue = _text(queue)
@@ -753,14 +922,16 @@ class RedisDriver(QueueDriver):
     def _settle(
         self,
         script: str,
+        queue: str,
         keys: list[str],
         args: Sequence[Any],
         receipt: str | None,
     ) -> bool:
-        """Run one fenced settle script with a settle receipt appended to its keys and args."""
+        """Run one fenced settle script of `queue` with a settle receipt appended to its
+        keys and args."""
         nonce = uuid.uuid4().hex if receipt is None else receipt
         result = self._scripts[script](
-            keys=[*keys, self.settle_key(nonce)], args=[*args, SETTLE_RECEIPT_TTL]
+            keys=[*keys, self.settle_key(nonce, queue)], args=[*args, SETTLE_RECEIPT_TTL]
         )
         return bool(result)
 
@@ -772,7 +943,9 @@ class RedisDriver(QueueDriver):
         call re-sent after it succeeded returns True and changes nothing, as
         the client's retry after a lost reply does.
         """
-        return self._settle("ack", self.keys(job.queue).settle(), [job.id, job.token], receipt)
+        return self._settle(
+            "ack", job.queue, self.keys(job.queue).settle(), [job.id, job.token], receipt
+        )
 
     @_redis_call
     def release(
@@ -794,7 +967,7 @@ class RedisDriver(QueueDriver):
         k = self.keys(job.queue)
         undo = "1" if undo_attempt else "0"
         args = [job.id, job.token, repr(checked_delay(delay)), NOTIFY_CAP, undo]
-        return self._settle("release", k.all(), args, receipt)
+        return self._settle("release", job.queue, k.all(), args, receipt)
 
     @_redis_call
     def extend(self, job: ReservedJob, *, receipt: str | None = None) -> bool:
@@ -804,7 +977,7 @@ class RedisDriver(QueueDriver):
         """
         k = self.keys(job.queue)
         args = [job.id, job.token, self.retry_after]
-        return self._settle("extend", [k.leases, k.reservations], args, receipt)
+        return self._settle("extend", job.queue, [k.leases, k.reservations], args, receipt)
 
     @_redis_call
     def fail(self, job: ReservedJob, exception: str, *, receipt: str | None = None) -> bool:
@@ -825,10 +998,12 @@ class RedisDriver(QueueDriver):
         k = self.keys(job.queue)
         if isinstance(store, RedisFailedStore) and store.client is self.client:
             _, record = store.record(self.name, job.queue, job.payload, exception)
-            keys = [*k.settle(), store.list_key(job.queue), store.names_key]
-            return self._settle("fail", keys, [job.id, job.token, record, job.queue], receipt)
+            store.register(job.queue)
+            keys = [*k.settle(), store.list_key(job.queue), store.names_key_for(job.queue)]
+            args = [job.id, job.token, record, job.queue]
+            return self._settle("fail", job.queue, keys, args, receipt)
         failed_id = store.add(self.name, job.queue, job.payload, exception)
-        removed = self._settle("ack", k.settle(), [job.id, job.token], receipt)
+        removed = self._settle("ack", job.queue, k.settle(), [job.id, job.token], receipt)
         if not removed:
             store.forget(failed_id)
             return False

@@ -1,6 +1,7 @@
 -- bulk.lua: add many jobs, in order, in one atomic step.
 --
--- KEYS[1]                 known queues set routemq:queues
+-- KEYS[1]                 known queues set routemq:queues; KEYS[2] again in cluster
+--                         mode (one queue per call; the client keeps that set itself)
 -- KEYS[2 + 4*(q-1)]       pending list of the q-th distinct queue
 -- KEYS[3 + 4*(q-1)]       delayed zset of the q-th distinct queue
 -- KEYS[4 + 4*(q-1)]       notify list of the q-th distinct queue
@@ -19,8 +20,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local cap = tonumber(ARGV[1])
 local nqueues = tonumber(ARGV[2])
-for q = 1, nqueues do
-  redis.call('SADD', KEYS[1], ARGV[2 + q])
+if KEYS[1] ~= KEYS[2] then
+  for q = 1, nqueues do
+    redis.call('SADD', KEYS[1], ARGV[2 + q])
+  end
 end
 local touched = {}
 local i = 3 + nqueues

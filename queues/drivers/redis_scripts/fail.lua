@@ -6,7 +6,8 @@
 -- KEYS[4] transfer hash       routemq:queue:{name}:transfer
 -- KEYS[5] id index hash       routemq:queue:{name}:ids
 -- KEYS[6] failed list         routemq:queue:failed:{name}
--- KEYS[7] failed queues set   routemq:queues:failed (names with a failed list)
+-- KEYS[7] failed queues set   routemq:queues:failed (names with a failed list); KEYS[6]
+--                             again in cluster mode, where the client keeps that set
 -- KEYS[8] settle receipt      routemq:queue:settles:{nonce} (one per fail call)
 -- ARGV[1] job id
 -- ARGV[2] token               the reservation's fencing token (its nonce, see token.lua)
@@ -30,6 +31,8 @@ end
 drop_reservation(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
 index_drop(KEYS[5], ARGV[1])
 redis.call('RPUSH', KEYS[6], ARGV[3])
-redis.call('SADD', KEYS[7], ARGV[4])
+if KEYS[7] ~= KEYS[6] then
+  redis.call('SADD', KEYS[7], ARGV[4])
+end
 mark_settled(KEYS[8], ARGV[5])
 return 1

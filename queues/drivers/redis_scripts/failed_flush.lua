@@ -1,7 +1,8 @@
 -- failed_flush.lua: delete a queue's failed records, all or those older than a cutoff.
 --
 -- KEYS[1] failed list         routemq:queue:failed:{name}
--- KEYS[2] failed queues set   routemq:queues:failed
+-- KEYS[2] failed queues set   routemq:queues:failed; KEYS[1] again in cluster mode,
+--                             where the client keeps that set (and never shrinks it)
 -- ARGV[1] queue name
 -- ARGV[2] older_than_seconds  '' to delete every record, else an age in seconds
 -- ARGV[3] start               0-based index where this window starts
@@ -19,7 +20,9 @@
 if ARGV[2] == '' then
   local count = redis.call('LLEN', KEYS[1])
   redis.call('UNLINK', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[1])
+  if KEYS[2] ~= KEYS[1] then
+    redis.call('SREM', KEYS[2], ARGV[1])
+  end
   return {count, -1}
 end
 local t = redis.call('TIME')
@@ -40,7 +43,9 @@ if marked > 0 then
 end
 local length = redis.call('LLEN', KEYS[1])
 if length == 0 then
-  redis.call('SREM', KEYS[2], ARGV[1])
+  if KEYS[2] ~= KEYS[1] then
+    redis.call('SREM', KEYS[2], ARGV[1])
+  end
 end
 local next_start = start + #records - marked
 if #records < window or next_start >= length then

@@ -1,7 +1,8 @@
 -- failed_remove.lua: delete given failed records, each only if it is still there.
 --
 -- KEYS[1] failed list         routemq:queue:failed:{name}
--- KEYS[2] failed queues set   routemq:queues:failed
+-- KEYS[2] failed queues set   routemq:queues:failed; KEYS[1] again in cluster mode,
+--                             where the client keeps that set (and never shrinks it)
 -- ARGV[1] tombstone           a value new to this call (marks records to delete)
 -- ARGV[2] queue name
 -- ARGV[3 ..] pairs            0-based index, sha1 of the record read at that index
@@ -32,6 +33,8 @@ if marked > 0 then
   end
 end
 if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[2], ARGV[2])
+  if KEYS[2] ~= KEYS[1] then
+    redis.call('SREM', KEYS[2], ARGV[2])
+  end
 end
 return marked

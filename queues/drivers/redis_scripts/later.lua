@@ -2,7 +2,8 @@
 --
 -- KEYS[1] delayed zset    routemq:queue:{name}:delayed (score = due unix time)
 -- KEYS[2] notify list     routemq:queue:{name}:notify
--- KEYS[3] known queues    routemq:queues
+-- KEYS[3] known queues    routemq:queues; KEYS[1] again in cluster mode, where the
+--                         client keeps that set itself
 -- KEYS[4] id index hash   routemq:queue:{name}:ids
 -- ARGV[1] payload         job envelope JSON
 -- ARGV[2] delay           seconds from now (server clock), may be fractional; the
@@ -26,5 +27,7 @@ redis.call('ZADD', KEYS[1], due, ARGV[1])
 if redis.call('RPUSH', KEYS[2], '1') > tonumber(ARGV[4]) then
   redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
 end
-redis.call('SADD', KEYS[3], ARGV[3])
+if KEYS[3] ~= KEYS[1] then
+  redis.call('SADD', KEYS[3], ARGV[3])
+end
 return 1

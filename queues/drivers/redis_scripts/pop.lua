@@ -9,7 +9,8 @@
 --   k=6 notify list         routemq:queue:{name}:notify       (wake-up tokens)
 --   k=7 transfer hash       routemq:queue:{name}:transfer     (job id -> due time, migrations)
 --   k=8 id index hash       routemq:queue:{name}:ids          (job id -> state, id_index.lua)
--- then KEYS[#KEYS]         receipt string routemq:queue:pops:{nonce} (one per pop call)
+-- then KEYS[#KEYS]         receipt string routemq:queue:pops:{nonce} (one per pop call;
+--                           routemq:queue:{name}:pops:<nonce> on a cluster, one queue per call)
 -- ARGV[1] retry_after     lease length in seconds
 -- ARGV[2] batch           most delayed/expired jobs moved per queue per call
 -- ARGV[3] receipt ttl     seconds the receipt is kept

@@ -2,7 +2,8 @@
 --
 -- KEYS[1] pending list    routemq:queue:{name}
 -- KEYS[2] notify list     routemq:queue:{name}:notify
--- KEYS[3] known queues    routemq:queues (set of queue names)
+-- KEYS[3] known queues    routemq:queues (set of queue names); KEYS[1] again in
+--                         cluster mode, where the client keeps that set itself
 -- KEYS[4] id index hash   routemq:queue:{name}:ids
 -- ARGV[1] payload         job envelope JSON
 -- ARGV[2] queue name
@@ -23,5 +24,7 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 if redis.call('RPUSH', KEYS[2], '1') > tonumber(ARGV[3]) then
   redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 end
-redis.call('SADD', KEYS[3], ARGV[2])
+if KEYS[3] ~= KEYS[1] then
+  redis.call('SADD', KEYS[3], ARGV[2])
+end
 return 1

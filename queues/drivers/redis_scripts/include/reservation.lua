@@ -12,7 +12,8 @@
 -- script whose reply was lost (redis-py retry_on_error), and the re-sent call
 -- must not report 0 for the change the first one made. settled(receipt) is
 -- true if this call already succeeded; mark_settled(receipt, ttl) records the
--- success for `ttl` seconds (key routemq:queue:settles:{nonce}).
+-- success for `ttl` seconds (key routemq:queue:settles:{nonce}; on a cluster
+-- routemq:queue:{name}:settles:<nonce>, in the queue's slot).
 -- @include token.lua
 -- @include id_index.lua
 local function server_now()
