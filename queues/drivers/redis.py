@@ -859,26 +859,51 @@ class RedisDriver(QueueDriver):
         if not queues:
             raise ValueError("pop needs at least one queue name")
         notify = [self.keys(q).notify for q in queues]
+        slice_cap = self._block_slice
+        if self.cluster and len(notify) > 1:
+            # The notify lists lie in different slots: block on the first, poll the rest.
+            notify, slice_cap = notify[:1], min(slice_cap, CLUSTER_MULTI_QUEUE_SLICE)
         tokens = [uuid.uuid4().hex for _ in range(count)]
-        keys = [key for q in queues for key in self.keys(q).all()]
-        keys.append(self.receipt_key(tokens[0]))
-        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, count]
-        args += [*tokens, *queues]
         deadline = time.monotonic() + block
         while True:
-            reply = self._scripts["pop_many"](keys=keys, args=args)
-            if _text(reply[0]):
-                return [_many_reserved(_text(entry), queues, tokens) for entry in reply]
-            next_due = _text(reply[1])
+            jobs, next_due = self._pop_many_once(queues, tokens)
+            if jobs:
+                return jobs
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            wait = min(remaining, self._block_slice)
-            if next_due:
-                wait = min(wait, float(next_due))
+            wait = min(remaining, slice_cap)
+            if next_due is not None:
+                wait = min(wait, next_due)
             woken = self.client.blpop(notify, timeout=blpop_timeout(wait, self.server_version()))
             if woken is None and time.monotonic() >= deadline:
                 return []
+
+    def _pop_many_once(
+        self, queues: Sequence[str], tokens: Sequence[str]
+    ) -> tuple[list[ReservedJob], float | None]:
+        """One run of pop_many.lua (per queue on a cluster, in priority order, each with
+        its own receipt in that queue's slot): `(jobs, None)` or `([], next due)`."""
+        if self.cluster and len(queues) > 1:
+            got: list[ReservedJob] = []
+            soonest: float | None = None
+            for one in queues:
+                jobs, due = self._pop_many_once([one], tokens[len(got) :])
+                got += jobs
+                if len(got) == len(tokens):
+                    break
+                if due is not None:
+                    soonest = due if soonest is None else min(soonest, due)
+            return got, (None if got else soonest)
+        keys = [key for q in queues for key in self.keys(q).all()]
+        keys.append(self.receipt_key(tokens[0], queues[0]))
+        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, len(tokens)]
+        args += [*tokens, *queues]
+        reply = self._scripts["pop_many"](keys=keys, args=args)
+        if _text(reply[0]):
+            return [_many_reserved(_text(entry), queues, tokens) for entry in reply], None
+        next_due = _text(reply[1])
+        return [], float(next_due) if next_due else None
 
     @_redis_call
     def ack_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
@@ -912,7 +937,7 @@ class RedisDriver(QueueDriver):
         for queue, indexes in by_queue.items():
             keys = keys_of(self.keys(queue))
             if receipt:
-                keys = [*keys, self.settle_key(uuid.uuid4().hex)]
+                keys = [*keys, self.settle_key(uuid.uuid4().hex, queue)]
             pairs = [v for i in indexes for v in (jobs[i].id, jobs[i].token)]
             result = _text(self._scripts[script](keys=keys, args=[*head, *pairs]))
             for i, verdict in zip(indexes, result, strict=True):
