@@ -2,8 +2,9 @@
 
 `get_engine(settings)` returns one cached SQLAlchemy engine:
 
-* MySQL/MariaDB over PyMySQL when `ENABLE_MYSQL=true` (URL built from the DB_*
-  variables, so any password character is safe) or whatever `DB_URL` names;
+* MySQL/MariaDB over PyMySQL when `ENABLE_MYSQL=true`, PostgreSQL over psycopg 3
+  when `DB_CONNECTION=pgsql` (URL built from the DB_* variables, so any password
+  character is safe), or whatever `DB_URL` names (`postgresql://` means psycopg 3);
 * otherwise the embedded SQLite file `SQLITE_PATH`, whose tables are created on
   first use (no server, no migration step).
 
@@ -18,6 +19,8 @@ the session time zone, which is kept as the server's so the spec's monitoring
 queries agree with the driver. A DST jump would expire every lease at once or
 hold every delayed job an hour. The first connection of each MySQL engine reads
 `@@system_time_zone, @@time_zone` and logs a WARNING when the zone may observe DST.
+PostgreSQL needs no such care: the driver writes `now() AT TIME ZONE 'UTC'`, UTC
+whatever the session's TimeZone.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from sqlalchemy.engine import make_url
 
 from backends.errors import BackendError
 from backends.sql_errors import server_name
-from backends.sql_tables import MYSQL_DIALECTS, create_tables, upgrade_tables
+from backends.sql_tables import MYSQL_DIALECTS, POSTGRES_DIALECT, create_tables, upgrade_tables
 from config.settings import Settings
 
 #: Milliseconds a SQLite connection waits for another process's write lock.
@@ -50,7 +53,7 @@ SQLITE_SYNCHRONOUS = "NORMAL"
 #: default wait_timeout of 8 hours, and below typical proxy idle limits).
 POOL_RECYCLE_SECONDS = 3600
 
-#: Seconds PyMySQL waits for a TCP connection before naming the server unreachable.
+#: Seconds PyMySQL or psycopg waits for a TCP connection before naming the server unreachable.
 CONNECT_TIMEOUT_SECONDS = 5
 
 #: Key in a pooled connection's info: True while it is known to have no open transaction.
@@ -71,21 +74,34 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 
 
+#: The one PostgreSQL DBAPI driver the project installs (requirements.txt).
+POSTGRES_DRIVER = "postgresql+psycopg"
+
+
 def settings_url(settings: Settings) -> URL:
-    """The SQLAlchemy URL the settings select (DB_URL, MySQL from DB_*, or SQLite)."""
+    """The SQLAlchemy URL the settings select (DB_URL, MySQL or PostgreSQL from DB_*, or SQLite)."""
     if settings.db_url:
-        return make_url(settings.db_url)
-    if settings.enable_mysql:
+        return with_project_driver(make_url(settings.db_url))
+    if settings.sql_server_enabled:
+        pgsql = settings.db_connection == "pgsql"
         return URL.create(
-            "mysql+pymysql",
+            POSTGRES_DRIVER if pgsql else "mysql+pymysql",
             username=settings.db_user,
             password=settings.db_pass,
             host=settings.db_host,
-            port=settings.db_port,
+            port=settings.db_port_or_default,
             database=settings.db_name,
-            query={"charset": "utf8mb4"},
+            query={} if pgsql else {"charset": "utf8mb4"},
         )
     return URL.create("sqlite", database=settings.sqlite_path)
+
+
+def with_project_driver(url: URL) -> URL:
+    """`url` with a bare `postgresql://` (SQLAlchemy's default: psycopg2, not
+    installed) turned into psycopg 3's `postgresql+psycopg://`; others unchanged."""
+    if url.drivername in (POSTGRES_DIALECT, "postgres"):
+        return url.set(drivername=POSTGRES_DRIVER)
+    return url
 
 
 def masked(url: URL | Engine) -> str:
@@ -120,13 +136,16 @@ def engine_from_url(
 
     MySQL/MariaDB: READ COMMITTED (locking reads take no gap locks, which is what
     makes SKIP LOCKED claims deadlock-light), pool of `pool_size`, pre-ping and
-    recycling; `connect_args` (such as `tls_connect_args`) go to PyMySQL. SQLite:
+    recycling; `connect_args` (such as `tls_connect_args`) go to PyMySQL
+    (or psycopg).
+    PostgreSQL (psycopg 3; a bare `postgresql://` URL means it): the same pool,
+    a connect timeout, the server's default READ COMMITTED. SQLite:
     WAL journal, a busy timeout, and `BEGIN IMMEDIATE` for
     every transaction so concurrent processes serialise on the write lock instead
     of failing on a lock upgrade; its tables are created when missing unless
     `create_sqlite_tables` is False.
     """
-    url = make_url(url)
+    url = with_project_driver(make_url(url))
     backend = url.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url, pool_size, create_sqlite_tables)
@@ -142,6 +161,13 @@ def engine_from_url(
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
                 **(connect_args or {}),
             }
+    if backend == POSTGRES_DIALECT:
+        # READ COMMITTED is PostgreSQL's default: SKIP LOCKED claims see every
+        # committed row and never fail with serialization errors.
+        options["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            **(connect_args or {}),
+        }
     # The pool's default reset sends a ROLLBACK at every check-in, even right
     # after a COMMIT: one wasted round trip per queue operation. The reset
     # below skips it only for connections `mark_clean` vouched for.

@@ -62,6 +62,10 @@ from backends.sql_errors import connection_error
 #: Dialect names of MySQL and MariaDB (SQLAlchemy names MariaDB "mysql" over PyMySQL).
 MYSQL_DIALECTS = ("mysql", "mariadb")
 
+#: Dialect name of PostgreSQL (the tables are the same: BIGSERIAL keys, TEXT,
+#: TIMESTAMP WITHOUT TIME ZONE holding UTC with microseconds).
+POSTGRES_DIALECT = "postgresql"
+
 #: Table options on MySQL/MariaDB: InnoDB for row locks and SKIP LOCKED, utf8mb4
 #: because envelopes are written with ensure_ascii=False.
 MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}

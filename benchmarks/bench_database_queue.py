@@ -1,8 +1,8 @@
 """Database queue throughput vs raw SQL on the same server, in the same run.
 
-For MariaDB and SQLite: single-job push (one transaction each), bulk push, and a
+For MariaDB, PostgreSQL and SQLite: single-job push (one transaction each), bulk push, and a
 pop+ack cycle, each against the same statements written by hand over the raw
-DBAPI (PyMySQL / sqlite3) with the same commits, so the ratio is the cost of the
+DBAPI (PyMySQL / psycopg / sqlite3) with the same commits, so the ratio is the cost of the
 driver (SQLAlchemy, fencing, retries, pool pre-ping) and nothing else.
 """
 
@@ -43,6 +43,21 @@ MYSQL_CLAIM = (
 )
 MYSQL_MARK = "UPDATE queue_jobs SET reserved_at = NOW(6), attempts = attempts + 1 WHERE id = %s"
 MYSQL_DELETE = "DELETE FROM queue_jobs WHERE id = %s"
+
+#: PostgreSQL: the same statements over raw psycopg (the driver's push also NOTIFYs).
+POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
+POSTGRES_URL = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{BENCH_DATABASE}"
+PG_NOW = "(now() AT TIME ZONE 'UTC')"
+PG_PUSH = (
+    "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) "
+    f"VALUES (%s, %s, 0, {PG_NOW}, {PG_NOW})"
+)
+PG_CLAIM = (
+    "SELECT id, attempts, payload FROM queue_jobs WHERE queue = %s AND reserved_at IS NULL "
+    f"AND available_at <= {PG_NOW} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+PG_MARK = f"UPDATE queue_jobs SET reserved_at = {PG_NOW}, attempts = attempts + 1 WHERE id = %s"
+PG_DELETE = "DELETE FROM queue_jobs WHERE id = %s"
 
 SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 SQLITE_PUSH = (
@@ -218,7 +233,57 @@ def _sqlite() -> list[BenchResult]:
     return results
 
 
+def _postgres() -> list[BenchResult]:
+    import psycopg
+
+    try:
+        server = psycopg.connect(
+            host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", autocommit=True
+        )
+    except psycopg.OperationalError as exc:
+        raise ConnectionError(
+            f"PostgreSQL is not reachable on {POSTGRES_HOST}:{POSTGRES_PORT}"
+        ) from exc
+    query = "SELECT 1 FROM pg_database WHERE datname = %s"
+    if server.execute(query, (BENCH_DATABASE,)).fetchone() is None:
+        server.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+    server.close()
+    engine = engine_from_url(POSTGRES_URL)
+    drop_tables(engine)
+    create_tables(engine)
+    driver = DatabaseDriver(engine, DatabaseFailedStore(engine))
+    raw = psycopg.connect(
+        host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname=BENCH_DATABASE
+    )
+
+    def push() -> None:
+        raw.execute(PG_PUSH, ("default", PAYLOAD))
+        raw.commit()
+
+    def bulk() -> None:
+        with raw.cursor() as cursor:
+            cursor.executemany(PG_PUSH, [("default", PAYLOAD)] * BULK_JOBS)
+        raw.commit()
+
+    def cycle() -> bool:
+        row = raw.execute(PG_CLAIM, ("default",)).fetchone()
+        if row is None:
+            raw.rollback()
+            return False
+        raw.execute(PG_MARK, (row[0],))
+        raw.commit()
+        raw.execute(PG_DELETE, (row[0],))
+        raw.commit()
+        return True
+
+    results = _driver_results("postgres", driver, {"push": push, "bulk": bulk, "cycle": cycle})
+    raw.close()
+    drop_tables(engine)
+    engine.dispose()
+    return results
+
+
 def run() -> list[BenchResult]:
-    """Every figure of this module; raises ConnectionError when MariaDB is absent."""
+    """Every figure of this module; raises ConnectionError when MariaDB or PostgreSQL is absent."""
     results = _sqlite()
-    return results + _mariadb()
+    return results + _postgres() + _mariadb()

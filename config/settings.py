@@ -37,6 +37,11 @@ DEFAULT_GROUP_NAME = "mqtt_framework_group"
 #: QUEUE_CONNECTION values: two real queues, and `sync`, which runs each job inside
 #: `dispatch()` (for tests and scripts; no worker, no queue).
 QUEUE_CONNECTIONS = ("redis", "database", "sync")
+#: DB_CONNECTION values: the SQL server the DB_* variables describe when one is
+#: enabled (ENABLE_MYSQL=true for `mysql`; `pgsql` enables PostgreSQL by itself).
+DB_CONNECTIONS = ("mysql", "pgsql")
+#: Default DB_PORT of each DB_CONNECTION.
+DB_DEFAULT_PORTS = {"mysql": 3306, "pgsql": 5432}
 #: Package scanned for job classes unless JOBS_PACKAGE says otherwise.
 DEFAULT_JOBS_PACKAGE = "app.jobs"
 #: Module whose `schedule` the scheduler runs unless SCHEDULE_MODULE says otherwise.
@@ -161,8 +166,9 @@ class Settings:
 
     # SQL (seed: ENABLE_MYSQL, DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASS)
     enable_mysql: bool = False
+    db_connection: str = "mysql"  #: mysql (MySQL/MariaDB) or pgsql (PostgreSQL)
     db_host: str = "localhost"
-    db_port: int = 3306
+    db_port: int | None = None  #: None: the default port of db_connection
     db_name: str = "mqtt_framework"
     db_user: str = "root"
     db_pass: str | None = field(default=None, repr=False)
@@ -237,6 +243,16 @@ class Settings:
         return bool(self.redis_tls or self.redis_tls_ca or self.redis_tls_cert)
 
     @property
+    def sql_server_enabled(self) -> bool:
+        """True when the DB_* variables name a server: ENABLE_MYSQL=true or DB_CONNECTION=pgsql."""
+        return self.enable_mysql or self.db_connection == "pgsql"
+
+    @property
+    def db_port_or_default(self) -> int:
+        """DB_PORT, or the default port of DB_CONNECTION (3306 or 5432) when it is unset."""
+        return self.db_port or DB_DEFAULT_PORTS[self.db_connection]
+
+    @property
     def db_ssl_enabled(self) -> bool:
         """True when any DB_SSL_* file is set: MySQL/MariaDB is then reached over TLS."""
         return bool(self.db_ssl_ca or self.db_ssl_cert)
@@ -264,8 +280,9 @@ _VARIABLES: dict[str, tuple[str, _Parser]] = {
     "QUEUE_CONNECTION": ("queue_connection", lambda n, r: _parse_choice(n, r, QUEUE_CONNECTIONS)),
     "QUEUE_RETRY_AFTER": ("queue_retry_after", lambda n, r: _parse_int(n, r, 1)),
     "ENABLE_MYSQL": ("enable_mysql", _parse_bool),
+    "DB_CONNECTION": ("db_connection", lambda n, r: _parse_choice(n, r, DB_CONNECTIONS)),
     "DB_HOST": ("db_host", lambda n, r: r.strip()),
-    "DB_PORT": ("db_port", lambda n, r: _parse_int(n, r, 1, 65535)),
+    "DB_PORT": ("db_port", lambda n, r: _parse_int(n, r, 1, 65535) if r.strip() else None),
     "DB_NAME": ("db_name", lambda n, r: r.strip()),
     "DB_USER": ("db_user", lambda n, r: r.strip()),
     "DB_PASS": ("db_pass", lambda n, r: _optional(r)),
@@ -370,6 +387,11 @@ def load_settings(
 
 def _check_consistency(settings: Settings) -> None:
     _check_tls_files(settings)
+    if settings.enable_mysql and settings.db_connection == "pgsql":
+        raise ConfigError(
+            "ENABLE_MYSQL=true and DB_CONNECTION=pgsql contradict each other: "
+            "unset ENABLE_MYSQL to use PostgreSQL"
+        )
     if settings.queue_connection == "redis" and not settings.enable_redis:
         raise ConfigError("QUEUE_CONNECTION=redis needs ENABLE_REDIS=true")
     _check_redis_topology(settings)
@@ -435,7 +457,8 @@ def _check_tls_files(settings: Settings) -> None:
         if isinstance(path, str) and not Path(path).is_file():
             raise ConfigError(f"{name} names a file that does not exist: {path}")
     mysql_url = (settings.db_url or "").lower().startswith(("mysql", "mariadb"))
-    if settings.db_ssl_enabled and not (settings.enable_mysql or mysql_url):
+    mysql_server = settings.enable_mysql and settings.db_connection == "mysql"
+    if settings.db_ssl_enabled and not (mysql_server or mysql_url):
         raise ConfigError(
             "DB_SSL_CA, DB_SSL_CERT and DB_SSL_KEY need a MySQL/MariaDB server: "
             "set ENABLE_MYSQL=true or a mysql DB_URL"

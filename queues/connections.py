@@ -62,13 +62,13 @@ def current_settings() -> Settings:
 
 
 def database_enabled(settings: Settings) -> bool:
-    """True when a database server is configured (MySQL/MariaDB or DB_URL).
+    """True when a database server is configured (MySQL/MariaDB, PostgreSQL or DB_URL).
 
     The embedded SQLite database is always usable for the database queue, but
     failed Redis jobs go to SQL only when a real database is enabled (the seed's
     "Monitor Both": otherwise they stay in `routemq:queue:failed:{name}`).
     """
-    return settings.enable_mysql or settings.db_url is not None
+    return settings.sql_server_enabled or settings.db_url is not None
 
 
 def get_failed_store(settings: Settings | None = None) -> FailedStore:

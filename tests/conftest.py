@@ -23,6 +23,11 @@ MARIADB_DATABASE = os.environ.get("TEST_MARIADB_DATABASE", "test")
 MARIADB_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306"
 MARIADB_URL = f"{MARIADB_SERVER_URL}/{MARIADB_DATABASE}"
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
+#: PostgreSQL database of the suite (TEST_POSTGRES_DATABASE, by default the
+#: MariaDB one's name, so one variable keeps two checkouts apart; created when missing).
+POSTGRES_DATABASE = os.environ.get("TEST_POSTGRES_DATABASE", MARIADB_DATABASE)
+POSTGRES_URL = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}"
 
 
 def private_database_name(name: str) -> str:
@@ -80,6 +85,24 @@ def _suite_database() -> None:
         connection.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _suite_postgres_database() -> None:
+    """Create the suite's PostgreSQL database when it is missing (and the server is up)."""
+    if not port_open(POSTGRES_HOST, POSTGRES_PORT):
+        return
+    import psycopg
+
+    with psycopg.connect(
+        host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname="postgres", autocommit=True
+    ) as connection:
+        found = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (POSTGRES_DATABASE,)
+        ).fetchone()
+        if found is None:
+            quoted = '"' + POSTGRES_DATABASE.replace('"', '""') + '"'
+            connection.execute(f"CREATE DATABASE {quoted}")
+
+
 @pytest.fixture
 def redis_client() -> Iterator[object]:
     """A redis-py client on the test database, flushed before and after."""
@@ -93,7 +116,7 @@ def redis_client() -> Iterator[object]:
     client.close()
 
 
-@pytest.fixture(params=("redis", "mariadb", "sqlite"))
+@pytest.fixture(params=("redis", "mariadb", "postgres", "sqlite"))
 def any_driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     """A driver of each kind on empty state (tests/driver_factories.py), closed after."""
     from tests.driver_factories import make_driver
@@ -108,6 +131,13 @@ def mqtt_broker() -> tuple[str, int]:
     """Host and port of the shared Mosquitto."""
     need_service("Mosquitto", MQTT_HOST, MQTT_PORT)
     return MQTT_HOST, MQTT_PORT
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """SQLAlchemy URL of the shared PostgreSQL test database."""
+    need_service("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+    return POSTGRES_URL
 
 
 @pytest.fixture

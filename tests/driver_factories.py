@@ -11,6 +11,9 @@ from pathlib import Path
 from queues.drivers.base import QueueDriver
 from tests.conftest import (
     MARIADB_URL,
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    POSTGRES_URL,
     REDIS_HOST,
     REDIS_PORT,
     REDIS_TEST_DB,
@@ -18,7 +21,7 @@ from tests.conftest import (
 )
 
 #: "redis-cluster" is the Redis driver on a private 3-master cluster (tests/redis_topology.py).
-DRIVER_NAMES = ("redis", "redis-cluster", "mariadb", "sqlite")
+DRIVER_NAMES = ("redis", "redis-cluster", "mariadb", "postgres", "sqlite")
 
 
 def make_driver(name: str, tmp_path: Path, retry_after: int = 90) -> QueueDriver:
@@ -50,6 +53,9 @@ def make_driver(name: str, tmp_path: Path, retry_after: int = 90) -> QueueDriver
     if name == "mariadb":
         need_service("MariaDB", "127.0.0.1", 3306)
         engine = engine_from_url(MARIADB_URL)
+    elif name == "postgres":
+        need_service("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+        engine = engine_from_url(POSTGRES_URL)
     elif name == "sqlite":
         engine = engine_from_url(f"sqlite:///{tmp_path / 'queue.db'}", create_sqlite_tables=False)
     else:

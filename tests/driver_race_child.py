@@ -15,7 +15,8 @@ a SIGKILL loses nothing already written:
 `--start-at` (unix time) makes every child start popping at the same instant.
 A refused ack or any exception ends the child with a non-zero status and a
 line on stderr. Drivers: `redis` (test db 9), `redis-cluster` (the
-parent's shared cluster, tests/redis_topology.py), `mariadb` (test database), `sqlite` (file
+parent's shared cluster, tests/redis_topology.py), `mariadb` and `postgres`
+(test databases), `sqlite` (file
 `queue.db` in `--state-dir`, as tests/driver_factories.py lays it out); `--url`
 points mariadb/sqlite at another database.
 """
@@ -41,7 +42,7 @@ def connect_driver(name: str, state_dir: Path, retry_after: int, url: str | None
 
     `url` points a SQL driver at another database than the shared test one.
     """
-    from tests.conftest import MARIADB_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB
+    from tests.conftest import MARIADB_URL, POSTGRES_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB
 
     if name == "redis":
         import redis
@@ -70,10 +71,12 @@ def connect_driver(name: str, state_dir: Path, retry_after: int, url: str | None
         engine = engine_from_url(url, create_sqlite_tables=False)
     elif name == "mariadb":
         engine = engine_from_url(MARIADB_URL, create_sqlite_tables=False)
+    elif name == "postgres":
+        engine = engine_from_url(POSTGRES_URL, create_sqlite_tables=False)
     elif name == "sqlite":
         engine = engine_from_url(f"sqlite:///{state_dir / 'queue.db'}", create_sqlite_tables=False)
     else:
-        raise SystemExit(f"unknown driver {name!r}: use redis, mariadb or sqlite")
+        raise SystemExit(f"unknown driver {name!r}: use redis, mariadb, postgres or sqlite")
     return DatabaseDriver(engine, DatabaseFailedStore(engine), retry_after)
 
 

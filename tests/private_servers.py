@@ -39,9 +39,9 @@ class PrivateRedis:
     "everysec" may lose up to a second of them, "no" keeps nothing on disk.
     """
 
-    def __init__(self, folder: Path, appendfsync: str = "always") -> None:
+    def __init__(self, folder: Path, appendfsync: str = "always", host: str = "127.0.0.1") -> None:
         require_binary("redis-server")
-        self.host = "127.0.0.1"
+        self.host = host  # another address than loopback: tests/netns.py's veth end
         self.port = free_port()
         self.folder = folder
         self.appendfsync = appendfsync
@@ -59,6 +59,8 @@ class PrivateRedis:
             [
                 *("redis-server", "--port", str(self.port), "--bind", self.host),
                 *("--save", "", "--dir", str(self.folder), *persistence),
+                # Off loopback (a test's veth) protected mode refuses password-less clients.
+                *(() if self.host == "127.0.0.1" else ("--protected-mode", "no")),
             ],
             stdout=subprocess.DEVNULL,
         )

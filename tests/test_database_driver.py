@@ -28,7 +28,14 @@ from config.settings import Settings
 from queues.drivers.base import QueueError
 from queues.drivers.database import DatabaseDriver, DatabaseFailedStore
 from queues.envelope import Envelope
-from tests.conftest import MARIADB_URL, need_service, private_database_name
+from tests.conftest import (
+    MARIADB_URL,
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    POSTGRES_URL,
+    need_service,
+    private_database_name,
+)
 from tests.driver_race_child import read_handled, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +64,27 @@ def _private_mariadb() -> str:
     return PRIVATE_URL
 
 
+def _private_postgres() -> str:
+    """The URL of this module's own database on the shared PostgreSQL (created when missing)."""
+    need_service("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+    import psycopg
+
+    with psycopg.connect(
+        host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname="postgres", autocommit=True
+    ) as connection:
+        query = "SELECT 1 FROM pg_database WHERE datname = %s"
+        if connection.execute(query, (PRIVATE_DATABASE,)).fetchone() is None:
+            connection.execute(f'CREATE DATABASE "{PRIVATE_DATABASE}"')
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + PRIVATE_DATABASE
+
+
+@pytest.fixture
+def postgres_private_url() -> str:
+    url = _private_postgres()
+    _fresh(engine_from_url(url)).dispose()
+    return url
+
+
 @pytest.fixture
 def mariadb_engine() -> Iterator[Engine]:
     engine = _fresh(engine_from_url(_private_mariadb()))
@@ -69,11 +97,15 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'queue.db'}"
 
 
-@pytest.fixture(params=["mariadb", "sqlite"])
+@pytest.fixture(params=["mariadb", "postgres", "sqlite"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
     """(url, engine) of a fresh queue on each SQL backend."""
-    sqlite = f"sqlite:///{tmp_path / 'queue.db'}"
-    url = _private_mariadb() if request.param == "mariadb" else sqlite
+    urls = {
+        "mariadb": _private_mariadb,
+        "postgres": _private_postgres,
+        "sqlite": lambda: f"sqlite:///{tmp_path / 'queue.db'}",
+    }
+    url = urls[str(request.param)]()
     engine = _fresh(engine_from_url(url))
     yield url, engine
     engine.dispose()
@@ -88,6 +120,8 @@ def _envelopes(count: int) -> list[Envelope]:
 
 
 def _driver_name(url: str) -> str:
+    if url.startswith("postgresql"):
+        return "postgres"
     return "sqlite" if url.startswith("sqlite") else "mariadb"
 
 
@@ -124,6 +158,13 @@ def test_eight_processes_handle_five_thousand_jobs_exactly_once_on_mariadb(
     mariadb_engine: Engine, tmp_path: Path
 ) -> None:
     _race(PRIVATE_URL, tmp_path, processes=8, jobs=5000)
+
+
+@pytest.mark.slow
+def test_eight_processes_handle_five_thousand_jobs_exactly_once_on_postgres(
+    postgres_private_url: str, tmp_path: Path
+) -> None:
+    _race(postgres_private_url, tmp_path, processes=8, jobs=5000)
 
 
 @pytest.mark.slow
@@ -238,6 +279,14 @@ MARIADB_ENV = {
     "DB_PASS": "",
 }
 
+#: PostgreSQL from the DB_* variables: DB_CONNECTION=pgsql, default port 5432.
+POSTGRES_ENV = {
+    "DB_CONNECTION": "pgsql",
+    "DB_HOST": POSTGRES_HOST,
+    "DB_NAME": PRIVATE_DATABASE,
+    "DB_USER": "postgres",
+}
+
 
 def test_migrate_creates_the_seed_tables_with_their_columns_and_indexes(
     mariadb_engine: Engine,
@@ -302,6 +351,10 @@ _OLD_QUEUE_JOBS = {  # queue_jobs as an earlier --migrate made it: no reservatio
     "reserved_at DATETIME(6) NULL, available_at DATETIME(6) NOT NULL, "
     "created_at DATETIME(6) NOT NULL, INDEX idx_queue_reserved (queue, reserved_at), "
     "INDEX idx_available (available_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "postgres": "CREATE TABLE queue_jobs (id BIGSERIAL PRIMARY KEY, "
+    "queue VARCHAR(255) NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL, "
+    "reserved_at TIMESTAMP NULL, available_at TIMESTAMP NOT NULL, "
+    "created_at TIMESTAMP NOT NULL)",
     "sqlite": "CREATE TABLE queue_jobs (id INTEGER NOT NULL PRIMARY KEY, "
     "queue VARCHAR(255) NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL, "
     "reserved_at DATETIME, available_at DATETIME NOT NULL, created_at DATETIME NOT NULL)",
@@ -324,7 +377,8 @@ def test_migrate_adds_the_fencing_column_to_a_queue_jobs_table_made_without_it(
             ),
             {"payload": env.to_json()},
         )
-    environment = MARIADB_ENV if kind == "mariadb" else {"SQLITE_PATH": url[len("sqlite:///") :]}
+    environments = {"mariadb": MARIADB_ENV, "postgres": POSTGRES_ENV}
+    environment = environments.get(kind) or {"SQLITE_PATH": url[len("sqlite:///") :]}
     result = _main("--migrate", **environment)
     assert result.returncode == 0, result.stderr
     assert "added columns queue_jobs.reservations" in result.stdout

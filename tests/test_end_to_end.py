@@ -31,6 +31,9 @@ from tests.conftest import (
     MARIADB_URL,
     MQTT_HOST,
     MQTT_PORT,
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    POSTGRES_URL,
     REDIS_HOST,
     REDIS_PORT,
     REDIS_TEST_DB,
@@ -79,13 +82,17 @@ def _driver_env(driver: str, tmp_path: Path) -> dict[str, str]:
     elif driver == "mariadb":
         need_service("MariaDB", "127.0.0.1", 3306)
         env.update(QUEUE_CONNECTION="database", DB_URL=MARIADB_URL)
+    elif driver == "postgres":
+        need_service("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+        env.update(QUEUE_CONNECTION="database", DB_URL=POSTGRES_URL)
     else:
         env.update(QUEUE_CONNECTION="database", ENABLE_MYSQL="false")
     return env
 
 
 def _engine_url(driver: str, tmp_path: Path) -> str:
-    return MARIADB_URL if driver == "mariadb" else f"sqlite:///{tmp_path / 'app.db'}"
+    urls = {"mariadb": MARIADB_URL, "postgres": POSTGRES_URL}
+    return urls.get(driver) or f"sqlite:///{tmp_path / 'app.db'}"
 
 
 def _reset_state(driver: str, tmp_path: Path) -> None:
@@ -193,7 +200,7 @@ def _latency_line(label: str, rows: list[tuple[str, int, float, float]]) -> str:
     )
 
 
-@pytest.mark.parametrize("driver", ["redis", "mariadb", "sqlite"])
+@pytest.mark.parametrize("driver", ["redis", "mariadb", "postgres", "sqlite"])
 def test_every_published_reading_is_stored_exactly_once(
     driver: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

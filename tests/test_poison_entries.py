@@ -54,8 +54,11 @@ def raw_add(driver: QueueDriver, queue: str, payload: str | bytes) -> None:
         client.sadd("routemq:queues", queue)
         return
     engine: Any = driver.engine  # type: ignore[attr-defined]
-    mysql = engine.dialect.name in ("mysql", "mariadb")
-    now = "NOW(6)" if mysql else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    now = {
+        "mysql": "NOW(6)",
+        "mariadb": "NOW(6)",
+        "postgresql": "(now() AT TIME ZONE 'UTC')",
+    }.get(engine.dialect.name, "strftime('%Y-%m-%d %H:%M:%f', 'now')")
     with engine.begin() as connection:
         connection.execute(
             text(

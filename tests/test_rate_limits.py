@@ -23,7 +23,7 @@ from tests.jobs_fixture.support import registry
 from tests.test_unique_jobs import _clear_locks, _kind
 
 #: Passes per second each driver is hammered with (SQL takes a smaller count to stay fast).
-RACE_LIMITS = {"redis": 100, "redis-cluster": 100, "mariadb": 20, "sqlite": 20}
+RACE_LIMITS = {"redis": 100, "redis-cluster": 100, "mariadb": 20, "postgres": 20, "sqlite": 20}
 #: Seconds the race lasts.
 RACE_SECONDS = 3.0
 

@@ -57,6 +57,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is the supervisor?": ("supervisor", r"^class Supervisor\b"),
     "Where is the backoff?": ("backoff", r"^def full_jitter\("),
     "Where is the test client for your app's tests?": ("testing", r"^class TestClient\b"),
+    "Where do idle PostgreSQL workers wait for NOTIFY?": ("wakeup", r"^class PostgresWaker\b"),
 }
 
 

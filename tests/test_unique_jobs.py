@@ -167,7 +167,7 @@ def _kind(driver: QueueDriver) -> str:
     if driver.name == "redis":
         return "redis-cluster" if driver.cluster else "redis"  # type: ignore[attr-defined]
     dialect = driver.engine.dialect.name  # type: ignore[attr-defined]
-    kinds = {"sqlite": "sqlite", "mysql": "mariadb", "mariadb": "mariadb"}
+    kinds = {"sqlite": "sqlite", "mysql": "mariadb", "mariadb": "mariadb", "postgresql": "postgres"}
     if dialect not in kinds:
         raise NotImplementedError(
             f"no race child for SQL dialect {dialect!r}: teach "

@@ -1,4 +1,4 @@
-"""The database queue driver: jobs as rows of `queue_jobs`, on MySQL/MariaDB or SQLite.
+"""The database queue driver: jobs as rows of `queue_jobs`, on MySQL/MariaDB, PostgreSQL or SQLite.
 
 Claiming a job is one transaction on the server's row locks, never a
 read-then-write race:
@@ -64,11 +64,20 @@ job). Checking every claim for a live row with the same envelope id costs a
 same-table subquery per claim, measured at 25-40% of pop throughput on both
 SQLite and MariaDB, so it is not done: `duplicate_of` is never set here.
 
-A database cannot push a notification to a waiting worker: a blocking `pop`
-waits on the driver's `waker` (queues/drivers/wakeup.py: a push on the same
-machine wakes it at once) and polls at an adaptive interval, short after work
-and backing off to `BLOCKING_POLL_SECONDS` while idle, until its `block` time
-is used up.
+Wake-ups: a blocking `pop` waits on the driver's same-machine `waker`
+(queues/drivers/wakeup.py: a push on this machine wakes it at once) and polls at
+an adaptive interval, short after work and backing off to
+`BLOCKING_POLL_SECONDS` while idle, until its `block` time is used up. On
+PostgreSQL the push, bulk and release statements also `pg_notify` the queue's
+channel in their own transaction and an idle `pop` waits on LISTEN
+(queues/drivers/pg_wakeup.py), claiming again at least every
+`NOTIFY_FALLBACK_POLL_SECONDS`; PostgreSQL claims one row per pop (its claim is
+one UPDATE ... RETURNING statement; `pop_many` there is the one-job default).
+
+PostgreSQL: times are `TIMESTAMP WITHOUT TIME ZONE` holding UTC (`now() AT TIME
+ZONE 'UTC'`, the transaction's start), and the claim is ONE statement: both
+halves lock their head row `FOR UPDATE SKIP LOCKED` in CTEs and an `UPDATE ...
+FROM ... RETURNING` marks the lower id.
 """
 
 from __future__ import annotations
@@ -85,8 +94,8 @@ from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
 from backends.sql_engine import mark_clean
-from backends.sql_errors import connection_error, server_name
-from backends.sql_tables import MYSQL_DIALECTS
+from backends.sql_errors import connection_error, is_psycopg_error, postgres_state, server_name
+from backends.sql_tables import MYSQL_DIALECTS, POSTGRES_DIALECT
 from queues.drivers.base import (
     DEFAULT_RETRY_AFTER,
     JOB_ID_HEAD,
@@ -98,6 +107,7 @@ from queues.drivers.base import (
     QueueUnavailable,
     ReservedJob,
 )
+from queues.drivers.pg_wakeup import PostgresWaker, channel_for, notifying
 from queues.drivers.wakeup import LocalWaker, Waker
 from queues.envelope import (
     JOB_ID_PATTERN,
@@ -116,6 +126,10 @@ BLOCKING_POLL_SECONDS = 0.05
 #: support/backoff.py) per empty claim up to BLOCKING_POLL_SECONDS.
 IDLE_POLL_BASE = 0.002
 
+#: Seconds an idle PostgreSQL worker waits for a NOTIFY before claiming again anyway:
+#: the bound on picking up a job whose lease expired (no commit announces that).
+NOTIFY_FALLBACK_POLL_SECONDS = 1.0
+
 #: Times one transaction is tried when the server reports a deadlock or lock timeout.
 TRANSIENT_ATTEMPTS = 50
 
@@ -127,6 +141,13 @@ TRANSIENT_BACKOFF_CAP_SECONDS = 0.25
 
 #: MySQL/MariaDB error codes that roll back a transaction and may simply be retried.
 MYSQL_TRANSIENT_CODES = frozenset({1213, 1205})  # deadlock, lock wait timeout
+
+#: PostgreSQL SQLSTATEs after which a transaction may simply be retried:
+#: serialization failure, deadlock detected, lock not available.
+POSTGRES_TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
+
+#: PostgreSQL SQLSTATE of "relation ... does not exist".
+POSTGRES_MISSING_TABLE_STATE = "42P01"
 
 #: Rows per multi-row INSERT of `bulk` on MySQL/MariaDB (ids follow row order).
 BULK_ROWS_PER_STATEMENT = 500
@@ -150,21 +171,31 @@ class _Clock:
 
     def __init__(self, dialect: str) -> None:
         self.mysql = dialect in MYSQL_DIALECTS
-        if not self.mysql and dialect != "sqlite":
+        self.postgres = dialect == POSTGRES_DIALECT
+        if not self.mysql and not self.postgres and dialect != "sqlite":
             raise QueueError(
-                f"the database queue supports MySQL/MariaDB and SQLite, not {dialect!r}"
+                f"the database queue supports MySQL/MariaDB, PostgreSQL and SQLite, not {dialect!r}"
             )
-        self.now = "NOW(6)" if self.mysql else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+        if self.mysql:
+            self.now = "NOW(6)"
+        elif self.postgres:
+            # UTC whatever the session's TimeZone; now() is the transaction's
+            # start, one instant for every statement of a claim.
+            self.now = "(now() AT TIME ZONE 'UTC')"
+        else:
+            self.now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
     def at(self, param: str) -> str:
         """SQL for now plus the offset bound to `:param` (see `offset`)."""
         if self.mysql:
             return f"(NOW(6) + INTERVAL :{param} MICROSECOND)"
+        if self.postgres:
+            return f"({self.now} + CAST(:{param} AS BIGINT) * INTERVAL '1 microsecond')"
         return f"strftime('%Y-%m-%d %H:%M:%f', 'now', :{param})"
 
     def offset(self, seconds: float) -> int | str:
         """The bound value of an `at()` offset of `seconds` (may be negative)."""
-        if self.mysql:
+        if self.mysql or self.postgres:
             return round(seconds * 1_000_000)
         return f"{seconds:+.3f} seconds"
 
@@ -172,17 +203,21 @@ class _Clock:
         """SQL for the seconds elapsed since the time in `column`."""
         if self.mysql:
             return f"TIMESTAMPDIFF(MICROSECOND, {column}, NOW(6)) / 1000000"
+        if self.postgres:
+            return f"EXTRACT(EPOCH FROM ({self.now} - {column}))"
         return f"(julianday('now') - julianday({column})) * 86400.0"
 
     def between(self, start: str, end: str) -> str:
         """SQL for the seconds from the time in column `start` to the one in `end`."""
         if self.mysql:
             return f"TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1000000"
+        if self.postgres:
+            return f"EXTRACT(EPOCH FROM ({end} - {start}))"
         return f"(julianday({end}) - julianday({start})) * 86400.0"
 
     def stored(self, stamp: datetime) -> datetime | str:
         """A naive UTC datetime as this backend stores times (SQLite: its text form)."""
-        if self.mysql:
+        if self.mysql or self.postgres:
             return stamp
         return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}"
 
@@ -190,12 +225,16 @@ class _Clock:
         """SQL for the unix time of `column`."""
         if self.mysql:
             return f"UNIX_TIMESTAMP({column})"
+        if self.postgres:  # a TIMESTAMP WITHOUT TIME ZONE's epoch reads it as UTC
+            return f"EXTRACT(EPOCH FROM {column})"
         return f"(julianday({column}) - 2440587.5) * 86400.0"
 
 
 def is_transient(exc: DBAPIError | sqlite3.Error) -> bool:
     """True for errors after which the whole transaction may be retried unchanged."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if is_psycopg_error(orig):  # PostgreSQL: the SQLSTATE says it
+        return postgres_state(orig) in POSTGRES_TRANSIENT_STATES
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int):
         return args[0] in MYSQL_TRANSIENT_CODES
@@ -206,6 +245,9 @@ def is_transient(exc: DBAPIError | sqlite3.Error) -> bool:
 def missing_table(exc: DBAPIError | sqlite3.Error) -> str | None:
     """The table name when `exc` says a table does not exist, else None."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if postgres_state(orig) == POSTGRES_MISSING_TABLE_STATE:
+        found = re.search(r'relation "(?:[^".]*\.)?([^"]+)" does not exist', str(orig))
+        return found.group(1) if found else "queue_jobs"
     args = getattr(orig, "args", ())
     if args and args[0] == MISSING_TABLE_CODE:
         found = re.search(r"Table '(?:[^'.]*\.)?([^']+)' doesn't exist", str(args[-1]))
@@ -352,9 +394,11 @@ class DatabaseFailedStore(FailedStore):
         self.engine = engine
         clock = _Clock(engine.dialect.name)
         self._clock = clock
+        # PostgreSQL's DBAPI has no lastrowid: the new id comes back by RETURNING.
+        returning = " RETURNING id" if clock.postgres else ""
         self._insert = text(
             "INSERT INTO queue_failed_jobs (connection, queue, payload, exception, failed_at) "
-            f"VALUES (:connection, :queue, :payload, :exception, {clock.now})"
+            f"VALUES (:connection, :queue, :payload, :exception, {clock.now}){returning}"
         )
         columns = "id, connection, queue, payload, exception, failed_at"
         self._all = text(f"SELECT {columns} FROM queue_failed_jobs ORDER BY id DESC LIMIT :limit")
@@ -381,7 +425,7 @@ class DatabaseFailedStore(FailedStore):
         )
         self._restore = text(
             "INSERT INTO queue_failed_jobs (connection, queue, payload, exception, failed_at) "
-            "VALUES (:connection, :queue, :payload, :exception, :failed_at)"
+            f"VALUES (:connection, :queue, :payload, :exception, :failed_at){returning}"
         )
         self._queues = text("SELECT DISTINCT queue FROM queue_failed_jobs ORDER BY queue")
 
@@ -403,7 +447,7 @@ class DatabaseFailedStore(FailedStore):
             self._insert,
             {"connection": connection, "queue": queue, "payload": payload, "exception": exception},
         )
-        return str(result.lastrowid)
+        return self._new_id(result)
 
     def all(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         """Failed jobs, newest first, optionally of one queue."""
@@ -492,8 +536,12 @@ class DatabaseFailedStore(FailedStore):
             "failed_at": self._clock.stored(stamp),
         }
         return run_transaction(
-            self.engine, lambda c: str(c.execute(self._restore, params).lastrowid)
+            self.engine, lambda c: self._new_id(c.execute(self._restore, params))
         )
+
+    def _new_id(self, result: Any) -> str:
+        """The id of the row an INSERT of this store just added."""
+        return str(result.scalar_one() if self._clock.postgres else result.lastrowid)
 
     @staticmethod
     def _row(row: Any) -> FailedJob:
@@ -555,7 +603,7 @@ class DatabaseDriver(QueueDriver):
         # Seconds from the start of a reservation (available_at, set by the claim)
         # to its last heartbeat (reserved_at); NULL for a row that is not reserved.
         held = clock.between("available_at", "reserved_at")
-        head = f"SELECT id, attempts, reservations, payload, {held} FROM queue_jobs "
+        head = f"SELECT id, attempts, reservations, payload, {held} AS held FROM queue_jobs "
         pending = (
             f"{head}WHERE queue = :queue "
             f"AND reserved_at IS NULL AND available_at <= {now} ORDER BY id LIMIT 1"
@@ -573,10 +621,28 @@ class DatabaseDriver(QueueDriver):
         self._insert_sql = (
             "INSERT INTO queue_jobs (queue, payload, attempts, available_at, created_at) VALUES "
         )
-        self._push = text(
-            self._insert_sql + f"(:queue, :payload, :attempts, {clock.at('delay')}, {now})"
-        )
-        if self._mysql:
+        push = self._insert_sql + f"(:queue, :payload, :attempts, {clock.at('delay')}, {now})"
+        self._push = text(push)
+        self._postgres = clock.postgres
+        if self._postgres:
+            # One round trip: each half locks its head row (SKIP LOCKED; PostgreSQL
+            # allows no locking clause inside a UNION, so the halves are CTEs),
+            # the lower id is marked, and RETURNING gives the row as it was
+            # before the mark (attempts and reservations minus the one added).
+            columns = "id, attempts, reservations, payload, held"
+            lock = "FOR UPDATE SKIP LOCKED"
+            self._claim = text(
+                f"WITH pending AS ({pending} {lock}), expired AS ({expired} {lock}), "
+                f"pick AS (SELECT {columns} FROM pending UNION ALL "
+                f"SELECT {columns} FROM expired ORDER BY id LIMIT 1) "
+                f"UPDATE queue_jobs SET reserved_at = {now}, available_at = {now}, "
+                "attempts = queue_jobs.attempts + 1, "
+                "reservations = queue_jobs.reservations + 1 FROM pick "
+                "WHERE queue_jobs.id = pick.id RETURNING queue_jobs.id, "
+                "queue_jobs.attempts - 1, queue_jobs.reservations - 1, queue_jobs.payload, "
+                "pick.held"
+            )
+        elif self._mysql:
             # Each half locks its head row, skipping rows other workers hold, and
             # the lower id of the (at most) two is claimed; the other stays locked
             # only until this transaction commits. No outer ORDER BY: it would
@@ -611,7 +677,7 @@ class DatabaseDriver(QueueDriver):
         self._transfer_select = text(
             f"SELECT id, attempts, reservations, payload, {clock.unix('available_at')} "
             f"FROM queue_jobs WHERE queue = :queue AND {transferable} ORDER BY id LIMIT :limit"
-            + (" FOR UPDATE SKIP LOCKED" if self._mysql else "")
+            + (" FOR UPDATE SKIP LOCKED" if self._mysql or self._postgres else "")
         )
         # No attempt is counted for a move: only the fencing counter grows.
         self._transfer_mark = text(
@@ -620,11 +686,27 @@ class DatabaseDriver(QueueDriver):
         ).bindparams(bindparam("ids", expanding=True))
         self._ack = text(f"DELETE FROM queue_jobs WHERE {live}")
         release = f"UPDATE queue_jobs SET reserved_at = NULL, available_at = {clock.at('delay')}"
-        self._release = text(f"{release} WHERE {live}")
-        self._release_undo = text(
+        release_undo = (
             f"{release}, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
             f"WHERE {live}"
         )
+        release = f"{release} WHERE {live}"
+        # PostgreSQL: what makes a job available also wakes idle workers, in the
+        # same statement (queues/drivers/pg_wakeup.py); elsewhere workers poll.
+        self._waker: PostgresWaker | None = None
+        # Engine of the one-statement operations (push, claim, ack, release,
+        # extend): on PostgreSQL in autocommit, where one statement is one
+        # atomic transaction and BEGIN and COMMIT would each cost a round trip
+        # (psycopg sends them as queries of their own). Same pool.
+        self._single = engine
+        if self._postgres:
+            self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
+            push, release, release_undo = map(notifying, (push, release, release_undo))
+            self._notify = text("SELECT pg_notify(:channel, CAST(:delay AS TEXT))")
+            self._waker = PostgresWaker(engine)
+        self._push_notifying = text(push)
+        self._release = text(release)
+        self._release_undo = text(release_undo)
         self._extend = text(f"UPDATE queue_jobs SET reserved_at = {now} WHERE {live}")
         pending = f"reserved_at IS NULL AND available_at <= {now}"
         self._sizes = text(
@@ -667,8 +749,10 @@ class DatabaseDriver(QueueDriver):
             "attempts": stored_attempts(payload),
             "delay": self._clock.offset(delay),
         }
-        run_transaction(self.engine, lambda c: self._hot(c, self._push, params))
-        if delay <= 0:
+        if self._postgres:
+            params["channel"] = channel_for(queue)
+        run_transaction(self._single, lambda c: self._hot(c, self._push_notifying, params))
+        if delay <= 0 and not self._postgres:
             self.waker.notify(queue)
 
     def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
@@ -689,6 +773,9 @@ class DatabaseDriver(QueueDriver):
                     for q, p, d in jobs
                 ]
                 connection.execute(self._push, rows)
+                if self._postgres:  # one wake-up per queue, with its earliest delay
+                    for channel, delay in self._earliest(rows).items():
+                        connection.execute(self._notify, {"channel": channel, "delay": delay})
                 return
             for start in range(0, len(jobs), BULK_ROWS_PER_STATEMENT):
                 chunk = jobs[start : start + BULK_ROWS_PER_STATEMENT]
@@ -697,6 +784,16 @@ class DatabaseDriver(QueueDriver):
         run_transaction(self.engine, work)
         for queue in {q for q, _, d in jobs if d <= 0}:
             self.waker.notify(queue)
+
+    @staticmethod
+    def _earliest(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The smallest delay of each queue's rows, keyed by its wake-up channel."""
+        earliest: dict[str, Any] = {}
+        for row in rows:
+            channel = channel_for(row["queue"])
+            if channel not in earliest or row["delay"] < earliest[channel]:
+                earliest[channel] = row["delay"]
+        return earliest
 
     def _bulk_statement(
         self, chunk: Sequence[tuple[str, str, float]]
@@ -721,10 +818,21 @@ class DatabaseDriver(QueueDriver):
 
         Expired reservations of due jobs count as available (their attempts
         were counted when they were reserved). With `block > 0`, polls every
-        `BLOCKING_POLL_SECONDS` until a job is claimed or `block` seconds pass.
+        `BLOCKING_POLL_SECONDS` until a job is claimed or `block` seconds pass; on
+        PostgreSQL it waits for a NOTIFY instead, claiming again at least every
+        `NOTIFY_FALLBACK_POLL_SECONDS` (expired leases, delayed jobs).
         """
-        found = self._blocking(queues, block, lambda: self._claim_once(queues))
-        return found
+        waker = self._waker
+        if waker is None:
+            return self._blocking(queues, block, lambda: self._claim_once(queues))
+        deadline = time.monotonic() + block
+        waker.drain()
+        while True:
+            job = self._claim_once(queues)
+            remaining = deadline - time.monotonic()
+            if job is not None or remaining <= 0:
+                return job
+            waker.wait(queues, min(NOTIFY_FALLBACK_POLL_SECONDS, remaining))
 
     def _claim_once(self, queues: Sequence[str]) -> ReservedJob | None:
         expiry = self._clock.offset(-self.retry_after)
@@ -734,11 +842,14 @@ class DatabaseDriver(QueueDriver):
                 rows = self._hot(
                     connection, self._claim, {"queue": queue, "expiry": expiry}
                 ).fetchall()
+                if rows and self._postgres:  # the claim's UPDATE already marked it
+                    return self._reserved(queue, rows[0])
                 if rows:
                     return self._mark_claimed(connection, queue, min(rows, key=lambda r: int(r[0])))
             return None
 
-        return run_transaction(self.engine, work)
+        # PostgreSQL: each queue's claim is one statement, atomic in autocommit.
+        return run_transaction(self._single, work)
 
     def pop_many(self, queues: Sequence[str], count: int, block: float = 0.0) -> list[ReservedJob]:
         """Claim up to `count` rows in ONE transaction (a worker's prefetch), each its own lease.
@@ -748,7 +859,8 @@ class DatabaseDriver(QueueDriver):
         next), each marked reserved with one attempt counted and its own fencing
         token (`<row id>:<reservations>`). Waits like `pop` when none is due.
         """
-        if count <= 1:
+        if count <= 1 or self._postgres:
+            # PostgreSQL: one row per claim statement (see the module doc).
             job = self.pop(queues, block)
             return [] if job is None else [job]
         return self._blocking(queues, block, lambda: self._claim_many_once(queues, count))
@@ -818,9 +930,13 @@ class DatabaseDriver(QueueDriver):
 
     def _mark_claimed(self, connection: Connection, queue: str, row: Any) -> ReservedJob:
         """Reserve the chosen row (locked by the claim's SELECT, or BEGIN IMMEDIATE)."""
+        self._hot(connection, self._mark, {"id": int(row[0])})
+        return self._reserved(queue, row)
+
+    def _reserved(self, queue: str, row: Any) -> ReservedJob:
+        """The job of a claimed row, given as it was before the claim marked it."""
         row_id, attempts, reservations = int(row[0]), int(row[1]) + 1, int(row[2]) + 1
         payload = str(row[3])
-        self._hot(connection, self._mark, {"id": row_id})
         # held = last heartbeat - reservation start; the lease then ran retry_after more.
         held = None if row[4] is None else max(float(row[4]), 0.0) + self.retry_after
         return ReservedJob(
@@ -844,7 +960,7 @@ class DatabaseDriver(QueueDriver):
             "expiry": self._clock.offset(-self.retry_after),
             **extra,
         }
-        count = run_transaction(self.engine, lambda c: self._hot(c, statement, params).rowcount)
+        count = run_transaction(self._single, lambda c: self._hot(c, statement, params).rowcount)
         return count == 1
 
     def ack(self, job: ReservedJob) -> bool:
@@ -862,8 +978,11 @@ class DatabaseDriver(QueueDriver):
         undo = undo_attempt and not job.token.endswith(TRANSFER_SUFFIX)
         statement = self._release_undo if undo else self._release
         delay = checked_delay(delay)
-        released = self._fenced(statement, job, delay=self._clock.offset(delay))
-        if released and delay <= 0:
+        extra: dict[str, Any] = {"delay": self._clock.offset(delay)}
+        if self._postgres:
+            extra["channel"] = channel_for(job.queue)
+        released = self._fenced(statement, job, **extra)
+        if released and delay <= 0 and not self._postgres:
             self.waker.notify(job.queue)
         return released
 
@@ -990,5 +1109,8 @@ class DatabaseDriver(QueueDriver):
 
         The engine may be shared (and, after fork, its sockets belong to the
         parent), so nothing is sent to the server; the sockets close when freed.
+        The PostgreSQL wake-up connection is this process's own and is closed.
         """
+        if self._waker is not None:
+            self._waker.close()
         self.engine.dispose(close=False)

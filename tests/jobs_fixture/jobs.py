@@ -235,3 +235,18 @@ class PublishJob(Job):
 
     def handle(self) -> None:
         self.publish(self.topic, {"n": self.n}, qos=1)
+
+
+class GateJob(Job):
+    """Appends `start <pid>` to `path`, waits until the file `gate` exists (at most
+    `seconds`), then appends `finished <pid>`: a job that runs exactly as long as a
+    test wants. Appends are O_APPEND writes, so every run of every worker counts."""
+
+    max_tries = 5  # no timeout: `seconds` bounds it (and a timeout would warn about leases)
+
+    def handle(self) -> None:
+        _append(self.path, f"start {os.getpid()}")
+        deadline = time.monotonic() + self.seconds
+        while not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _append(self.path, f"finished {os.getpid()}")
