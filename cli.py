@@ -137,6 +137,22 @@ MEMORY = Option(
     metavar="MB",
     check=not_negative(),
 )
+PREFETCH = Option(
+    "--prefetch",
+    "most jobs a worker reserves per round trip; fewer when jobs are slow (default 64)",
+    int,
+    default=64,
+    metavar="N",
+    check=at_least(1),
+)
+CONCURRENCY = Option(
+    "--concurrency",
+    "jobs run at once by threads of one worker process, for I/O-bound jobs (default 1)",
+    int,
+    default=1,
+    metavar="N",
+    check=at_least(1),
+)
 TIMEOUT = Option(
     "--timeout", "default job timeout in seconds", float, metavar="S", check=positive_seconds
 )
@@ -353,6 +369,8 @@ COMMANDS: tuple[Command, ...] = (
             BACKOFF,
             ONCE,
             STOP_WHEN_EMPTY,
+            PREFETCH,
+            CONCURRENCY,
         ),
         role="worker",
     ),

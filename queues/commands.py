@@ -223,6 +223,8 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
             registry=registry,
             stop_when_empty=finite,
             events=monitor,
+            prefetch=args.prefetch,
+            concurrency=args.concurrency,
         )
 
     return serve_worker(settings, driver, queues, build)
@@ -244,6 +246,8 @@ def worker_arguments(args: argparse.Namespace) -> list[str]:
         ("--timeout", "timeout"),
         ("--tries", "tries"),
         ("--backoff", "backoff"),
+        ("--prefetch", "prefetch"),
+        ("--concurrency", "concurrency"),
     ):
         value = getattr(args, attribute, None)
         if value is not None:

@@ -136,3 +136,148 @@ def watchdog(seconds: float | None) -> Iterator[None]:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+class _ThreadAlarm(BaseException):
+    """Injected into a job's thread at its deadline; `ThreadDeadline` turns it into the
+    deadline's own exception (an asynchronous exception can carry no message)."""
+
+
+class ThreadDeadline:
+    """`Deadline` for a job run by a worker thread (`--concurrency N`): no SIGALRM there.
+
+    At the deadline the exception is raised in the job's thread by
+    `PyThreadState_SetAsyncExc`, from one shared alarm thread. Like SIGALRM it
+    reaches Python code only: a thread blocked in C (a `time.sleep`, a socket
+    read) sees it when that call returns; the process watchdog
+    (`SharedWatchdog`) is the backstop. Leaving the `with` block cancels an
+    alarm still pending, so it never lands after the job ended.
+    """
+
+    def __init__(self, seconds: float | None, factory: ExceptionFactory) -> None:
+        self._seconds = seconds
+        self._factory = factory
+        self._thread_id = threading.get_ident()
+        self.enabled = True
+
+    def __enter__(self) -> ThreadDeadline:
+        if self._seconds is not None:
+            _ALARMS.arm(self, time.monotonic() + self._seconds)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _ALARMS.cancel(self)
+        if exc_type is _ThreadAlarm:
+            raise self._factory() from None
+
+    def shorten(self, seconds: float, factory: ExceptionFactory) -> bool:
+        """Fire `factory()` after `seconds` unless the current deadline is sooner."""
+        due = time.monotonic() + seconds
+        current = _ALARMS.due(self)
+        if current is not None and current <= due:
+            return False
+        self._factory = factory
+        _ALARMS.arm(self, due)
+        return True
+
+    def fire(self) -> None:
+        """Raise the alarm in the job's thread (called by the alarm thread, lock held)."""
+        _set_async_exc(self._thread_id, _ThreadAlarm)
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+class _AlarmClock:
+    """One daemon thread firing every armed ThreadDeadline at its due time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._due: dict[ThreadDeadline, float] = {}
+        self._fired: set[ThreadDeadline] = set()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: ThreadDeadline, due: float) -> None:
+        with self._lock:
+            self._due[deadline] = due
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="job-alarms", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+
+    def due(self, deadline: ThreadDeadline) -> float | None:
+        with self._lock:
+            return self._due.get(deadline)
+
+    def cancel(self, deadline: ThreadDeadline) -> None:
+        with self._lock:
+            if self._due.pop(deadline, None) is not None or deadline in self._fired:
+                self._fired.discard(deadline)
+                _set_async_exc(deadline._thread_id, None)  # clear one still pending
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                for deadline, due in list(self._due.items()):
+                    if due <= now:
+                        deadline.fire()
+                        # Re-fire later in case a bare `except:` swallowed it.
+                        self._due[deadline] = now + REFIRE_INTERVAL
+                        self._fired.add(deadline)
+                wake = min(self._due.values(), default=now + 60.0)
+                self._lock.wait(max(wake - time.monotonic(), 0.001))
+
+
+_ALARMS = _AlarmClock()
+
+
+class SharedWatchdog:
+    """The process watchdog when several jobs run at once (threads): one faulthandler
+    timer per process, armed for the earliest hard limit of the running jobs.
+
+    Same backstop as `watchdog`: when a job is still running past its hard
+    limit, every thread's traceback goes to stderr and the process ends
+    (exit code WATCHDOG_EXIT_CODE); the other jobs of the process come back
+    by their leases.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limits: dict[int, float] = {}
+        self._next = 0
+
+    @contextmanager
+    def limit(self, seconds: float | None) -> Iterator[None]:
+        """Hold the hard limit `seconds` from now while the body runs (None: no limit)."""
+        if seconds is None:
+            yield
+            return
+        with self._lock:
+            self._next += 1
+            key = self._next
+            self._limits[key] = time.monotonic() + seconds
+            self._rearm()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._limits[key]
+                self._rearm()
+
+    def _rearm(self) -> None:
+        if not self._limits:
+            faulthandler.cancel_dump_traceback_later()
+            return
+        left = max(min(self._limits.values()) - time.monotonic(), 0.001)
+        faulthandler.dump_traceback_later(left, exit=True, file=WATCHDOG_FD)

@@ -53,6 +53,8 @@ JOB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 
 PICKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 #: What `job_settled` actions count as.
 OUTCOMES = {"ack": "succeeded", "release": "retried", "fail": "failed"}
+#: Jobs that ran and whose settle was never reported, kept before the oldest is forgotten.
+MAX_UNSETTLED = 1024
 
 
 class WorkerMetrics:
@@ -112,7 +114,9 @@ class WorkerMonitor(WorkerEvents):
         self._worker: Worker | None = None
         self._started_at = time.time()
         self._current: dict[str, Any] | None = None
-        self._job_started = 0.0
+        #: job name and start (monotonic) of each job that ran, by reservation token, until
+        #: its settle is reported: acks come in batches after the job is done
+        self._ran: dict[str, tuple[str, float, float | None]] = {}
         self._processed: dict[str, int] = {}
         self._restart_baseline: float | None = None
         self._restart_requested = False
@@ -153,7 +157,7 @@ class WorkerMonitor(WorkerEvents):
 
     def job_started(self, reserved: ReservedJob, envelope: Envelope) -> None:
         """Count the start and its pickup latency; name the job on the board."""
-        self._job_started = time.monotonic()
+        self._ran[reserved.token] = (envelope.job, time.monotonic(), None)
         now = time.time()
         self._current = {
             "id": reserved.id,
@@ -172,19 +176,23 @@ class WorkerMonitor(WorkerEvents):
         """Count the outcome and, for a job that ran, its duration."""
         if self.metrics is None:
             return
-        current = self._current
-        job = current.get("job") if current is not None else None
-        if job is None:
+        ran = self._ran.pop(reserved.token, None)
+        if ran is None:
             job = UNKNOWN_JOB
         else:
-            self.metrics.seconds.labels(job, reserved.queue).observe(
-                time.monotonic() - self._job_started
-            )
+            job, start, end = ran
+            took = (time.monotonic() if end is None else end) - start
+            self.metrics.seconds.labels(job, reserved.queue).observe(took)
         self.metrics.finished.labels(job, reserved.queue, OUTCOMES.get(action, action)).inc()
 
     def job_done(self, reserved: ReservedJob) -> None:
         """Idle again."""
         self._current = None
+        ran = self._ran.get(reserved.token)
+        if ran is not None:
+            self._ran[reserved.token] = (ran[0], ran[1], time.monotonic())
+        if len(self._ran) > MAX_UNSETTLED:  # settles refused or lost: forget the oldest
+            self._ran.pop(next(iter(self._ran)))
         self._processed[reserved.queue] = self._processed.get(reserved.queue, 0) + 1
         self.loop.busy(False)
         if self.metrics is not None:

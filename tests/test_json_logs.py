@@ -95,7 +95,7 @@ def test_worker_lines_carry_the_role_and_the_job_id_in_a_real_process(tmp_path: 
         job="RecordJob", data={"path": str(tmp_path / "out"), "value": 1}, queue=queue
     )
     driver.push(queue, envelope.to_json())
-    env = main_env("database", tmp_path, LOG_FORMAT="json")
+    env = main_env("database", tmp_path, LOG_FORMAT="json", LOG_LEVEL="DEBUG")
     result = run_main(["--queue-work", "--queue", queue, "--once", "--sleep", "0.1"], env)
     assert result.returncode == 0, result.stderr
     entries = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]

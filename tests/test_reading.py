@@ -22,6 +22,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "Where is the router?": ("router", r"^class Router\b"),
     "Where is `dispatch()`?": ("dispatch", r"^def dispatch\("),
     "Where is the worker loop?": ("worker", r"^class Worker\b"),
+    "Where do idle database workers get woken?": ("wakeup", r"^class LocalWaker\b"),
     "Where is the job middleware (rate limits, overlap locks)?": (
         "job_middleware",
         r"^class WithoutOverlapping\b",

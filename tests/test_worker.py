@@ -68,7 +68,7 @@ def assert_empty(driver, queue):
 def test_a_job_runs_once_and_is_acked(driver, queue, tmp_path, caplog):
     out = tmp_path / "out"
     job_id = put(driver, jobs.RecordJob(path=str(out), value=42), queue)
-    with caplog.at_level(logging.INFO, logger="queues.worker"):
+    with caplog.at_level(logging.DEBUG, logger="queues.worker"):
         assert make_worker(driver, queue, max_jobs=1).run() == 0
     assert lines(out) == ["42"]
     assert_empty(driver, queue)

@@ -281,6 +281,32 @@ class QueueDriver(ABC):
         due meanwhile is picked up on time.
         """
 
+    def pop_many(self, queues: Sequence[str], count: int, block: float = 0.0) -> list[ReservedJob]:
+        """Reserve up to `count` jobs at once (a worker's prefetch), each under its own lease.
+
+        The same as `count` calls of `pop` back to back (priority order, oldest
+        first, one attempt counted and one fenced lease per job), in as few
+        round trips as the driver can: a prefetched job whose worker dies comes
+        back when its own lease expires. Waits like `pop` only while nothing is
+        available; an empty list means none came within `block` seconds. This
+        default pops one job; the drivers reserve several per round trip.
+        """
+        job = self.pop(queues, block)
+        return [] if job is None else [job]
+
+    def ack_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Ack several finished jobs (a worker's batch settle); one verdict per job, in order.
+
+        Each verdict is what `ack` would return for that job: fenced per job.
+        This default acks one by one; the drivers settle a batch per queue in
+        one atomic call.
+        """
+        return [self.ack(job) for job in jobs]
+
+    def extend_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Heartbeat of every job a worker process holds; one verdict per job, fenced per job."""
+        return [self.extend(job) for job in jobs]
+
     @abstractmethod
     def ack(self, job: ReservedJob) -> bool:
         """Delete a finished job. False (and no change) if the reservation is not live."""

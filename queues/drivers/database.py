@@ -64,11 +64,15 @@ job). Checking every claim for a live row with the same envelope id costs a
 same-table subquery per claim, measured at 25-40% of pop throughput on both
 SQLite and MariaDB, so it is not done: `duplicate_of` is never set here.
 
-Wake-ups: on MySQL/MariaDB and SQLite a blocking `pop` polls every
-`BLOCKING_POLL_SECONDS` until its `block` time is used up. On PostgreSQL the
-push, bulk and release statements also `pg_notify` the queue's channel in
-their own transaction and an idle `pop` waits on LISTEN (queues/drivers/
-pg_wakeup.py), claiming again at least every `NOTIFY_FALLBACK_POLL_SECONDS`.
+Wake-ups: a blocking `pop` waits on the driver's same-machine `waker`
+(queues/drivers/wakeup.py: a push on this machine wakes it at once) and polls at
+an adaptive interval, short after work and backing off to
+`BLOCKING_POLL_SECONDS` while idle, until its `block` time is used up. On
+PostgreSQL the push, bulk and release statements also `pg_notify` the queue's
+channel in their own transaction and an idle `pop` waits on LISTEN
+(queues/drivers/pg_wakeup.py), claiming again at least every
+`NOTIFY_FALLBACK_POLL_SECONDS`; PostgreSQL claims one row per pop (its claim is
+one UPDATE ... RETURNING statement; `pop_many` there is the one-job default).
 
 PostgreSQL: times are `TIMESTAMP WITHOUT TIME ZONE` holding UTC (`now() AT TIME
 ZONE 'UTC'`, the transaction's start), and the claim is ONE statement: both
@@ -87,6 +91,7 @@ driver (from `ack`), never per job.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -115,6 +120,7 @@ from queues.drivers.base import (
     status_reason,
 )
 from queues.drivers.pg_wakeup import PostgresWaker, channel_for, notifying
+from queues.drivers.wakeup import LocalWaker, Waker
 from queues.envelope import (
     JOB_ID_PATTERN,
     EnvelopeError,
@@ -122,10 +128,15 @@ from queues.envelope import (
     decode_json,
     validate_queue_name,
 )
-from support.backoff import full_jitter
+from support.backoff import Backoff, full_jitter
 
-#: Seconds between two claim attempts of a blocking pop (no push notifications in SQL).
+#: Longest wait, seconds, between two claim attempts of a blocking pop while idle: a
+#: job pushed from another machine (no wake-up reaches it, see queues/drivers/wakeup.py)
+#: or a delayed job coming due is picked up within it.
 BLOCKING_POLL_SECONDS = 0.05
+#: Seconds: ceiling of the first poll interval after work; it doubles (full jitter,
+#: support/backoff.py) per empty claim up to BLOCKING_POLL_SECONDS.
+IDLE_POLL_BASE = 0.002
 
 #: Seconds an idle PostgreSQL worker waits for a NOTIFY before claiming again anyway:
 #: the bound on picking up a job whose lease expired (no commit announces that).
@@ -383,6 +394,15 @@ def _is_duplicate_key(exc: BaseException) -> bool:
     return "duplicate entry" in text_ or "unique constraint" in text_ or "duplicate key" in text_
 
 
+def database_identity(engine: Engine) -> str:
+    """What names one database to every process of this machine (the waker's meeting
+    place): a SQLite file's real path, or a server's backend, host, port and database."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        return "sqlite:" + os.path.realpath(url.database or ":memory:")
+    return f"{url.get_backend_name()}://{url.host}:{url.port}/{url.database}"
+
+
 def _parse_token(token: str) -> tuple[int, int] | None:
     parts = token.split(":")
     try:
@@ -586,9 +606,13 @@ class DatabaseDriver(QueueDriver):
         engine: Engine,
         failed_store: FailedStore,
         retry_after: int = DEFAULT_RETRY_AFTER,
+        waker: Waker | None = None,
     ) -> None:
         super().__init__(failed_store, retry_after)
         self.engine = engine
+        #: wakes idle workers of this database after a push (default: same machine)
+        self.waker = waker or LocalWaker(database_identity(engine))
+        self._idle = Backoff(IDLE_POLL_BASE, BLOCKING_POLL_SECONDS)
         clock = _Clock(engine.dialect.name)
         self._clock = clock
         self._mysql = clock.mysql
@@ -660,6 +684,19 @@ class DatabaseDriver(QueueDriver):
         else:
             # BEGIN IMMEDIATE holds the write lock, so the row chosen is still free.
             self._claim = text(f"SELECT * FROM ({pending}) UNION ALL SELECT * FROM ({expired})")
+        # The prefetch's claim: the same halves, each taking up to :limit rows (the
+        # lowest ids of the two are claimed, the others stay free after the commit).
+        many_pending = pending.replace("LIMIT 1", "LIMIT :limit")
+        many_expired = expired.replace("LIMIT 1", "LIMIT :limit")
+        if self._mysql:
+            self._claim_many = text(
+                f"({many_pending} FOR UPDATE SKIP LOCKED) UNION ALL "
+                f"({many_expired} FOR UPDATE SKIP LOCKED)"
+            )
+        else:
+            self._claim_many = text(
+                f"SELECT * FROM ({many_pending}) UNION ALL SELECT * FROM ({many_expired})"
+            )
         # The claim: the row is reserved from now, and available_at records when.
         self._mark = text(
             f"UPDATE queue_jobs SET reserved_at = {now}, available_at = {now}, "
@@ -777,15 +814,18 @@ class DatabaseDriver(QueueDriver):
         The delay is capped at MAX_DELAY_SECONDS (a non-finite one is refused) and
         the queue name checked like every new job's (`validate_queue_name`).
         """
+        delay = checked_delay(delay)
         params = {
             "queue": self._new_job_queue(queue),
             "payload": payload,
             "attempts": stored_attempts(payload),
-            "delay": self._clock.offset(checked_delay(delay)),
+            "delay": self._clock.offset(delay),
         }
         if self._postgres:
             params["channel"] = channel_for(queue)
         run_transaction(self._single, lambda c: self._hot(c, self._push_notifying, params))
+        if delay <= 0 and not self._postgres:
+            self.waker.notify(queue)
 
     def bulk(self, jobs: Sequence[tuple[str, str, float]]) -> None:
         """Insert many jobs in one transaction: all or none, ids in the given order."""
@@ -814,6 +854,8 @@ class DatabaseDriver(QueueDriver):
                 connection.execute(*self._bulk_statement(chunk))
 
         run_transaction(self.engine, work)
+        for queue in {q for q, _, d in jobs if d <= 0}:
+            self.waker.notify(queue)
 
     @staticmethod
     def _earliest(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -852,19 +894,17 @@ class DatabaseDriver(QueueDriver):
         PostgreSQL it waits for a NOTIFY instead, claiming again at least every
         `NOTIFY_FALLBACK_POLL_SECONDS` (expired leases, delayed jobs).
         """
-        deadline = time.monotonic() + block
         waker = self._waker
-        if waker is not None:
-            waker.drain()
+        if waker is None:
+            return self._blocking(queues, block, lambda: self._claim_once(queues))
+        deadline = time.monotonic() + block
+        waker.drain()
         while True:
             job = self._claim_once(queues)
             remaining = deadline - time.monotonic()
             if job is not None or remaining <= 0:
                 return job
-            if waker is not None:
-                waker.wait(queues, min(NOTIFY_FALLBACK_POLL_SECONDS, remaining))
-            else:
-                time.sleep(min(BLOCKING_POLL_SECONDS, remaining))
+            waker.wait(queues, min(NOTIFY_FALLBACK_POLL_SECONDS, remaining))
 
     def _claim_once(self, queues: Sequence[str]) -> ReservedJob | None:
         expiry = self._clock.offset(-self.retry_after)
@@ -882,6 +922,108 @@ class DatabaseDriver(QueueDriver):
 
         # PostgreSQL: each queue's claim is one statement, atomic in autocommit.
         return run_transaction(self._single, work)
+
+    def pop_many(self, queues: Sequence[str], count: int, block: float = 0.0) -> list[ReservedJob]:
+        """Claim up to `count` rows in ONE transaction (a worker's prefetch), each its own lease.
+
+        The rows are the `count` lowest ids that `count` pops would claim one by
+        one (due pending and expired reservations, the first queue before the
+        next), each marked reserved with one attempt counted and its own fencing
+        token (`<row id>:<reservations>`). Waits like `pop` when none is due.
+        """
+        if count <= 1 or self._postgres:
+            # PostgreSQL: one row per claim statement (see the module doc).
+            job = self.pop(queues, block)
+            return [] if job is None else [job]
+        return self._blocking(queues, block, lambda: self._claim_many_once(queues, count))
+
+    def _blocking(self, queues: Sequence[str], block: float, claim: Callable[[], T]) -> T:
+        """`claim()` until it finds work or `block` seconds pass, waiting in between on
+        the waker (woken by a push on this machine) and at most an adaptive poll
+        interval: IDLE_POLL_BASE right after work, backing off (full jitter) to
+        BLOCKING_POLL_SECONDS while idle, for pushes from other machines and
+        delayed jobs coming due."""
+        found = claim()
+        if found or block <= 0:
+            if found:
+                self._idle.reset()
+            return found
+        deadline = time.monotonic() + block
+        with self.waker.listen(queues) as listener:
+            while True:
+                found = claim()  # again, now that a notify cannot be missed
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    if found:
+                        self._idle.reset()
+                    return found
+                listener.wait(min(self._idle.next_delay(), remaining))
+
+    def _claim_many_once(self, queues: Sequence[str], count: int) -> list[ReservedJob]:
+        expiry = self._clock.offset(-self.retry_after)
+
+        def work(connection: Connection) -> list[ReservedJob]:
+            claimed: list[ReservedJob] = []
+            for queue in queues:
+                wanted = count - len(claimed)
+                if wanted <= 0:
+                    break
+                params = {"queue": queue, "expiry": expiry, "limit": wanted}
+                rows = self._hot(connection, self._claim_many, params).fetchall()
+                chosen = sorted(rows, key=lambda r: int(r[0]))[:wanted]
+                claimed += [self._mark_claimed(connection, queue, row) for row in chosen]
+            return claimed
+
+        return run_transaction(self.engine, work)
+
+    def ack_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Delete every finished job in ONE transaction, each delete fenced like `ack`
+        and followed by the job's `done` status row, as `ack` writes it."""
+        if not jobs:
+            return []
+
+        def work(connection: Connection) -> list[bool]:
+            verdicts = []
+            for job in jobs:
+                fence = _parse_token(job.token)
+                if fence is None:
+                    verdicts.append(False)
+                    continue
+                params = self._fence_params(fence)
+                status = self._status_params(job, "done")
+                if self._postgres and status is not None:
+                    statement = self._ack_with_status
+                    acked = self._hot(connection, statement, params | status).rowcount == 1
+                else:
+                    acked = self._hot(connection, self._ack, params).rowcount == 1
+                    if acked and status is not None:
+                        self._hot(connection, self._status_insert, status)
+                verdicts.append(acked)
+            return verdicts
+
+        verdicts = run_transaction(self.engine, work)
+        self._maybe_trim(any(verdicts))
+        return verdicts
+
+    def extend_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Renew every lease in ONE transaction; each renewal fenced like `extend`."""
+        return self._fenced_many(self._extend, jobs)
+
+    def _fenced_many(self, statement: TextClause, jobs: Sequence[ReservedJob]) -> list[bool]:
+        expiry = self._clock.offset(-self.retry_after)
+
+        def work(connection: Connection) -> list[bool]:
+            verdicts = []
+            for job in jobs:
+                fence = _parse_token(job.token)
+                if fence is None:
+                    verdicts.append(False)
+                    continue
+                params = {"id": fence[0], "reservations": fence[1], "expiry": expiry}
+                verdicts.append(self._hot(connection, statement, params).rowcount == 1)
+            return verdicts
+
+        return run_transaction(self.engine, work) if jobs else []
 
     def _mark_claimed(self, connection: Connection, queue: str, row: Any) -> ReservedJob:
         """Reserve the chosen row (locked by the claim's SELECT, or BEGIN IMMEDIATE)."""
@@ -1012,10 +1154,14 @@ class DatabaseDriver(QueueDriver):
         """
         undo = undo_attempt and not job.token.endswith(TRANSFER_SUFFIX)
         statement = self._release_undo if undo else self._release
-        extra: dict[str, Any] = {"delay": self._clock.offset(checked_delay(delay))}
+        delay = checked_delay(delay)
+        extra: dict[str, Any] = {"delay": self._clock.offset(delay)}
         if self._postgres:
             extra["channel"] = channel_for(job.queue)
-        return self._fenced(statement, job, **extra)
+        released = self._fenced(statement, job, **extra)
+        if released and delay <= 0 and not self._postgres:
+            self.waker.notify(job.queue)
+        return released
 
     def extend(self, job: ReservedJob) -> bool:
         """Renew the lease to `retry_after` seconds from now; fenced like `ack`."""

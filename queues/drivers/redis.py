@@ -858,6 +858,128 @@ class RedisDriver(QueueDriver):
             abandoned_after=float(held) if held else None,
         ), None
 
+    @_redis_call
+    def pop_many(self, queues: Sequence[str], count: int, block: float = 0.0) -> list[ReservedJob]:
+        """Reserve up to `count` jobs in one run of pop_many.lua, each under its own lease.
+
+        Each job's fencing token is its own nonce, so it is acked, released,
+        extended or failed on its own, exactly like a job from `pop`. An empty
+        pop waits on the notify lists like `pop`. One call is idempotent (its
+        receipt): the client's re-send after a lost reply gets the same
+        reservations back, never a second set.
+        """
+        if count <= 1:
+            job = self.pop(queues, block)
+            return [] if job is None else [job]
+        if not queues:
+            raise ValueError("pop needs at least one queue name")
+        notify = [self.keys(q).notify for q in queues]
+        slice_cap = self._block_slice
+        if self.cluster and len(notify) > 1:
+            # The notify lists lie in different slots: block on the first, poll the rest.
+            notify, slice_cap = notify[:1], min(slice_cap, CLUSTER_MULTI_QUEUE_SLICE)
+        tokens = [uuid.uuid4().hex for _ in range(count)]
+        deadline = time.monotonic() + block
+        while True:
+            jobs, next_due = self._pop_many_once(queues, tokens)
+            if jobs:
+                return jobs
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            wait = min(remaining, slice_cap)
+            if next_due is not None:
+                wait = min(wait, next_due)
+            woken = self.client.blpop(notify, timeout=blpop_timeout(wait, self.server_version()))
+            if woken is None and time.monotonic() >= deadline:
+                return []
+
+    def _pop_many_once(
+        self, queues: Sequence[str], tokens: Sequence[str]
+    ) -> tuple[list[ReservedJob], float | None]:
+        """One run of pop_many.lua (per queue on a cluster, in priority order, each with
+        its own receipt in that queue's slot): `(jobs, None)` or `([], next due)`."""
+        if self.cluster and len(queues) > 1:
+            got: list[ReservedJob] = []
+            soonest: float | None = None
+            for one in queues:
+                jobs, due = self._pop_many_once([one], tokens[len(got) :])
+                got += jobs
+                if len(got) == len(tokens):
+                    break
+                if due is not None:
+                    soonest = due if soonest is None else min(soonest, due)
+            return got, (None if got else soonest)
+        keys = [key for q in queues for key in self.keys(q).all()]
+        keys.append(self.receipt_key(tokens[0], queues[0]))
+        args: list[Any] = [self.retry_after, MIGRATE_BATCH, POP_RECEIPT_TTL, len(tokens)]
+        args += [*tokens, *queues]
+        reply = self._scripts["pop_many"](keys=keys, args=args)
+        if _text(reply[0]):
+            return [_many_reserved(_text(entry), queues, tokens) for entry in reply], None
+        next_due = _text(reply[1])
+        return [], float(next_due) if next_due else None
+
+    @_redis_call
+    def ack_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Ack the jobs with one run of ack_many.lua per queue; fenced per job.
+
+        Each call carries its own settle receipt: a re-send after a lost reply
+        returns the first run's verdicts and changes nothing.
+        """
+        return self._many(
+            "ack_many",
+            jobs,
+            lambda k: k.settle(),
+            [SETTLE_RECEIPT_TTL, self.status_retention],
+            True,
+            status_of=lambda job: self._final_status(job, "done"),
+        )
+
+    @_redis_call
+    def extend_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
+        """Renew every lease with one run of extend_many.lua per queue; fenced per job."""
+        return self._many(
+            "extend_many", jobs, lambda k: [k.leases, k.reservations], [self.retry_after], False
+        )
+
+    def _many(
+        self,
+        script: str,
+        jobs: Sequence[ReservedJob],
+        keys_of: Callable[[_QueueKeys], list[str]],
+        head: list[Any],
+        receipt: bool,
+        status_of: Callable[[ReservedJob], tuple[str, str]] | None = None,
+    ) -> list[bool]:
+        """Run `script` once per queue over that queue's jobs (one hash slot per call).
+
+        With `status_of` (ack_many.lua), each job's status key follows the receipt in
+        KEYS and its status record follows its id and token in ARGV.
+        """
+        by_queue: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(index)
+        verdicts = [False] * len(jobs)
+        for queue, indexes in by_queue.items():
+            keys = keys_of(self.keys(queue))
+            if receipt:
+                keys = [*keys, self.settle_key(uuid.uuid4().hex, queue)]
+            if status_of is None:
+                pairs = [v for i in indexes for v in (jobs[i].id, jobs[i].token)]
+            else:
+                statuses = [status_of(jobs[i]) for i in indexes]
+                keys += [key for key, _ in statuses]
+                pairs = [
+                    v
+                    for i, (_, record) in zip(indexes, statuses, strict=True)
+                    for v in (jobs[i].id, jobs[i].token, record)
+                ]
+            result = _text(self._scripts[script](keys=keys, args=[*head, *pairs]))
+            for i, verdict in zip(indexes, result, strict=True):
+                verdicts[i] = verdict == "1"
+        return verdicts
+
     def _settle(
         self,
         script: str,
@@ -1184,6 +1306,24 @@ def _status_record(job_id: str, connection: str, text: str) -> JobStatus | None:
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _many_reserved(entry: str, queues: Sequence[str], tokens: Sequence[str]) -> ReservedJob:
+    """One job of a pop_many.lua reply (the id is the script's, never a re-parse)."""
+    queue_index, token_index, kind, held, job_id, payload = entry.split("\n", 5)
+    try:
+        attempts, real_id = _envelope_head(payload)
+    except ValueError:
+        attempts, real_id = 1, malformed_id(payload)  # the worker fails it with the reason
+    return ReservedJob(
+        job_id,
+        queues[int(queue_index) - 1],
+        payload,
+        attempts,
+        tokens[int(token_index) - 1],
+        duplicate_of=real_id if kind == DUPLICATE_KIND else None,
+        abandoned_after=float(held) if held else None,
+    )
 
 
 def _age(head: Any) -> float | None:
