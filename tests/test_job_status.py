@@ -7,6 +7,7 @@ or the last fail in the same atomic step (no extra round trip).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -44,6 +45,23 @@ def test_a_job_is_queued_then_running_then_done(driver: QueueDriver) -> None:
     done = driver.job_status("job-1")
     assert done is not None and (done.state, done.attempts, done.job) == ("done", 1, "Probe")
     assert done.finished_at is not None and done.finished_at >= running.started_at - 1
+
+
+def test_a_batch_settle_marks_each_acked_job_done_and_a_stale_one_not(
+    driver: QueueDriver,
+) -> None:
+    for job_id in ("many-1", "many-2", "many-3"):
+        driver.push("status", envelope(job_id))
+    held = [driver.pop(["status"]) for _ in range(3)]
+    assert all(job is not None for job in held)
+    first, second, third = (job for job in held if job is not None)
+    stale = replace(third, token=third.token + "0")  # a token this reservation never had
+    assert driver.ack_many([first, second, stale]) == [True, True, False]
+    for job in (first, second):
+        status = driver.job_status(job.id)
+        assert status is not None and (status.state, status.attempts) == ("done", 1)
+    still = driver.job_status(third.id)
+    assert still is not None and still.state == "running"
 
 
 def test_a_failed_job_keeps_its_reason_and_a_retry_makes_it_queued_again(
