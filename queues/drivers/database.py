@@ -977,50 +977,35 @@ class DatabaseDriver(QueueDriver):
         return run_transaction(self.engine, work)
 
     def ack_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
-        """Delete every finished job in ONE transaction, each delete fenced like `ack`
-        and followed by the job's `done` status row, as `ack` writes it."""
-        if not jobs:
-            return []
-
-        def work(connection: Connection) -> list[bool]:
-            verdicts = []
-            for job in jobs:
-                fence = _parse_token(job.token)
-                if fence is None:
-                    verdicts.append(False)
-                    continue
-                params = self._fence_params(fence)
-                status = self._status_params(job, "done")
-                if self._postgres and status is not None:
-                    statement = self._ack_with_status
-                    acked = self._hot(connection, statement, params | status).rowcount == 1
-                else:
-                    acked = self._hot(connection, self._ack, params).rowcount == 1
-                    if acked and status is not None:
-                        self._hot(connection, self._status_insert, status)
-                verdicts.append(acked)
-            return verdicts
-
-        verdicts = run_transaction(self.engine, work)
+        """Delete every finished job in ONE transaction, each fenced and given its `done`
+        status row as `ack` does."""
+        verdicts = self._fenced_many(jobs, self._ack_in)
         self._maybe_trim(any(verdicts))
         return verdicts
 
     def extend_many(self, jobs: Sequence[ReservedJob]) -> list[bool]:
         """Renew every lease in ONE transaction; each renewal fenced like `extend`."""
-        return self._fenced_many(self._extend, jobs)
+        return self._fenced_many(
+            jobs, lambda connection, _job, params: self._renewed_in(connection, params)
+        )
 
-    def _fenced_many(self, statement: TextClause, jobs: Sequence[ReservedJob]) -> list[bool]:
-        expiry = self._clock.offset(-self.retry_after)
+    def _renewed_in(self, connection: Connection, params: dict[str, Any]) -> bool:
+        return self._hot(connection, self._extend, params).rowcount == 1
+
+    def _fenced_many(
+        self,
+        jobs: Sequence[ReservedJob],
+        settle: Callable[[Connection, ReservedJob, dict[str, Any]], bool],
+    ) -> list[bool]:
+        """Settle every job in ONE transaction, each fenced on its own token."""
 
         def work(connection: Connection) -> list[bool]:
             verdicts = []
             for job in jobs:
                 fence = _parse_token(job.token)
-                if fence is None:
-                    verdicts.append(False)
-                    continue
-                params = {"id": fence[0], "reservations": fence[1], "expiry": expiry}
-                verdicts.append(self._hot(connection, statement, params).rowcount == 1)
+                verdicts.append(
+                    fence is not None and settle(connection, job, self._fence_params(fence))
+                )
             return verdicts
 
         return run_transaction(self.engine, work) if jobs else []
@@ -1069,26 +1054,23 @@ class DatabaseDriver(QueueDriver):
         if fence is None:
             return False
         params = self._fence_params(fence)
-        status = self._status_params(job, "done")
-        if self._postgres:
-            statement = self._ack if status is None else self._ack_with_status
-            values = params if status is None else params | status
-            acked = run_transaction(
-                self._single, lambda c: self._hot(c, statement, values).rowcount == 1
-            )
-            self._maybe_trim(acked)
-            return acked
-
-        def work(connection: Connection) -> bool:
-            if self._hot(connection, self._ack, params).rowcount != 1:
-                return False
-            if status is not None:
-                self._hot(connection, self._status_insert, status)
-            return True
-
-        acked = run_transaction(self.engine, work)
+        engine = self._single if self._postgres else self.engine
+        acked = run_transaction(engine, lambda c: self._ack_in(c, job, params))
         self._maybe_trim(acked)
         return acked
+
+    def _ack_in(self, connection: Connection, job: ReservedJob, params: dict[str, Any]) -> bool:
+        """Delete one finished job (fenced by `params`) and insert its `done` status row,
+        inside the caller's transaction; on PostgreSQL both are one statement."""
+        status = self._status_params(job, "done")
+        if status is None:
+            return self._hot(connection, self._ack, params).rowcount == 1
+        if self._postgres:
+            return self._hot(connection, self._ack_with_status, params | status).rowcount == 1
+        if self._hot(connection, self._ack, params).rowcount != 1:
+            return False
+        self._hot(connection, self._status_insert, status)
+        return True
 
     def _maybe_trim(self, acked: bool) -> None:
         """After an ack, trim expired status rows if STATUS_TRIM_INTERVAL has passed."""
