@@ -45,6 +45,7 @@
 -- {'', seconds until the earliest delayed job or lease comes due ('' if none)}.
 -- @include requeue_due.lua
 -- @include envelope.lua
+-- @include idle_reply.lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local retry_after = tonumber(ARGV[1])
@@ -118,21 +119,4 @@ for q = 1, nqueues do
   end
 end
 
-local earliest = nil
-for q = 1, nqueues do
-  local b = 8 * (q - 1)
-  redis.call('DEL', KEYS[b + 6])
-  for _, key in ipairs({KEYS[b + 2], KEYS[b + 4]}) do
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if first[2] then
-      local at = tonumber(first[2])
-      if earliest == nil or at < earliest then
-        earliest = at
-      end
-    end
-  end
-end
-if earliest == nil then
-  return {'', ''}
-end
-return {'', string.format('%.6f', math.max(earliest - now, 0))}
+return idle_reply(nqueues, now)
