@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from config.settings import PROJECT_ROOT, ConfigError, Settings
 from core.broker import choose_port, port_is_free, start_embedded_broker
 from core.router import Router
+from tests.conftest import need_binaries
 from tests.mqtt_helpers import (
     WAIT_TIMEOUT,
     make_settings,
@@ -43,8 +43,8 @@ def _route_one_message(host: str, port: int) -> list[tuple[str, dict[str, str], 
     return seen
 
 
-@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="no mosquitto binary on PATH")
 def test_embedded_mosquitto_routes_a_message_and_stops(tmp_path: Path) -> None:
+    need_binaries("mosquitto")
     broker = start_embedded_broker(Settings(), "mosquitto", storage_dir=tmp_path)
     try:
         assert broker.kind == "mosquitto"
@@ -83,10 +83,10 @@ def test_a_taken_preferred_port_is_replaced_by_a_free_one() -> None:
     assert port != taken
 
 
-@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="no mosquitto binary on PATH")
 def test_run_without_mqtt_host_logs_the_embedded_broker_first_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
+    need_binaries("mosquitto")
     log_path = tmp_path / "run.log"
     env = {
         **os.environ,
